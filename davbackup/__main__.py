@@ -1,0 +1,3 @@
+from davbackup.cli import run
+
+run()

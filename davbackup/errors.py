@@ -1,0 +1,120 @@
+"""The one exception hierarchy of davbackup.
+
+Every error knows the HTTP status the WebDAV layer answers with and the exit code the
+CLI ends with, and its message names the operation and the path or object involved.
+"""
+
+from __future__ import annotations
+
+
+class DavBackupError(Exception):
+    """Base of every error davbackup raises on purpose."""
+
+    http_status: int = 500
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(DavBackupError):
+    """Bad command-line input or configuration."""
+
+    http_status = 400
+    exit_code = 2
+
+
+class InvalidPath(DavBackupError):
+    """A path that cannot name anything: '..', NUL bytes, over-long names."""
+
+    http_status = 400
+    exit_code = 2
+
+
+class NotFound(DavBackupError):
+    http_status = 404
+    exit_code = 3
+
+
+class AlreadyExists(DavBackupError):
+    http_status = 405
+    exit_code = 3
+
+
+class Conflict(DavBackupError):
+    """The parent collection is missing, or a file stands where a folder is needed."""
+
+    http_status = 409
+    exit_code = 3
+
+
+class PreconditionFailed(DavBackupError):
+    """Overwrite refused, or a digest or size did not match what the client promised."""
+
+    http_status = 412
+    exit_code = 3
+
+
+class PermissionDenied(DavBackupError):
+    http_status = 403
+    exit_code = 5
+
+
+class AuthenticationFailed(DavBackupError):
+    http_status = 401
+    exit_code = 5
+
+
+class Locked(DavBackupError):
+    """A resource is busy: another upload holds the session or the writer lock."""
+
+    http_status = 423
+    exit_code = 6
+
+
+class IncompleteBody(DavBackupError):
+    """The request body was shorter than announced; nothing was stored."""
+
+    http_status = 400
+    exit_code = 3
+
+
+class RangeError(DavBackupError):
+    http_status = 416
+    exit_code = 3
+
+
+class RepositoryError(DavBackupError):
+    """The repository cannot be opened or is not a davbackup repository."""
+
+    http_status = 500
+    exit_code = 10
+
+
+class WrongPassphrase(RepositoryError):
+    exit_code = 11
+
+
+class KeyFileError(RepositoryError):
+    """A key file is missing, unreadable or malformed."""
+
+    exit_code = 12
+
+
+class UnsupportedFormat(RepositoryError):
+    """The repository was written by a newer davbackup or uses unknown algorithms."""
+
+    exit_code = 13
+
+
+class IntegrityError(DavBackupError):
+    """Stored data failed verification: never serve the bytes."""
+
+    http_status = 500
+    exit_code = 20
+
+
+class StorageFull(DavBackupError):
+    http_status = 507
+    exit_code = 21
