@@ -1,0 +1,264 @@
+"""The catalog: one SQLite database in WAL mode (DESIGN.md §7).
+
+It holds the namespace tree, file versions as ordered chunk lists, the chunk index,
+packs, dead properties, locks, users and upload sessions. Reads use one connection
+per thread; writes go through :meth:`Catalog.write`, which batches concurrent
+transactions into one commit (group commit) and returns only once that commit is
+durable (``synchronous=FULL``): nothing is acknowledged before its fsync.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+from davbackup.errors import RepositoryError, UnsupportedFormat
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+SCHEMA_V1 = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE users(
+    name TEXT PRIMARY KEY,
+    pw_hash TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('rw', 'ro')),
+    root_id INTEGER NOT NULL,
+    created REAL NOT NULL);
+CREATE TABLE nodes(
+    id INTEGER PRIMARY KEY,
+    parent_id INTEGER,
+    name_hash BLOB NOT NULL,
+    name_enc BLOB NOT NULL,
+    is_dir INTEGER NOT NULL,
+    version_id INTEGER,
+    created REAL NOT NULL,
+    modified REAL NOT NULL);
+CREATE UNIQUE INDEX nodes_by_parent ON nodes(parent_id, name_hash);
+CREATE INDEX nodes_by_version ON nodes(version_id) WHERE version_id IS NOT NULL;
+CREATE TABLE versions(
+    id INTEGER PRIMARY KEY,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    created REAL NOT NULL);
+CREATE TABLE version_chunks(
+    version_id INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    chunk_id BLOB NOT NULL,
+    PRIMARY KEY (version_id, offset)) WITHOUT ROWID;
+CREATE INDEX version_chunks_by_chunk ON version_chunks(chunk_id);
+CREATE TABLE packs(
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL CHECK (state IN ('open', 'sealed')),
+    created REAL NOT NULL);
+CREATE TABLE chunks(
+    id BLOB PRIMARY KEY,
+    pack_id INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    stored_len INTEGER NOT NULL,
+    plain_len INTEGER NOT NULL,
+    touched REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX chunks_by_pack ON chunks(pack_id);
+CREATE TABLE props(
+    node_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value_enc BLOB NOT NULL,
+    PRIMARY KEY (node_id, name)) WITHOUT ROWID;
+CREATE TABLE locks(
+    token TEXT PRIMARY KEY,
+    root TEXT NOT NULL,
+    expire REAL NOT NULL,
+    data TEXT NOT NULL);
+CREATE INDEX locks_by_root ON locks(root);
+CREATE TABLE upload_sessions(
+    id TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL,
+    path_hash BLOB NOT NULL,
+    path_enc BLOB NOT NULL,
+    protocol TEXT NOT NULL,
+    total INTEGER,
+    received INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}');
+CREATE INDEX upload_sessions_by_path ON upload_sessions(user_name, path_hash);
+CREATE TABLE session_chunks(
+    session_id TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    chunk_id BLOB NOT NULL,
+    PRIMARY KEY (session_id, offset)) WITHOUT ROWID;
+CREATE INDEX session_chunks_by_chunk ON session_chunks(chunk_id);
+"""
+
+# Migrations from version N to N+1, applied in order inside one transaction each.
+MIGRATIONS: dict[int, str] = {}
+
+
+class _Job:
+    __slots__ = ("fn", "result", "error", "done")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+        self.fn = fn
+        self.result: object = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class Catalog:
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        self.path = path
+        if not create and not path.exists():
+            raise RepositoryError(f"{path}: catalog is missing")
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._writer = self._connect()
+        self._writer.execute("PRAGMA journal_mode=WAL")
+        self._writer.execute("PRAGMA synchronous=FULL")
+        self._cv = threading.Condition()
+        self._queue: list[_Job] = []
+        self._leader = False
+        self._closed = False
+        self._migrate(create)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA cache_size=-16000")
+        return conn
+
+    def _migrate(self, create: bool) -> None:
+        conn = self._writer
+        has_meta = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+        ).fetchone()
+        if not has_meta:
+            if not create:
+                raise RepositoryError(f"{self.path}: not a davbackup catalog")
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in SCHEMA_V1.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            conn.execute("COMMIT")
+            return
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise UnsupportedFormat(
+                f"{self.path}: catalog schema {version} is newer than this davbackup supports ({SCHEMA_VERSION})"
+            )
+        while version < SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            version += 1
+            conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
+            conn.execute("COMMIT")
+
+    # -- reading -----------------------------------------------------------------
+
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read connection (autocommit: each statement sees the latest commit)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: several queries that see one consistent state."""
+        conn = self.reader()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    # -- writing -----------------------------------------------------------------
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in a write transaction; returns once the commit is durable.
+
+        Concurrent callers are batched into one transaction (one fsync). Each job runs
+        in its own savepoint, so an exception undoes that job only and is re-raised to
+        its caller.
+        """
+        job = _Job(fn)
+        with self._cv:
+            if self._closed:
+                raise RepositoryError("the catalog is closed")
+            self._queue.append(job)
+            while not job.done:
+                if not self._leader:
+                    self._leader = True
+                    batch, self._queue = self._queue, []
+                    break
+                self._cv.wait()
+            else:
+                if job.error is not None:
+                    raise job.error
+                return job.result  # type: ignore[return-value]
+        try:
+            self._run_batch(batch)
+        finally:
+            with self._cv:
+                self._leader = False
+                self._cv.notify_all()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            for job in batch:
+                job.error = RepositoryError(f"catalog busy or unwritable: {exc}")
+                job.done = True
+            return
+        for job in batch:
+            conn.execute("SAVEPOINT job")
+            try:
+                job.result = job.fn(conn)
+                conn.execute("RELEASE job")
+            except BaseException as exc:  # re-raised in the caller's thread
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                job.error = exc
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            for job in batch:
+                if job.error is None:
+                    job.error = RepositoryError(f"catalog commit failed: {exc}")
+        for job in batch:
+            if isinstance(job.error, sqlite3.Error):
+                job.error = RepositoryError(f"catalog error: {job.error}")
+            job.done = True
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+        with self._readers_lock:
+            for conn in self._readers:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:
+                    pass
+            self._readers.clear()
+        self._writer.close()

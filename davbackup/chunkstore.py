@@ -1,0 +1,287 @@
+"""The chunk store: deduplicated, encrypted chunks in packs, indexed in the catalog.
+
+Write ordering (DESIGN.md §8): a chunk's blob is appended to the active pack, the
+pack is fsynced, and only then is the chunk's index row committed, in the same
+transaction as the file version or upload session that references it. Chunks
+appended but not yet committed are "pending": other writers deduplicate against
+them in memory, and the pack holding them is not handed to gc (it stays ``open``)
+until none are left.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+
+from davbackup.catalog import Catalog
+from davbackup.errors import IntegrityError
+from davbackup.pack import HEADER_SIZE, BlobCodec, BlobError
+from davbackup.storage import LocalAppender, LocalPackStorage, PackMissing
+
+log = logging.getLogger(__name__)
+
+ChunkId = bytes
+
+
+@dataclass(frozen=True)
+class Location:
+    pack_id: int
+    offset: int
+    stored_len: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + HEADER_SIZE + self.stored_len
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    """A chunk as a file version sees it: its ID and plaintext length."""
+
+    chunk_id: ChunkId
+    length: int
+
+
+@dataclass
+class _Pending:
+    location: Location
+    plain_len: int
+    holders: int
+
+
+@dataclass
+class ChunkBatch:
+    """The chunks one writer referenced since its last durable checkpoint."""
+
+    new: dict[ChunkId, tuple[Location, int]] = field(default_factory=dict)
+    existing: set[ChunkId] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self.new) + len(self.existing)
+
+
+class ChunkStore:
+    def __init__(
+        self,
+        catalog: Catalog,
+        storage: LocalPackStorage,
+        codec: BlobCodec,
+        pack_target_size: int,
+        writable: bool,
+    ) -> None:
+        self.catalog = catalog
+        self.storage = storage
+        self.codec = codec
+        self.pack_target_size = pack_target_size
+        self.writable = writable
+        self._lock = threading.Lock()
+        self._pending: dict[ChunkId, _Pending] = {}
+        self._active: tuple[int, LocalAppender] | None = None
+        self._appenders: dict[int, LocalAppender] = {}
+        self._inflight: dict[int, int] = {}  # pack id -> pending chunks in it
+        self._pack_names: dict[int, str] = {}
+        if writable:
+            self._recover()
+
+    # -- startup -----------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Packs left open by a previous process are sealed: nothing is pending now."""
+
+        def seal_leftovers(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE packs SET state='sealed' WHERE state='open'")
+
+        self.catalog.write(seal_leftovers)
+
+    # -- writing -----------------------------------------------------------------
+
+    def put(self, data: bytes, batch: ChunkBatch) -> ChunkRef:
+        """Store one chunk (or find it stored) and note it in ``batch``."""
+        chunk_id = self.codec.chunk_id(data)
+        ref = ChunkRef(chunk_id, len(data))
+        if chunk_id in batch.new or chunk_id in batch.existing:
+            return ref
+        with self._lock:
+            pending = self._pending.get(chunk_id)
+            if pending is not None:
+                pending.holders += 1
+                batch.new[chunk_id] = (pending.location, pending.plain_len)
+                return ref
+        row = self.catalog.reader().execute("SELECT 1 FROM chunks WHERE id=?", (chunk_id,)).fetchone()
+        if row is not None:
+            batch.existing.add(chunk_id)
+            return ref
+        blob = self.codec.seal(chunk_id, data)
+        with self._lock:
+            pending = self._pending.get(chunk_id)
+            if pending is not None:  # another writer stored it meanwhile
+                pending.holders += 1
+                batch.new[chunk_id] = (pending.location, pending.plain_len)
+                return ref
+            pack_id, appender = self._active_pack()
+            offset = appender.append(blob)
+            location = Location(pack_id, offset, len(blob) - HEADER_SIZE)
+            self._pending[chunk_id] = _Pending(location, len(data), 1)
+            self._inflight[pack_id] = self._inflight.get(pack_id, 0) + 1
+            batch.new[chunk_id] = (location, len(data))
+            if appender.size >= self.pack_target_size:
+                self._retire_active()
+        return ref
+
+    def _active_pack(self) -> tuple[int, LocalAppender]:
+        if self._active is None:
+            if not self.writable:
+                raise IntegrityError("repository opened read-only: cannot store chunks")
+            name = secrets.token_hex(16)
+            appender = self.storage.create(name)
+
+            def add_pack(conn: sqlite3.Connection) -> int:
+                cur = conn.execute(
+                    "INSERT INTO packs(name, state, created) VALUES (?, 'open', ?)", (name, time.time())
+                )
+                return int(cur.lastrowid)  # type: ignore[arg-type]
+
+            pack_id = self.catalog.write(add_pack)
+            self._pack_names[pack_id] = name
+            self._appenders[pack_id] = appender
+            self._active = (pack_id, appender)
+        return self._active
+
+    def _retire_active(self) -> None:
+        """Called with the lock held: the next chunk starts a new pack."""
+        assert self._active is not None
+        self._active = None
+
+    def make_durable(self, batch: ChunkBatch) -> None:
+        """fsync every pack holding a chunk of ``batch`` (before its rows commit)."""
+        ends: dict[int, int] = {}
+        for location, _ in batch.new.values():
+            ends[location.pack_id] = max(ends.get(location.pack_id, 0), location.end)
+        for pack_id, end in ends.items():
+            appender = self._appenders.get(pack_id)
+            if appender is None:
+                raise IntegrityError(f"pack {pack_id} is not open for writing")
+            appender.sync(end)
+
+    @staticmethod
+    def record(conn: sqlite3.Connection, batch: ChunkBatch, now: float) -> None:
+        """Inside a write transaction: index new chunks, check deduplicated ones exist."""
+        conn.executemany(
+            "INSERT OR IGNORE INTO chunks(id, pack_id, offset, stored_len, plain_len, touched)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (cid, loc.pack_id, loc.offset, loc.stored_len, plain_len, now)
+                for cid, (loc, plain_len) in batch.new.items()
+            ],
+        )
+        existing = list(batch.existing)
+        for start in range(0, len(existing), 500):
+            part = existing[start : start + 500]
+            marks = ",".join("?" * len(part))
+            cur = conn.execute(f"UPDATE chunks SET touched=? WHERE id IN ({marks})", (now, *part))
+            if cur.rowcount != len(part):
+                raise IntegrityError(
+                    "a deduplicated chunk was removed by a concurrent gc; the upload must be retried"
+                )
+
+    def release(self, batch: ChunkBatch) -> None:
+        """After commit or abort: drop this writer's hold on pending chunks."""
+        with self._lock:
+            for cid in batch.new:
+                pending = self._pending.get(cid)
+                if pending is None:
+                    continue
+                pending.holders -= 1
+                if pending.holders <= 0:
+                    del self._pending[cid]
+                    pack_id = pending.location.pack_id
+                    self._inflight[pack_id] -= 1
+            done = [
+                pid
+                for pid, count in self._inflight.items()
+                if count == 0 and (self._active is None or self._active[0] != pid)
+            ]
+            for pid in done:
+                del self._inflight[pid]
+        for pid in done:
+            self._seal(pid)
+        batch.new.clear()
+        batch.existing.clear()
+
+    def _seal(self, pack_id: int) -> None:
+        appender = self._appenders.pop(pack_id, None)
+        if appender is not None:
+            appender.close()
+
+        def mark(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE packs SET state='sealed' WHERE id=?", (pack_id,))
+
+        self.catalog.write(mark)
+
+    # -- reading -----------------------------------------------------------------
+
+    def pack_name(self, pack_id: int) -> str:
+        name = self._pack_names.get(pack_id)
+        if name is None:
+            row = self.catalog.reader().execute("SELECT name FROM packs WHERE id=?", (pack_id,)).fetchone()
+            if row is None:
+                raise IntegrityError(f"pack {pack_id} is not in the catalog")
+            name = row[0]
+            self._pack_names[pack_id] = name
+        return name
+
+    def locate(self, chunk_id: ChunkId) -> Location | None:
+        row = self.catalog.reader().execute(
+            "SELECT pack_id, offset, stored_len FROM chunks WHERE id=?", (chunk_id,)
+        ).fetchone()
+        return Location(*row) if row else None
+
+    def read(self, chunk_id: ChunkId, location: Location | None, context: str) -> bytes:
+        """The verified plaintext of a chunk; :class:`IntegrityError` names what failed."""
+        for attempt in range(2):
+            if location is None or attempt == 1:
+                location = self.locate(chunk_id)
+                if location is None:
+                    raise IntegrityError(f"{context}: chunk {chunk_id.hex()[:16]} is missing from the index")
+            name = self.pack_name(location.pack_id)
+            try:
+                blob = self.storage.read(name, location.offset, HEADER_SIZE + location.stored_len)
+            except (PackMissing, EOFError) as exc:
+                if attempt == 0:
+                    continue  # gc may have moved the chunk: look it up again
+                raise IntegrityError(
+                    f"{context}: chunk {chunk_id.hex()[:16]}: pack {name} is missing or short ({exc})"
+                ) from exc
+            try:
+                return self.codec.open(blob, expected_id=chunk_id)
+            except BlobError as exc:
+                if attempt == 0:
+                    fresh = self.locate(chunk_id)
+                    if fresh is not None and fresh != location:
+                        continue
+                raise IntegrityError(
+                    f"{context}: chunk {chunk_id.hex()[:16]} in pack {name} at offset {location.offset}"
+                    f" failed verification: {exc}"
+                ) from exc
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Close own packs; a clean shutdown leaves none of them ``open``."""
+        with self._lock:
+            appenders = list(self._appenders.items())
+            self._appenders.clear()
+            self._active = None
+        for _pid, appender in appenders:
+            appender.close()
+        if appenders:
+            ids = [pid for pid, _ in appenders]
+
+            def mark(conn: sqlite3.Connection) -> None:
+                conn.executemany("UPDATE packs SET state='sealed' WHERE id=?", [(i,) for i in ids])
+
+            self.catalog.write(mark)
+        self.storage.close()

@@ -1,0 +1,108 @@
+"""Cryptographic primitives, each under a stable name (see DESIGN.md, "Algorithms").
+
+- ``blake3-keyed``: chunk IDs, name hashes and per-chunk subkeys (keyed BLAKE3).
+- ``aes-256-gcm``: authenticated encryption of chunks, names, properties, key slots.
+- ``argon2id``: derives the key-encryption key from a passphrase.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import blake3
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+KEY_SIZE = 32
+NONCE_SIZE = 12
+TAG_SIZE = 16
+
+
+class DecryptionFailed(Exception):
+    """Internal: the AEAD tag did not verify. Callers turn it into a named error."""
+
+
+def keyed_hash(key: bytes, data: bytes | bytearray | memoryview, size: int = 32) -> bytes:
+    """BLAKE3 in keyed mode: a MAC / PRF of ``data`` under a 32-byte key."""
+    return blake3.blake3(data, key=key, max_threads=1).digest(size)
+
+
+def derive_key(master: bytes, context: str) -> bytes:
+    """A 32-byte subkey of ``master`` for one purpose (BLAKE3 keyed, domain-separated)."""
+    return keyed_hash(master, b"davbackup-subkey\x00" + context.encode("ascii"))
+
+
+def random_bytes(n: int) -> bytes:
+    return os.urandom(n)
+
+
+def seal(key: bytes, plaintext: bytes | memoryview, associated: bytes, nonce: bytes | None = None) -> tuple[bytes, bytes]:
+    """Encrypt with AES-256-GCM; returns ``(nonce, ciphertext_with_tag)``."""
+    if nonce is None:
+        nonce = os.urandom(NONCE_SIZE)
+    return nonce, AESGCM(key).encrypt(nonce, bytes(plaintext), associated)
+
+
+def open_sealed(key: bytes, nonce: bytes, ciphertext: bytes | memoryview, associated: bytes) -> bytes:
+    """Decrypt and verify; raises :class:`DecryptionFailed` on any mismatch."""
+    try:
+        return AESGCM(key).decrypt(nonce, bytes(ciphertext), associated)
+    except InvalidTag as exc:
+        raise DecryptionFailed() from exc
+
+
+def seal_small(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
+    """Encrypt a small value (a name, a property) into ``nonce || ciphertext``."""
+    nonce, ct = seal(key, plaintext, associated)
+    return nonce + ct
+
+
+def open_small(key: bytes, blob: bytes, associated: bytes) -> bytes:
+    return open_sealed(key, blob[:NONCE_SIZE], blob[NONCE_SIZE:], associated)
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    """Argon2id parameters, stored in each key slot."""
+
+    memory_kib: int = 64 * 1024
+    iterations: int = 3
+    lanes: int = 4
+
+    def derive(self, passphrase: str, salt: bytes) -> bytes:
+        kdf = Argon2id(
+            salt=salt,
+            length=KEY_SIZE,
+            iterations=self.iterations,
+            lanes=self.lanes,
+            memory_cost=self.memory_kib,
+        )
+        return kdf.derive(passphrase.encode("utf-8"))
+
+    def to_json(self) -> dict[str, int | str]:
+        return {
+            "name": "argon2id",
+            "memory_kib": self.memory_kib,
+            "iterations": self.iterations,
+            "lanes": self.lanes,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> "KdfParams":
+        if data.get("name") != "argon2id":
+            raise ValueError(f"unknown KDF {data.get('name')!r}")
+        return cls(
+            memory_kib=int(data["memory_kib"]),  # type: ignore[arg-type]
+            iterations=int(data["iterations"]),  # type: ignore[arg-type]
+            lanes=int(data["lanes"]),  # type: ignore[arg-type]
+        )
+
+
+def kdf_params_from_env() -> KdfParams:
+    """Default KDF cost; ``DAVBACKUP_KDF_MEMORY_KIB`` lowers it (tests only)."""
+    mem = os.environ.get("DAVBACKUP_KDF_MEMORY_KIB")
+    if mem:
+        return KdfParams(memory_kib=int(mem), iterations=1, lanes=1)
+    return KdfParams()

@@ -1,0 +1,286 @@
+"""The catalog as a file system: one user's namespace (DESIGN.md §10).
+
+This is the one definition of files and folders over the store; the WebDAV provider
+and the CLI are thin adapters over it. Paths are Unicode strings with ``/``
+separators; ``/`` is the user's root. Every change is one catalog transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from davbackup import crypto
+from davbackup.errors import (
+    AlreadyExists,
+    Conflict,
+    IntegrityError,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+)
+from davbackup.reader import VersionReader
+from davbackup.tree import Node, join_path, split_path
+from davbackup.tree import drop_version_if_unused
+from davbackup.writer import FileWriter
+
+if TYPE_CHECKING:
+    from davbackup.repository import Repository
+
+PROP_AD = b"davbackup-prop-v1"
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    name: str
+    is_dir: bool
+    size: int
+    etag: str
+    created: float
+    modified: float
+    node_id: int
+
+
+def _entry(parts: list[str], node: Node) -> Entry:
+    return Entry(join_path(parts), parts[-1] if parts else "", node.is_dir, node.size, node.etag,
+                 node.created, node.modified, node.id)
+
+
+class PendingFile:
+    """A file being written to a path; becomes visible at :meth:`commit`."""
+
+    def __init__(self, ns: "Namespace", parts: list[str], writer: FileWriter) -> None:
+        self._ns = ns
+        self._parts = parts
+        self.writer = writer
+
+    @property
+    def received(self) -> int:
+        return self.writer.received
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writer.write(data)
+
+    def commit(self, expected_size: int | None = None, verify: Callable[[], None] | None = None) -> Entry:
+        return self.writer.commit(self._ns._linker(self._parts), expected_size=expected_size, verify=verify)
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+class Namespace:
+    def __init__(self, repo: "Repository", user: str, root_id: int) -> None:
+        self.repo = repo
+        self.user = user
+        self.root_id = root_id
+        self._tree = repo.tree
+        self._catalog = repo.catalog
+
+    # -- reading -----------------------------------------------------------------
+
+    def lookup(self, path: str) -> Entry | None:
+        parts = split_path(path)
+        node = self._tree.resolve(self._catalog.reader(), self.root_id, parts)
+        return _entry(parts, node) if node else None
+
+    def stat(self, path: str) -> Entry:
+        entry = self.lookup(path)
+        if entry is None:
+            raise NotFound(f"{path}: no such file or folder")
+        return entry
+
+    def list(self, path: str) -> list[Entry]:
+        parts = split_path(path)
+        conn = self._catalog.reader()
+        node = self._tree.resolve(conn, self.root_id, parts)
+        if node is None:
+            raise NotFound(f"{path}: no such folder")
+        if not node.is_dir:
+            raise Conflict(f"{path}: not a folder")
+        return [_entry(parts + [c.name], c) for c in self._tree.children(conn, node.id)]
+
+    def walk(self, path: str) -> Iterator[Entry]:
+        """Every entry below ``path`` (depth first, parents before children)."""
+        for entry in self.list(path):
+            yield entry
+            if entry.is_dir:
+                yield from self.walk(entry.path)
+
+    def open_read(self, path: str) -> VersionReader:
+        parts = split_path(path)
+        conn = self._catalog.reader()
+        node = self._tree.resolve(conn, self.root_id, parts)
+        if node is None:
+            raise NotFound(f"{path}: no such file")
+        if node.is_dir or node.version_id is None:
+            raise Conflict(f"{path}: is a folder")
+        return VersionReader(self._catalog, self.repo.chunks, node.version_id, node.size, join_path(parts))
+
+    # -- writing -----------------------------------------------------------------
+
+    def _parent(self, conn: sqlite3.Connection, parts: list[str], path: str) -> Node:
+        if not parts:
+            raise PermissionDenied(f"{path}: the root cannot be replaced")
+        parent = self._tree.resolve_parent(conn, self.root_id, parts)
+        if parent is None:
+            raise Conflict(f"{path}: the parent folder does not exist")
+        return parent
+
+    def mkdir(self, path: str) -> Entry:
+        parts = split_path(path)
+
+        def txn(conn: sqlite3.Connection) -> Entry:
+            now = time.time()
+            parent = self._parent(conn, parts, path)
+            if self._tree.child(conn, parent.id, parts[-1]) is not None:
+                raise AlreadyExists(f"{path}: already exists")
+            nid = self._tree.insert(conn, parent.id, parts[-1], True, None, now)
+            self._tree.touch(conn, parent.id, now)
+            node = self._tree.get(conn, nid)
+            assert node is not None
+            return _entry(parts, node)
+
+        return self._catalog.write(txn)
+
+    def open_write(self, path: str, *, chunks: list[tuple[int, int, bytes]] | None = None) -> PendingFile:
+        parts = split_path(path)
+        conn = self._catalog.reader()
+        parent = self._parent(conn, parts, path)
+        existing = self._tree.child(conn, parent.id, parts[-1])
+        if existing is not None and existing.is_dir:
+            raise Conflict(f"{path}: a folder stands there")
+        return PendingFile(self, parts, self.repo.new_writer(chunks))
+
+    def _linker(self, parts: list[str]) -> Callable[[sqlite3.Connection, int, int, str, float], Entry]:
+        path = join_path(parts)
+
+        def link(conn: sqlite3.Connection, vid: int, size: int, etag: str, now: float) -> Entry:
+            parent = self._parent(conn, parts, path)
+            existing = self._tree.child(conn, parent.id, parts[-1])
+            if existing is not None:
+                if existing.is_dir:
+                    raise Conflict(f"{path}: a folder stands there")
+                conn.execute("UPDATE nodes SET version_id=?, modified=? WHERE id=?", (vid, now, existing.id))
+                if existing.version_id is not None:
+                    drop_version_if_unused(conn, existing.version_id)
+                nid = existing.id
+            else:
+                nid = self._tree.insert(conn, parent.id, parts[-1], False, vid, now)
+                self._tree.touch(conn, parent.id, now)
+            node = self._tree.get(conn, nid)
+            assert node is not None
+            return _entry(parts, node)
+
+        return link
+
+    def link_version(self, conn: sqlite3.Connection, path: str, vid: int, size: int, etag: str, now: float) -> Entry:
+        """Inside a transaction: make version ``vid`` the content of ``path``."""
+        return self._linker(split_path(path))(conn, vid, size, etag, now)
+
+    def create_empty(self, path: str) -> Entry:
+        return self.open_write(path).commit()
+
+    def delete(self, path: str) -> None:
+        parts = split_path(path)
+        if not parts:
+            raise PermissionDenied("the root folder cannot be deleted")
+
+        def txn(conn: sqlite3.Connection) -> None:
+            node = self._tree.resolve(conn, self.root_id, parts)
+            if node is None:
+                raise NotFound(f"{path}: no such file or folder")
+            self._tree.delete_subtree(conn, node.id)
+            if node.parent_id is not None:
+                self._tree.touch(conn, node.parent_id, time.time())
+
+        self._catalog.write(txn)
+
+    def _transfer(self, src: str, dst: str, overwrite: bool, action: str,
+                  apply: Callable[[sqlite3.Connection, Node, Node, str, float], None]) -> bool:
+        sparts, dparts = split_path(src), split_path(dst)
+        if not sparts or not dparts:
+            raise PermissionDenied(f"{action} {src} -> {dst}: the root cannot be {action}d")
+        if sparts == dparts:
+            raise PermissionDenied(f"{action} {src}: source and destination are the same")
+        if dparts[: len(sparts)] == sparts:
+            raise PermissionDenied(f"{action} {src} -> {dst}: destination is inside the source")
+
+        def txn(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            node = self._tree.resolve(conn, self.root_id, sparts)
+            if node is None:
+                raise NotFound(f"{action} {src}: no such file or folder")
+            parent = self._parent(conn, dparts, dst)
+            existing = self._tree.child(conn, parent.id, dparts[-1])
+            if existing is not None:
+                if not overwrite:
+                    raise PreconditionFailed(f"{action} {src} -> {dst}: destination exists")
+                self._tree.delete_subtree(conn, existing.id)
+            apply(conn, node, parent, dparts[-1], now)
+            self._tree.touch(conn, parent.id, now)
+            return existing is None
+
+        return self._catalog.write(txn)
+
+    def move(self, src: str, dst: str, overwrite: bool) -> bool:
+        def apply(conn: sqlite3.Connection, node: Node, parent: Node, name: str, now: float) -> None:
+            self._tree.rename(conn, node.id, parent.id, name)
+            if node.parent_id is not None:
+                self._tree.touch(conn, node.parent_id, now)
+
+        return self._transfer(src, dst, overwrite, "move", apply)
+
+    def copy(self, src: str, dst: str, overwrite: bool, recursive: bool = True) -> bool:
+        def apply(conn: sqlite3.Connection, node: Node, parent: Node, name: str, now: float) -> None:
+            self._tree.copy_subtree(conn, node, parent.id, name, recursive, now)
+
+        return self._transfer(src, dst, overwrite, "copy", apply)
+
+    def set_modified(self, path: str, mtime: float) -> None:
+        parts = split_path(path)
+
+        def txn(conn: sqlite3.Connection) -> None:
+            node = self._tree.resolve(conn, self.root_id, parts)
+            if node is None:
+                raise NotFound(f"{path}: no such file or folder")
+            conn.execute("UPDATE nodes SET modified=? WHERE id=?", (mtime, node.id))
+
+        self._catalog.write(txn)
+
+    # -- dead properties ---------------------------------------------------------
+
+    def _node_id(self, conn: sqlite3.Connection, path: str) -> int:
+        node = self._tree.resolve(conn, self.root_id, split_path(path))
+        if node is None:
+            raise NotFound(f"{path}: no such file or folder")
+        return node.id
+
+    def get_props(self, path: str) -> dict[str, str]:
+        conn = self._catalog.reader()
+        nid = self._node_id(conn, path)
+        result = {}
+        for name, blob in conn.execute("SELECT name, value_enc FROM props WHERE node_id=?", (nid,)):
+            try:
+                result[name] = crypto.open_small(self.repo.keys.name_key(), blob, PROP_AD).decode("utf-8")
+            except crypto.DecryptionFailed as exc:
+                raise IntegrityError(f"{path}: property {name} fails verification") from exc
+        return result
+
+    def set_prop(self, path: str, name: str, value: str) -> None:
+        blob = crypto.seal_small(self.repo.keys.name_key(), value.encode("utf-8"), PROP_AD)
+
+        def txn(conn: sqlite3.Connection) -> None:
+            nid = self._node_id(conn, path)
+            conn.execute("INSERT OR REPLACE INTO props(node_id, name, value_enc) VALUES (?, ?, ?)", (nid, name, blob))
+
+        self._catalog.write(txn)
+
+    def remove_prop(self, path: str, name: str) -> None:
+        def txn(conn: sqlite3.Connection) -> None:
+            nid = self._node_id(conn, path)
+            conn.execute("DELETE FROM props WHERE node_id=? AND name=?", (nid, name))
+
+        self._catalog.write(txn)

@@ -1,0 +1,50 @@
+"""WebDAV lock records, kept in the catalog so they survive a restart (DESIGN.md §7.5).
+
+The core stores opaque JSON records under their token and lock root; the semantics
+(conflicts, depth, timeouts) belong to the WebDAV layer.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from davbackup.catalog import Catalog
+
+
+class LockTable:
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def put(self, token: str, root: str, expire: float, data: dict) -> None:
+        text = json.dumps(data)
+
+        def txn(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO locks(token, root, expire, data) VALUES (?, ?, ?, ?)",
+                (token, root, expire, text),
+            )
+
+        self._catalog.write(txn)
+
+    def get(self, token: str) -> dict | None:
+        row = self._catalog.reader().execute("SELECT data FROM locks WHERE token=?", (token,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def delete(self, token: str) -> None:
+        self._catalog.write(lambda conn: conn.execute("DELETE FROM locks WHERE token=?", (token,)))
+
+    def list(self, root_prefix: str | None = None) -> list[dict]:
+        conn = self._catalog.reader()
+        if root_prefix is None:
+            rows = conn.execute("SELECT data FROM locks")
+        else:
+            rows = conn.execute(
+                "SELECT data FROM locks WHERE substr(root, 1, ?) = ?", (len(root_prefix), root_prefix)
+            )
+        return [json.loads(r[0]) for r in rows]
+
+    def delete_expired(self, now: float) -> int:
+        return int(
+            self._catalog.write(lambda conn: conn.execute("DELETE FROM locks WHERE expire>=0 AND expire<?", (now,)).rowcount)
+        )

@@ -1,0 +1,168 @@
+"""Pack files: append-only containers of encrypted blobs (DESIGN.md §5).
+
+A pack starts with an 8-byte magic and is followed by blobs. Every blob carries a
+fixed 64-byte header and its ciphertext::
+
+    offset size field
+    0      4    magic b"DBLB"
+    4      1    format version (1)
+    5      1    blob type (1 = file data chunk)
+    6      1    flags (bit 0: zstd-compressed plaintext)
+    7      1    reserved, 0
+    8      4    plaintext length (big endian)
+    12     4    ciphertext length, tag included (big endian)
+    16     32   chunk ID
+    48     12   nonce
+    60     4    reserved, 0
+    64     n    AES-256-GCM ciphertext || 16-byte tag
+
+The whole header is the AEAD associated data, so the ID, type, version, flags and
+lengths are authenticated together with the contents. A pack is thus readable
+without the catalog: :func:`scan_pack` rebuilds the chunk index from it.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator
+
+import zstandard
+
+from davbackup import crypto
+
+PACK_MAGIC = b"DAVBPAK1"
+BLOB_MAGIC = b"DBLB"
+BLOB_VERSION = 1
+HEADER = struct.Struct(">4sBBBxII32s12s4x")
+HEADER_SIZE = HEADER.size  # 64
+TYPE_DATA = 1
+FLAG_ZSTD = 1
+MAX_BLOB = 64 * 1024 * 1024
+
+assert HEADER_SIZE == 64
+
+
+class BlobError(Exception):
+    """Internal: a blob failed to parse or verify; callers name file and chunk."""
+
+
+@dataclass(frozen=True)
+class BlobHeader:
+    blob_type: int
+    flags: int
+    plain_len: int
+    stored_len: int
+    chunk_id: bytes
+    nonce: bytes
+    raw: bytes
+
+    @classmethod
+    def parse(cls, raw: bytes) -> "BlobHeader":
+        if len(raw) != HEADER_SIZE:
+            raise BlobError("truncated blob header")
+        magic, version, blob_type, flags, plain_len, stored_len, chunk_id, nonce = HEADER.unpack(raw)
+        if magic != BLOB_MAGIC:
+            raise BlobError("bad blob magic")
+        if version != BLOB_VERSION:
+            raise BlobError(f"unknown blob version {version}")
+        if stored_len < crypto.TAG_SIZE or stored_len > MAX_BLOB or plain_len > MAX_BLOB:
+            raise BlobError("implausible blob length")
+        return cls(blob_type, flags, plain_len, stored_len, chunk_id, nonce, raw)
+
+
+class BlobCodec:
+    """Turns chunks into sealed blobs and back, checking the chunk ID on the way out."""
+
+    def __init__(self, subkey_base: bytes, id_key: bytes, compression_level: int = 3) -> None:
+        self._subkey_base = subkey_base
+        self._id_key = id_key
+        self._level = compression_level
+
+    def chunk_id(self, data: bytes | memoryview) -> bytes:
+        return crypto.keyed_hash(self._id_key, data)
+
+    def _subkey(self, chunk_id: bytes) -> bytes:
+        return crypto.keyed_hash(self._subkey_base, chunk_id)
+
+    def _compress(self, data: bytes) -> bytes | None:
+        """zstd output if it saves at least 1/32 of the size, else None."""
+        if len(data) < 512:
+            return None
+        compressor = zstandard.ZstdCompressor(level=self._level)
+        if len(data) > 256 * 1024:
+            # Probe a sample first: incompressible data costs one small attempt only.
+            probe = compressor.compress(data[: 64 * 1024])
+            if len(probe) > 64 * 1024 * 31 // 32:
+                return None
+        packed = compressor.compress(data)
+        return packed if len(packed) <= len(data) - len(data) // 32 else None
+
+    def seal(self, chunk_id: bytes, data: bytes) -> bytes:
+        """Header + ciphertext for one chunk (the bytes appended to a pack)."""
+        packed = self._compress(data)
+        flags = FLAG_ZSTD if packed is not None else 0
+        body = packed if packed is not None else data
+        nonce = crypto.random_bytes(crypto.NONCE_SIZE)
+        header = HEADER.pack(
+            BLOB_MAGIC, BLOB_VERSION, TYPE_DATA, flags, len(data), len(body) + crypto.TAG_SIZE, chunk_id, nonce
+        )
+        _, ciphertext = crypto.seal(self._subkey(chunk_id), body, header, nonce)
+        return header + ciphertext
+
+    def open(self, blob: bytes | memoryview, expected_id: bytes | None = None) -> bytes:
+        """Verify and decrypt a whole blob; raises :class:`BlobError` on any mismatch."""
+        header = BlobHeader.parse(bytes(blob[:HEADER_SIZE]))
+        if expected_id is not None and header.chunk_id != expected_id:
+            raise BlobError("blob carries another chunk ID")
+        body = blob[HEADER_SIZE:]
+        if len(body) != header.stored_len:
+            raise BlobError("blob is truncated")
+        try:
+            plain = crypto.open_sealed(self._subkey(header.chunk_id), header.nonce, body, header.raw)
+        except crypto.DecryptionFailed as exc:
+            raise BlobError("authentication tag mismatch (data altered or corrupt)") from exc
+        if header.flags & FLAG_ZSTD:
+            try:
+                plain = zstandard.ZstdDecompressor().decompress(plain, max_output_size=header.plain_len)
+            except zstandard.ZstdError as exc:
+                raise BlobError(f"decompression failed: {exc}") from exc
+        if len(plain) != header.plain_len:
+            raise BlobError("plaintext length mismatch")
+        if self.chunk_id(plain) != header.chunk_id:
+            raise BlobError("content does not match its chunk ID")
+        return plain
+
+
+@dataclass(frozen=True)
+class ScannedBlob:
+    offset: int
+    header: BlobHeader
+
+    @property
+    def total_len(self) -> int:
+        return HEADER_SIZE + self.header.stored_len
+
+
+def scan_pack(stream: BinaryIO) -> Iterator[ScannedBlob]:
+    """Walk a pack's blob headers. Stops quietly at a torn tail (crash while appending)."""
+    size = stream.seek(0, 2)
+    stream.seek(0)
+    magic = stream.read(len(PACK_MAGIC))
+    if magic != PACK_MAGIC:
+        raise BlobError("not a pack file")
+    offset = len(PACK_MAGIC)
+    while True:
+        raw = stream.read(HEADER_SIZE)
+        if len(raw) < HEADER_SIZE:
+            return
+        try:
+            header = BlobHeader.parse(raw)
+        except BlobError:
+            return
+        end = offset + HEADER_SIZE + header.stored_len
+        if end > size:
+            return
+        stream.seek(end)
+        yield ScannedBlob(offset, header)
+        offset = end

@@ -1,0 +1,186 @@
+"""Pack storage: where pack files live, behind one small interface (DESIGN.md §6).
+
+Guarantees a backend must give (and ``tests/test_storage.py`` checks for each):
+
+1. ``create(name)`` makes a new, empty pack that no other pack shares a name with.
+2. ``PackAppender.append`` returns the offset at which its bytes start; the bytes are
+   readable at once by this process, and durable once ``sync()`` covering them returns.
+3. After a crash, every byte covered by a completed ``sync()`` reads back unchanged;
+   bytes appended after the last sync may be missing or torn (readers stop at them).
+4. ``read(name, offset, length)`` returns exactly those bytes, or raises
+   :class:`PackMissing` when the pack does not exist, or ``EOFError`` when short.
+5. ``delete(name)`` removes a pack; callers delete only packs nothing points at.
+
+The local backend keeps packs as ``packs/<first two hex>/<name>.pack``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import BinaryIO, Iterator, Protocol
+
+from davbackup.config import fsync_dir
+from davbackup.pack import PACK_MAGIC
+
+
+class PackMissing(Exception):
+    """The pack named does not exist (deleted by gc, or lost)."""
+
+
+class PackAppender(Protocol):
+    name: str
+
+    @property
+    def size(self) -> int: ...
+
+    def append(self, data: bytes) -> int: ...
+
+    def sync(self, upto: int | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PackStorage(Protocol):
+    def create(self, name: str) -> PackAppender: ...
+
+    def read(self, name: str, offset: int, length: int) -> bytes: ...
+
+    def open_stream(self, name: str) -> BinaryIO: ...
+
+    def size(self, name: str) -> int: ...
+
+    def names(self) -> Iterator[str]: ...
+
+    def delete(self, name: str) -> None: ...
+
+
+class LocalAppender:
+    """Appends to one pack file; concurrent ``sync`` calls share one fsync."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(self._fd, PACK_MAGIC)
+        self._size = len(PACK_MAGIC)
+        self._synced = 0
+        self._append_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        fsync_dir(path.parent)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def append(self, data: bytes) -> int:
+        with self._append_lock:
+            offset = self._size
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            self._size = offset + len(data)
+            return offset
+
+    def sync(self, upto: int | None = None) -> None:
+        if upto is None:
+            upto = self._size
+        if self._synced >= upto:
+            return
+        with self._sync_lock:
+            if self._synced >= upto:
+                return  # another thread's fsync covered our bytes: group commit
+            target = self._size
+            os.fsync(self._fd)
+            self._synced = target
+
+    def close(self) -> None:
+        with self._append_lock:
+            if self._fd >= 0:
+                os.fsync(self._fd)
+                self._synced = self._size
+                os.close(self._fd)
+                self._fd = -1
+
+
+class LocalPackStorage:
+    """Packs as files under one directory, with a small cache of open read handles."""
+
+    def __init__(self, root: Path, max_open: int = 64) -> None:
+        self.root = root
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max_open = max_open
+
+    def path(self, name: str) -> Path:
+        return self.root / name[:2] / f"{name}.pack"
+
+    def create(self, name: str) -> LocalAppender:
+        path = self.path(name)
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fsync_dir(self.root)
+        return LocalAppender(name, path)
+
+    def _fd(self, name: str) -> int:
+        with self._lock:
+            fd = self._fds.get(name)
+            if fd is not None:
+                self._fds.move_to_end(name)
+                return fd
+            try:
+                fd = os.open(self.path(name), os.O_RDONLY)
+            except FileNotFoundError as exc:
+                raise PackMissing(name) from exc
+            self._fds[name] = fd
+            while len(self._fds) > self._max_open:
+                _, old = self._fds.popitem(last=False)
+                os.close(old)
+            return fd
+
+    def read(self, name: str, offset: int, length: int) -> bytes:
+        data = os.pread(self._fd(name), length, offset)
+        if len(data) != length:
+            raise EOFError(f"pack {name}: short read at {offset}")
+        return data
+
+    def open_stream(self, name: str) -> BinaryIO:
+        try:
+            return open(self.path(name), "rb")
+        except FileNotFoundError as exc:
+            raise PackMissing(name) from exc
+
+    def size(self, name: str) -> int:
+        try:
+            return self.path(name).stat().st_size
+        except FileNotFoundError as exc:
+            raise PackMissing(name) from exc
+
+    def names(self) -> Iterator[str]:
+        if not self.root.exists():
+            return
+        for sub in sorted(self.root.iterdir()):
+            if sub.is_dir():
+                for f in sorted(sub.glob("*.pack")):
+                    yield f.stem
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            fd = self._fds.pop(name, None)
+            if fd is not None:
+                os.close(fd)
+
+    def delete(self, name: str) -> None:
+        self.forget(name)
+        path = self.path(name)
+        path.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()

@@ -1,0 +1,179 @@
+"""Users: names, roles and Argon2id password hashes in the catalog (DESIGN.md §11).
+
+Each user owns one root node: an isolated namespace. Verifying a password costs an
+Argon2id derivation (tens of milliseconds, on purpose); a successful verification is
+cached for a short time, keyed by the stored hash, so changing a password or removing
+the user invalidates it at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+from davbackup import crypto
+from davbackup.catalog import Catalog
+from davbackup.errors import AlreadyExists, NotFound, UsageError
+from davbackup.tree import Tree
+
+USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+ROLES = ("rw", "ro")
+CACHE_SECONDS = 60.0
+MIN_PASSWORD = 8
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+    created: float
+
+    @property
+    def read_only(self) -> bool:
+        return self.role == "ro"
+
+
+def hash_password(password: str, memory_kib: int = 19 * 1024, iterations: int = 2) -> str:
+    salt = crypto.random_bytes(16)
+    digest = Argon2id(salt=salt, length=32, iterations=iterations, lanes=1, memory_cost=memory_kib).derive(
+        password.encode("utf-8")
+    )
+    b64 = base64.b64encode
+    return f"argon2id$m={memory_kib},t={iterations},p=1${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def check_password(password: str, encoded: str) -> bool:
+    try:
+        scheme, params, salt_b64, digest_b64 = encoded.split("$")
+        if scheme != "argon2id":
+            return False
+        fields = dict(p.split("=") for p in params.split(","))
+        salt = base64.b64decode(salt_b64)
+        expected = base64.b64decode(digest_b64)
+        got = Argon2id(
+            salt=salt, length=len(expected), iterations=int(fields["t"]), lanes=int(fields["p"]),
+            memory_cost=int(fields["m"]),
+        ).derive(password.encode("utf-8"))
+    except (ValueError, KeyError):
+        return False
+    return hmac.compare_digest(got, expected)
+
+
+class UserDirectory:
+    def __init__(self, catalog: Catalog, tree: Tree) -> None:
+        self._catalog = catalog
+        self._tree = tree
+        self._cache: dict[tuple[str, str, bytes], float] = {}
+        self._cache_lock = threading.Lock()
+        self._cache_key = crypto.random_bytes(32)
+
+    def get(self, name: str) -> User | None:
+        row = self._catalog.reader().execute(
+            "SELECT name, role, created FROM users WHERE name=?", (name,)
+        ).fetchone()
+        return User(*row) if row else None
+
+    def root_id(self, name: str) -> int:
+        row = self._catalog.reader().execute("SELECT root_id FROM users WHERE name=?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"no user {name!r}")
+        return int(row[0])
+
+    def list(self) -> list[User]:
+        rows = self._catalog.reader().execute("SELECT name, role, created FROM users ORDER BY name")
+        return [User(*r) for r in rows]
+
+    def add(self, name: str, password: str, role: str = "rw") -> User:
+        if not USER_NAME.match(name):
+            raise UsageError(f"invalid user name {name!r}: use letters, digits, '.', '_', '@', '-' (max 64)")
+        if role not in ROLES:
+            raise UsageError(f"invalid role {role!r}: use one of {', '.join(ROLES)}")
+        _check_strength(password)
+        encoded = hash_password(password)
+
+        def txn(conn: sqlite3.Connection) -> User:
+            if conn.execute("SELECT 1 FROM users WHERE name=?", (name,)).fetchone():
+                raise AlreadyExists(f"user {name!r} already exists")
+            now = time.time()
+            root = self._tree.insert(conn, None, "\x00root:" + name, True, None, now)
+            conn.execute(
+                "INSERT INTO users(name, pw_hash, role, root_id, created) VALUES (?, ?, ?, ?, ?)",
+                (name, encoded, role, root, now),
+            )
+            return User(name, role, now)
+
+        return self._catalog.write(txn)
+
+    def set_password(self, name: str, password: str) -> None:
+        _check_strength(password)
+        encoded = hash_password(password)
+
+        def txn(conn: sqlite3.Connection) -> None:
+            if conn.execute("UPDATE users SET pw_hash=? WHERE name=?", (encoded, name)).rowcount != 1:
+                raise NotFound(f"no user {name!r}")
+
+        self._catalog.write(txn)
+
+    def set_role(self, name: str, role: str) -> None:
+        if role not in ROLES:
+            raise UsageError(f"invalid role {role!r}: use one of {', '.join(ROLES)}")
+
+        def txn(conn: sqlite3.Connection) -> None:
+            if conn.execute("UPDATE users SET role=? WHERE name=?", (role, name)).rowcount != 1:
+                raise NotFound(f"no user {name!r}")
+
+        self._catalog.write(txn)
+
+    def remove(self, name: str) -> None:
+        """Remove a user and everything in their namespace (chunks become gc garbage)."""
+
+        def txn(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT root_id FROM users WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"no user {name!r}")
+            self._tree.delete_subtree(conn, row[0])
+            sessions = [r[0] for r in conn.execute("SELECT id FROM upload_sessions WHERE user_name=?", (name,))]
+            for sid in sessions:
+                conn.execute("DELETE FROM session_chunks WHERE session_id=?", (sid,))
+            conn.execute("DELETE FROM upload_sessions WHERE user_name=?", (name,))
+            conn.execute("DELETE FROM users WHERE name=?", (name,))
+
+        self._catalog.write(txn)
+
+    def verify(self, name: str, password: str) -> User | None:
+        """The user if the password is right, else None (never says which part was wrong)."""
+        row = self._catalog.reader().execute(
+            "SELECT name, role, created, pw_hash FROM users WHERE name=?", (name,)
+        ).fetchone()
+        if row is None:
+            check_password(password, _DUMMY_HASH)  # same cost whether or not the user exists
+            return None
+        user, encoded = User(row[0], row[1], row[2]), row[3]
+        key = (name, encoded, crypto.keyed_hash(self._cache_key, password.encode("utf-8")))
+        now = time.monotonic()
+        with self._cache_lock:
+            expiry = self._cache.get(key)
+            if expiry is not None and expiry > now:
+                return user
+        if not check_password(password, encoded):
+            return None
+        with self._cache_lock:
+            if len(self._cache) > 10000:
+                self._cache = {k: v for k, v in self._cache.items() if v > now}
+            self._cache[key] = now + CACHE_SECONDS
+        return user
+
+
+def _check_strength(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise UsageError(f"password too short: use at least {MIN_PASSWORD} characters")
+
+
+_DUMMY_HASH = hash_password("davbackup-dummy-password")

@@ -1,0 +1,129 @@
+"""Streaming writes of one file: chunk, store, then commit atomically (DESIGN.md §8).
+
+Memory stays bounded by the chunker's buffer (at most the maximum chunk size plus
+the piece being written). Nothing is visible until :meth:`FileWriter.commit`, whose
+catalog transaction links the new version in one step; an aborted or crashed write
+leaves at most unreferenced chunks behind, which gc reclaims.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Callable, TypeVar
+
+from davbackup.chunker import Chunker, StreamChunker
+from davbackup.chunkstore import ChunkBatch, ChunkStore
+from davbackup.errors import IncompleteBody, PreconditionFailed
+from davbackup.versions import insert_version, version_etag
+
+T = TypeVar("T")
+
+# on_commit(conn, version_id, size, etag, now) runs inside the commit transaction.
+CommitHook = Callable[[sqlite3.Connection, int, int, str, float], T]
+
+
+class FileWriter:
+    def __init__(
+        self,
+        store: ChunkStore,
+        chunker: Chunker,
+        etag_key: bytes,
+        *,
+        chunks: list[tuple[int, int, bytes]] | None = None,
+    ) -> None:
+        self._store = store
+        self._etag_key = etag_key
+        self._stream = StreamChunker(chunker)
+        self._batch = ChunkBatch()
+        self.chunks: list[tuple[int, int, bytes]] = list(chunks or [])
+        self._chunked = sum(length for _, length, _ in self.chunks)
+        self._closed = False
+
+    @property
+    def received(self) -> int:
+        """Bytes accepted so far (chunked plus buffered)."""
+        return self._chunked + self._stream.buffered
+
+    @property
+    def durable_offset(self) -> int:
+        """Bytes covered by complete chunks (what a checkpoint can make durable)."""
+        return self._chunked
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise ValueError("write to a closed FileWriter")
+        for chunk in self._stream.feed(data):
+            self._add(chunk)
+
+    def _add(self, chunk: bytes) -> None:
+        ref = self._store.put(chunk, self._batch)
+        self.chunks.append((self._chunked, ref.length, ref.chunk_id))
+        self._chunked += ref.length
+
+    def checkpoint(self, persist: Callable[[sqlite3.Connection, float], None]) -> int:
+        """Make every complete chunk durable and run ``persist`` in the same transaction.
+
+        Used by resumable uploads: ``persist`` records the session's chunk list.
+        Returns the durable offset.
+        """
+        self._store.make_durable(self._batch)
+        batch = self._batch
+
+        def txn(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            self._store.record(conn, batch, now)
+            persist(conn, now)
+
+        self._store.catalog.write(txn)
+        self._store.release(batch)
+        return self._chunked
+
+    def finish_chunking(self) -> None:
+        for chunk in self._stream.finish():
+            self._add(chunk)
+
+    def commit(
+        self,
+        on_commit: CommitHook[T],
+        *,
+        expected_size: int | None = None,
+        verify: Callable[[], None] | None = None,
+    ) -> T:
+        """Store the rest, make it durable, and link the new version atomically."""
+        if self._closed:
+            raise ValueError("commit of a closed FileWriter")
+        try:
+            self.finish_chunking()
+            if expected_size is not None and self._chunked != expected_size:
+                raise IncompleteBody(
+                    f"received {self._chunked} bytes but {expected_size} were announced; nothing was stored"
+                )
+            if verify is not None:
+                verify()
+            self._store.make_durable(self._batch)
+            size = self._chunked
+            etag = version_etag(self._etag_key, size, (cid for _, _, cid in self.chunks))
+            batch = self._batch
+            chunks = self.chunks
+
+            def txn(conn: sqlite3.Connection) -> T:
+                now = time.time()
+                self._store.record(conn, batch, now)
+                vid = insert_version(conn, size, etag, chunks, now)
+                return on_commit(conn, vid, size, etag, now)
+
+            return self._store.catalog.write(txn)
+        finally:
+            self._closed = True
+            self._store.release(self._batch)
+
+    def abort(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._store.release(self._batch)
+
+
+def check_expected(got: int, expected: int | None) -> None:
+    if expected is not None and got != expected:
+        raise PreconditionFailed(f"size mismatch: {got} != {expected}")
