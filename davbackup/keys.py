@@ -41,7 +41,7 @@ class MasterKeys:
 
     def chunker_seed(self) -> int:
         seed = crypto.derive_key(self.identity, "chunker-seed")
-        return int.from_bytes(seed[:8], "big") | 1
+        return (int.from_bytes(seed[:8], "big") & ((1 << 62) - 1)) | 1
 
     def chunk_subkey_base(self) -> bytes:
         return crypto.derive_key(self.encryption, "chunk-data")

@@ -1,0 +1,60 @@
+"""`davbackup user add|passwd|remove|list|role`: manage WebDAV users.
+
+Passwords are read from stdin when it is not a terminal, else prompted; never argv.
+These commands change only the catalog and may run while the server is serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from davbackup.cli.common import add_repo_arguments, read_passphrase, read_secret
+from davbackup.repository import Repository
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("user", help="manage users")
+    actions = parser.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add a user (password on stdin or prompted)")
+    add_repo_arguments(add)
+    add.add_argument("name")
+    add.add_argument("--role", choices=("rw", "ro"), default="rw", help="rw: read-write (default), ro: read-only")
+    pw = actions.add_parser("passwd", help="change a user's password")
+    add_repo_arguments(pw)
+    pw.add_argument("name")
+    role = actions.add_parser("role", help="change a user's role")
+    add_repo_arguments(role)
+    role.add_argument("name")
+    role.add_argument("role", choices=("rw", "ro"))
+    rm = actions.add_parser("remove", help="remove a user and all their files")
+    add_repo_arguments(rm)
+    rm.add_argument("name")
+    ls = actions.add_parser("list", help="list users")
+    add_repo_arguments(ls)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    repo = Repository.open(args.repo, read_passphrase(args), mode="admin")
+    try:
+        users = repo.users
+        if args.action == "add":
+            users.add(args.name, read_secret(f"Password for {args.name}: ", confirm=True), args.role)
+            print(f"added user {args.name} ({args.role})")
+        elif args.action == "passwd":
+            users.set_password(args.name, read_secret(f"New password for {args.name}: ", confirm=True))
+            print(f"changed the password of {args.name}")
+        elif args.action == "role":
+            users.set_role(args.name, args.role)
+            print(f"{args.name} is now {args.role}")
+        elif args.action == "remove":
+            users.remove(args.name)
+            print(f"removed user {args.name} and their files (run `davbackup gc` to reclaim space)")
+        elif args.action == "list":
+            for user in users.list():
+                created = time.strftime("%Y-%m-%d", time.localtime(user.created))
+                print(f"{user.name}\t{user.role}\t{created}")
+    finally:
+        repo.close()
+    return 0

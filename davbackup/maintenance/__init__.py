@@ -1,0 +1,1 @@
+"""Repository maintenance: consistency checks, garbage collection, statistics."""

@@ -1,0 +1,181 @@
+"""`davbackup gc`: reclaim the space of chunks nothing references (DESIGN.md §12).
+
+1. Expire upload sessions idle longer than the session lifetime.
+2. Delete index rows of chunks that no version and no session references and that
+   were not touched within the grace period. Writers touch every chunk they
+   deduplicate against in the transaction that commits the reference, and that
+   transaction fails if the chunk row is gone, so gc never silently breaks an
+   in-flight write. With no server running (writer lock free) the grace is 0.
+3. Rewrite sealed packs whose live share is below the threshold: live blobs are
+   verified, copied into a new pack, fsynced, the index is repointed in one
+   transaction, and only then is the old pack deleted. Packs that are still
+   ``open`` (a writer may hold uncommitted chunks in them) are never touched.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from davbackup.errors import Locked
+from davbackup.pack import HEADER_SIZE, BlobError
+
+if TYPE_CHECKING:
+    from davbackup.repository import Repository
+
+DEFAULT_GRACE_WHILE_SERVING = 3600.0
+DEFAULT_SESSION_TTL = 24 * 3600.0
+
+
+@dataclass
+class GcReport:
+    sessions_expired: int = 0
+    chunks_deleted: int = 0
+    packs_deleted: int = 0
+    packs_rewritten: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    grace_seconds: float = 0.0
+    unreadable_chunks: int = 0
+
+    @property
+    def bytes_freed(self) -> int:
+        return self.bytes_before - self.bytes_after
+
+
+def expire_sessions(conn: sqlite3.Connection, cutoff: float) -> int:
+    ids = [r[0] for r in conn.execute("SELECT id FROM upload_sessions WHERE updated < ?", (cutoff,))]
+    for sid in ids:
+        conn.execute("DELETE FROM session_chunks WHERE session_id=?", (sid,))
+        conn.execute("DELETE FROM upload_sessions WHERE id=?", (sid,))
+    return len(ids)
+
+
+def collect_garbage(
+    repo: "Repository",
+    grace_seconds: float | None = None,
+    rewrite_threshold: float = 0.5,
+    session_ttl: float = DEFAULT_SESSION_TTL,
+) -> GcReport:
+    lock_fd = os.open(repo.root / "gc.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise Locked(f"{repo.root}: another gc is running") from exc
+        return _collect(repo, grace_seconds, rewrite_threshold, session_ttl)
+    finally:
+        os.close(lock_fd)
+
+
+def _pack_bytes(repo: "Repository") -> int:
+    total = 0
+    for name in repo.storage.names():
+        total += repo.storage.size(name)
+    return total
+
+
+def _collect(repo: "Repository", grace: float | None, threshold: float, session_ttl: float) -> GcReport:
+    report = GcReport()
+    if grace is None:
+        grace = DEFAULT_GRACE_WHILE_SERVING if repo.writer_active() else 0.0
+    report.grace_seconds = grace
+    report.bytes_before = _pack_bytes(repo)
+    now = time.time()
+
+    def sweep(conn: sqlite3.Connection) -> tuple[int, int]:
+        expired = expire_sessions(conn, now - session_ttl)
+        cur = conn.execute(
+            "DELETE FROM chunks WHERE touched <= ?"
+            " AND NOT EXISTS (SELECT 1 FROM version_chunks vc WHERE vc.chunk_id = chunks.id)"
+            " AND NOT EXISTS (SELECT 1 FROM session_chunks sc WHERE sc.chunk_id = chunks.id)",
+            (now - grace,),
+        )
+        return expired, cur.rowcount
+
+    report.sessions_expired, report.chunks_deleted = repo.catalog.write(sweep)
+
+    conn = repo.catalog.reader()
+    packs = conn.execute("SELECT id, name FROM packs WHERE state='sealed'").fetchall()
+    live = dict(
+        conn.execute(
+            "SELECT pack_id, sum(stored_len + ?) FROM chunks GROUP BY pack_id", (HEADER_SIZE,)
+        ).fetchall()
+    )
+    for pid, name in packs:
+        try:
+            size = repo.storage.size(name)
+        except Exception:
+            continue
+        live_bytes = live.get(pid, 0)
+        if live_bytes == 0:
+            _drop_pack(repo, pid, name)
+            report.packs_deleted += 1
+        elif live_bytes < threshold * size:
+            report.unreadable_chunks += _rewrite_pack(repo, pid, name)
+            report.packs_rewritten += 1
+
+    # pack files the catalog does not know (an interrupted gc's output) are removed
+    known = {r[0] for r in conn.execute("SELECT name FROM packs")}
+    for name in list(repo.storage.names()):
+        if name not in known:
+            repo.storage.delete(name)
+    report.bytes_after = _pack_bytes(repo)
+    return report
+
+
+def _drop_pack(repo: "Repository", pack_id: int, name: str) -> None:
+    def txn(conn: sqlite3.Connection) -> bool:
+        if conn.execute("SELECT 1 FROM chunks WHERE pack_id=? LIMIT 1", (pack_id,)).fetchone():
+            return False
+        conn.execute("DELETE FROM packs WHERE id=?", (pack_id,))
+        return True
+
+    if repo.catalog.write(txn):
+        repo.storage.delete(name)
+
+
+def _rewrite_pack(repo: "Repository", pack_id: int, name: str) -> int:
+    """Copy a pack's live blobs into a new pack; returns how many failed to verify."""
+    conn = repo.catalog.reader()
+    rows = conn.execute(
+        "SELECT id, offset, stored_len FROM chunks WHERE pack_id=? ORDER BY offset", (pack_id,)
+    ).fetchall()
+    new_name = secrets.token_hex(16)
+    appender = repo.storage.create(new_name)
+    moved: list[tuple[int, bytes, int]] = []
+    bad = 0
+    try:
+        for cid, off, slen in rows:
+            blob = repo.storage.read(name, off, HEADER_SIZE + slen)
+            try:
+                repo.codec.open(blob, expected_id=cid)
+            except BlobError:
+                bad += 1  # keep the damaged original where check can still report it
+                continue
+            moved.append((appender.append(blob), cid, off))
+    finally:
+        appender.close()  # fsyncs
+
+    def txn(conn: sqlite3.Connection) -> bool:
+        cur = conn.execute(
+            "INSERT INTO packs(name, state, created) VALUES (?, 'sealed', ?)", (new_name, time.time())
+        )
+        new_id = cur.lastrowid
+        conn.executemany(
+            "UPDATE chunks SET pack_id=?, offset=? WHERE id=? AND pack_id=? AND offset=?",
+            [(new_id, new_off, cid, pack_id, old_off) for new_off, cid, old_off in moved],
+        )
+        if conn.execute("SELECT 1 FROM chunks WHERE pack_id=? LIMIT 1", (pack_id,)).fetchone():
+            return False
+        conn.execute("DELETE FROM packs WHERE id=?", (pack_id,))
+        return True
+
+    if repo.catalog.write(txn):
+        repo.storage.delete(name)
+    return bad
