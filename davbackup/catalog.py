@@ -94,6 +94,7 @@ CREATE TABLE session_chunks(
     offset INTEGER NOT NULL,
     length INTEGER NOT NULL,
     chunk_id BLOB NOT NULL,
+    is_tail INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (session_id, offset)) WITHOUT ROWID;
 CREATE INDEX session_chunks_by_chunk ON session_chunks(chunk_id);
 """

@@ -71,6 +71,12 @@ class StreamChunker:
                 view.release()
             del self._buf[:start]
 
+    def take(self) -> bytes:
+        """Remove and return the buffered, not yet cut bytes."""
+        data = bytes(self._buf)
+        self._buf = bytearray()
+        return data
+
     def finish(self) -> Iterator[bytes]:
         """Yield the remaining chunks at end of stream."""
         if self._buf:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 from davbackup import crypto
 from davbackup.errors import (
@@ -19,7 +19,9 @@ from davbackup.errors import (
     IntegrityError,
     NotFound,
     PermissionDenied,
+    IncompleteBody,
     PreconditionFailed,
+    RangeError,
 )
 from davbackup.reader import VersionReader
 from davbackup.tree import Node, join_path, split_path
@@ -28,6 +30,10 @@ from davbackup.writer import FileWriter
 
 if TYPE_CHECKING:
     from davbackup.repository import Repository
+
+
+class BodyReader(Protocol):
+    def read(self, n: int = -1) -> bytes: ...
 
 PROP_AD = b"davbackup-prop-v1"
 
@@ -179,6 +185,62 @@ class Namespace:
     def link_version(self, conn: sqlite3.Connection, path: str, vid: int, size: int, etag: str, now: float) -> Entry:
         """Inside a transaction: make version ``vid`` the content of ``path``."""
         return self._linker(split_path(path))(conn, vid, size, etag, now)
+
+    def patch(self, path: str, start: int | None, body: "BodyReader", length: int) -> Entry:
+        """Overwrite (or append, ``start=None``) ``length`` bytes as a new version.
+
+        Only the chunks the range touches are rewritten; the others are shared with
+        the previous version. The new version commits atomically; if the file changed
+        in between, :class:`Conflict` and nothing changes.
+        """
+        parts = split_path(path)
+        conn = self._catalog.reader()
+        node = self._tree.resolve(conn, self.root_id, parts)
+        if node is None:
+            raise NotFound(f"{path}: no such file")
+        if node.is_dir or node.version_id is None:
+            raise Conflict(f"{path}: is a folder")
+        size = node.size
+        start = size if start is None else start
+        if start < 0 or start > size or length < 0:
+            raise RangeError(f"{path}: range starting at {start} does not fit a file of {size} bytes")
+        end = start + length
+        rows = conn.execute(
+            "SELECT offset, length, chunk_id FROM version_chunks WHERE version_id=? ORDER BY offset",
+            (node.version_id,),
+        ).fetchall()
+        first = next((i for i, (o, n, _) in enumerate(rows) if o <= start < o + n), len(rows))
+        last = next((i for i, (o, n, _) in enumerate(rows) if o < end <= o + n), None) if end < size else None
+        writer = self.repo.new_writer([tuple(r) for r in rows[:first]])  # type: ignore[misc]
+        writer.mark_existing([r[2] for r in rows[:first]])
+        try:
+            if first < len(rows):
+                o, _n, cid = rows[first]
+                writer.write(self.repo.chunks.read(cid, None, path)[: start - o])
+            remaining = length
+            while remaining > 0:
+                data = body.read(min(remaining, 1024 * 1024))
+                if not data:
+                    raise IncompleteBody(f"{path}: the body ended {remaining} bytes early; nothing was changed")
+                writer.write(data)
+                remaining -= len(data)
+            if last is not None:
+                o, _n, cid = rows[last]
+                writer.write(self.repo.chunks.read(cid, None, path)[end - o :])
+                writer.extend([tuple(r) for r in rows[last + 1 :]])  # type: ignore[misc]
+        except BaseException:
+            writer.abort()
+            raise
+        link = self._linker(parts)
+        expected_version = node.version_id
+
+        def on_commit(conn: sqlite3.Connection, vid: int, size: int, etag: str, now: float) -> Entry:
+            current = self._tree.resolve(conn, self.root_id, parts)
+            if current is None or current.version_id != expected_version:
+                raise Conflict(f"{path}: changed by another request during the update")
+            return link(conn, vid, size, etag, now)
+
+        return writer.commit(on_commit)
 
     def create_empty(self, path: str) -> Entry:
         return self.open_write(path).commit()

@@ -31,6 +31,7 @@ from davbackup.locks import LockTable
 from davbackup.pack import BlobCodec
 from davbackup.storage import LocalPackStorage
 from davbackup.tree import Tree
+from davbackup.uploads import UploadManager
 from davbackup.users import UserDirectory
 from davbackup.writer import FileWriter
 from davbackup import crypto
@@ -62,6 +63,7 @@ class Repository:
             self._release_writer_lock()
             raise
         self._namespaces: dict[str, Namespace] = {}
+        self.uploads = UploadManager(self)
 
     # -- creation and opening ------------------------------------------------------
 

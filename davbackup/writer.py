@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 from davbackup.chunker import Chunker, StreamChunker
 from davbackup.chunkstore import ChunkBatch, ChunkStore
@@ -78,6 +78,36 @@ class FileWriter:
         self._store.catalog.write(txn)
         self._store.release(batch)
         return self._chunked
+
+    def extend(self, chunks: list[tuple[int, int, bytes]]) -> None:
+        """Append already-stored chunks (offsets are recomputed) after flushing the buffer."""
+        self.finish_chunking()
+        for _off, length, cid in chunks:
+            self._batch.existing.add(cid)
+            self.chunks.append((self._chunked, length, cid))
+            self._chunked += length
+
+    def mark_existing(self, chunk_ids: list[bytes]) -> None:
+        """Chunks already in the index that this writer's commit must find there."""
+        self._batch.existing.update(chunk_ids)
+
+    def iter_content(self, path: str) -> Iterator[bytes]:
+        """The plaintext of the chunks written so far, in order (for digest checks)."""
+        for _off, _length, cid in self.chunks:
+            pending = self._batch.new.get(cid)
+            location = pending[0] if pending else None
+            yield self._store.read(cid, location, path)
+
+    def take_tail(self) -> bytes:
+        """Remove and return the bytes buffered after the last chunk boundary."""
+        return self._stream.take()
+
+    def store_tail(self, data: bytes) -> tuple[int, bytes] | None:
+        """Store ``data`` as a chunk without adding it to the file (a session's tail)."""
+        if not data:
+            return None
+        ref = self._store.put(data, self._batch)
+        return ref.length, ref.chunk_id
 
     def finish_chunking(self) -> None:
         for chunk in self._stream.finish():

@@ -1,0 +1,408 @@
+"""Resumable upload sessions (DESIGN.md §13).
+
+A session collects the bytes of one file over several requests. Its state lives in
+the catalog (``upload_sessions`` + ``session_chunks``), so it survives a restart:
+the complete chunks received so far, plus a "tail" — the bytes after the last chunk
+boundary, stored as one chunk of their own — so that the held offset is exactly
+what arrived. When the last byte arrives the file version is linked and the session
+removed in one transaction; the previous version stays current until then.
+
+Life cycle, as a transition table (``TRANSITIONS``)::
+
+    (none)     --create-->   receiving
+    receiving  --append-->   receiving
+    receiving  --complete--> (removed)   the new version is current
+    receiving  --cancel-->   (removed)   chunks become garbage
+    receiving  --expire-->   (removed)   idle longer than the lifetime
+
+Any other event is refused. Only one request may append to a session at a time;
+a second one gets :class:`~davbackup.errors.Locked`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from davbackup import crypto
+from davbackup.errors import Conflict, DavBackupError, Locked, NotFound, RangeError
+from davbackup.fs import Entry
+from davbackup.tree import join_path, split_path
+from davbackup.writer import FileWriter
+
+if TYPE_CHECKING:
+    from davbackup.repository import Repository
+
+DEFAULT_TTL = 24 * 3600.0
+CHECKPOINT_BYTES = 16 * 1024 * 1024
+READ_SIZE = 1024 * 1024
+PATH_AD = b"davbackup-upload-path-v1"
+
+RECEIVING = "receiving"
+TRANSITIONS: dict[tuple[str, str], str] = {
+    ("none", "create"): RECEIVING,
+    (RECEIVING, "append"): RECEIVING,
+    (RECEIVING, "complete"): "none",
+    (RECEIVING, "cancel"): "none",
+    (RECEIVING, "expire"): "none",
+}
+
+
+def transition(state: str, event: str) -> str:
+    """The next state, or :class:`Conflict` for an illegal event."""
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise Conflict(f"upload session: cannot {event} when {state}") from None
+
+
+class OffsetMismatch(DavBackupError):
+    """The client's offset is not the one the server holds; carries the right one."""
+
+    http_status = 409
+    exit_code = 3
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+class DigestMismatch(DavBackupError):
+    """The uploaded bytes do not match the digest the client sent; nothing was stored."""
+
+    http_status = 400
+    exit_code = 3
+
+
+class BodyReader(Protocol):
+    def read(self, n: int = -1) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class UploadSession:
+    id: str
+    user: str
+    path: str
+    protocol: str
+    total: int | None
+    received: int
+    created: float
+    updated: float
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    offset: int  # bytes held after this request
+    entry: Entry | None  # the committed file when the upload completed
+    interrupted: bool  # the body ended early (dropped connection)
+
+
+@dataclass(frozen=True)
+class Digests:
+    """Whole-file digests the client promised (raw bytes)."""
+
+    sha256: bytes | None = None
+    sha1: bytes | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.sha256 or self.sha1)
+
+
+def verify_digests(digests: Digests | None, writer: FileWriter, path: str) -> None:
+    if not digests:
+        return
+    h256 = hashlib.sha256() if digests.sha256 else None
+    h1 = hashlib.sha1() if digests.sha1 else None
+    for data in writer.iter_content(path):
+        if h256:
+            h256.update(data)
+        if h1:
+            h1.update(data)
+    if h256 and h256.digest() != digests.sha256:
+        raise DigestMismatch(f"{path}: SHA-256 of the received bytes does not match Repr-Digest")
+    if h1 and h1.digest() != digests.sha1:
+        raise DigestMismatch(f"{path}: SHA-1 of the received bytes does not match OC-Checksum")
+
+
+class UploadManager:
+    def __init__(self, repo: "Repository", ttl: float = DEFAULT_TTL, checkpoint_bytes: int = CHECKPOINT_BYTES) -> None:
+        self.repo = repo
+        self.ttl = ttl
+        self.checkpoint_bytes = checkpoint_bytes
+        self._active: set[str] = set()
+        self._active_lock = threading.Lock()
+        self._path_key = repo.keys.name_hash_key()
+        self._seal_key = repo.keys.name_key()
+
+    # -- lookup ------------------------------------------------------------------
+
+    def _path_hash(self, path: str) -> bytes:
+        return crypto.keyed_hash(self._path_key, b"upload\x00" + path.encode("utf-8"), 16)
+
+    def _row_to_session(self, row: tuple) -> UploadSession:
+        sid, user, path_enc, protocol, total, received, created, updated, meta = row
+        path = crypto.open_small(self._seal_key, path_enc, PATH_AD).decode("utf-8")
+        return UploadSession(sid, user, path, protocol, total, received, created, updated, json.loads(meta))
+
+    _COLUMNS = "id, user_name, path_enc, protocol, total, received, created, updated, meta"
+
+    def _expired(self, session: UploadSession, now: float) -> bool:
+        return session.updated + self.ttl < now
+
+    def get(self, session_id: str, user: str) -> UploadSession:
+        row = self.repo.catalog.reader().execute(
+            f"SELECT {self._COLUMNS} FROM upload_sessions WHERE id=?", (session_id,)
+        ).fetchone()
+        if row is None or row[1] != user:
+            raise NotFound("no such upload session (finished, cancelled or expired)")
+        session = self._row_to_session(row)
+        if self._expired(session, time.time()):
+            self._remove(session.id, "expire")
+            raise NotFound("the upload session expired")
+        return session
+
+    def find(self, user: str, path: str, protocol: str) -> UploadSession | None:
+        path = join_path(split_path(path))
+        rows = self.repo.catalog.reader().execute(
+            f"SELECT {self._COLUMNS} FROM upload_sessions WHERE user_name=? AND path_hash=? AND protocol=?",
+            (user, self._path_hash(path), protocol),
+        ).fetchall()
+        now = time.time()
+        for row in rows:
+            session = self._row_to_session(row)
+            if self._expired(session, now):
+                self._remove(session.id, "expire")
+                continue
+            return session
+        return None
+
+    # -- life cycle ----------------------------------------------------------------
+
+    def create(self, user: str, path: str, protocol: str, total: int | None, meta: dict | None = None) -> UploadSession:
+        transition("none", "create")
+        path = join_path(split_path(path))
+        ns = self.repo.namespace(user)
+        existing = ns.lookup(path)
+        if existing is not None and existing.is_dir:
+            raise Conflict(f"{path}: a folder stands there")
+        parent = ns.lookup(path.rsplit("/", 1)[0] or "/")
+        if parent is None or not parent.is_dir:
+            raise Conflict(f"{path}: the parent folder does not exist")
+        if total is not None and total < 0:
+            raise RangeError("negative upload length")
+        sid = secrets.token_urlsafe(24)
+        now = time.time()
+        path_enc = crypto.seal_small(self._seal_key, path.encode("utf-8"), PATH_AD)
+        meta_text = json.dumps(meta or {})
+
+        def txn(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO upload_sessions(id, user_name, path_hash, path_enc, protocol, total, received, state,"
+                " created, updated, meta) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                (sid, user, self._path_hash(path), path_enc, protocol, total, RECEIVING, now, now, meta_text),
+            )
+
+        self.repo.catalog.write(txn)
+        return UploadSession(sid, user, path, protocol, total, 0, now, now, meta or {})
+
+    def cancel(self, session: UploadSession) -> None:
+        with self._exclusive(session.id):
+            self._remove(session.id, "cancel")
+
+    def discard_path(self, user: str, path: str) -> int:
+        """A whole-file write supersedes every session for the path."""
+        path = join_path(split_path(path))
+        ids = [
+            r[0]
+            for r in self.repo.catalog.reader().execute(
+                "SELECT id FROM upload_sessions WHERE user_name=? AND path_hash=?", (user, self._path_hash(path))
+            )
+        ]
+        for sid in ids:
+            self._remove(sid, "cancel")
+        return len(ids)
+
+    def _remove(self, session_id: str, event: str) -> None:
+        transition(RECEIVING, event)
+
+        def txn(conn: sqlite3.Connection) -> None:
+            _delete_session(conn, session_id)
+
+        self.repo.catalog.write(txn)
+
+    def set_total(self, session: UploadSession, total: int) -> UploadSession:
+        def txn(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE upload_sessions SET total=? WHERE id=?", (total, session.id))
+
+        self.repo.catalog.write(txn)
+        return UploadSession(session.id, session.user, session.path, session.protocol, total, session.received,
+                             session.created, session.updated, session.meta)
+
+    # -- appending -------------------------------------------------------------------
+
+    class _Exclusive:
+        def __init__(self, manager: "UploadManager", sid: str) -> None:
+            self.manager, self.sid = manager, sid
+
+        def __enter__(self) -> None:
+            with self.manager._active_lock:
+                if self.sid in self.manager._active:
+                    raise Locked("another request is appending to this upload session")
+                self.manager._active.add(self.sid)
+
+        def __exit__(self, *exc: object) -> None:
+            with self.manager._active_lock:
+                self.manager._active.discard(self.sid)
+
+    def _exclusive(self, sid: str) -> "UploadManager._Exclusive":
+        return UploadManager._Exclusive(self, sid)
+
+    def append(
+        self,
+        session: UploadSession,
+        offset: int,
+        body: BodyReader,
+        length: int | None,
+        *,
+        allow_overlap: bool,
+        complete: bool | None = None,
+        digests: Digests | None = None,
+    ) -> AppendResult:
+        """Add ``length`` bytes (None: until the body ends) that start at ``offset``.
+
+        ``allow_overlap``: bytes before the held offset are skipped (range PUT);
+        otherwise the offset must match exactly (IETF draft). ``complete``: the
+        client says this is the last part (IETF); with a known total the upload
+        completes when all of it is held.
+        """
+        with self._exclusive(session.id):
+            session = self.get(session.id, session.user)  # fresh state
+            held = session.received
+            if offset > held or (offset < held and not allow_overlap):
+                raise OffsetMismatch(f"offset {offset} does not match the {held} bytes held", held)
+            if session.total is not None and length is not None and offset + length > session.total:
+                raise RangeError(f"bytes {offset}+{length} run past the announced length {session.total}")
+            writer = self._resume_writer(session)
+            skip = held - offset
+            interrupted = False
+            persisted = len(writer.chunks)
+            since = 0
+            remaining = length
+            try:
+                while remaining is None or remaining > 0:
+                    want = READ_SIZE if remaining is None else min(READ_SIZE, remaining)
+                    data = body.read(want)
+                    if not data:
+                        if remaining is not None:
+                            interrupted = True
+                        break
+                    if remaining is not None:
+                        remaining -= len(data)
+                    if skip:
+                        if len(data) <= skip:
+                            skip -= len(data)
+                            continue
+                        data, skip = data[skip:], 0
+                    if session.total is not None and writer.received + len(data) > session.total:
+                        raise RangeError(f"the body runs past the announced length {session.total}")
+                    writer.write(data)
+                    since += len(data)
+                    if since >= self.checkpoint_bytes:
+                        persisted = self._checkpoint(session, writer, persisted, with_tail=False)
+                        since = 0
+            except (OSError, EOFError):
+                interrupted = True  # dropped connection: keep what arrived
+            except BaseException:
+                writer.abort()
+                raise
+            received = writer.received
+            done = (session.total is not None and received == session.total and not interrupted) or (
+                complete is True and session.total is None and not interrupted
+            )
+            if complete is True and session.total is not None and received != session.total and not interrupted:
+                writer.abort()
+                raise RangeError(f"upload marked complete at {received} bytes but {session.total} were announced")
+            if done:
+                entry = self._complete(session, writer, digests)
+                return AppendResult(received, entry, False)
+            self._checkpoint(session, writer, persisted, with_tail=True)
+            writer.abort()
+            return AppendResult(received, None, interrupted)
+
+    def _resume_writer(self, session: UploadSession) -> FileWriter:
+        rows = self.repo.catalog.reader().execute(
+            "SELECT offset, length, chunk_id, is_tail FROM session_chunks WHERE session_id=? ORDER BY offset",
+            (session.id,),
+        ).fetchall()
+        chunks = [(o, n, c) for o, n, c, t in rows if not t]
+        tails = [(o, n, c) for o, n, c, t in rows if t]
+        writer = self.repo.new_writer(chunks)
+        writer.mark_existing([c for _, _, c in chunks])
+        for _off, _n, cid in tails:
+            writer.mark_existing([cid])
+            writer.write(self.repo.chunks.read(cid, None, f"upload of {session.path} (tail)"))
+        if writer.received != session.received:
+            writer.abort()
+            raise Conflict(f"upload session of {session.path} is inconsistent; cancel it and start again")
+        return writer
+
+    def _checkpoint(self, session: UploadSession, writer: FileWriter, persisted: int, *, with_tail: bool) -> int:
+        tail = writer.take_tail() if with_tail else b""
+        tail_ref = writer.store_tail(tail)
+        new_chunks = writer.chunks[persisted:]
+        base = writer.durable_offset
+        received = base + len(tail)
+
+        def persist(conn: sqlite3.Connection, now: float) -> None:
+            if conn.execute("SELECT 1 FROM upload_sessions WHERE id=?", (session.id,)).fetchone() is None:
+                raise NotFound("the upload session was cancelled meanwhile")
+            conn.execute("DELETE FROM session_chunks WHERE session_id=? AND is_tail=1", (session.id,))
+            conn.executemany(
+                "INSERT OR REPLACE INTO session_chunks(session_id, offset, length, chunk_id, is_tail) VALUES (?, ?, ?, ?, 0)",
+                [(session.id, o, n, c) for o, n, c in new_chunks],
+            )
+            if tail_ref is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO session_chunks(session_id, offset, length, chunk_id, is_tail)"
+                    " VALUES (?, ?, ?, ?, 1)",
+                    (session.id, base, tail_ref[0], tail_ref[1]),
+                )
+            conn.execute(
+                "UPDATE upload_sessions SET received=?, updated=? WHERE id=?", (received, now, session.id)
+            )
+
+        writer.checkpoint(persist)
+        if tail:
+            writer.write(tail)  # keep writing after a mid-stream checkpoint (not used today)
+        return len(writer.chunks)
+
+    def _complete(self, session: UploadSession, writer: FileWriter, digests: Digests | None) -> Entry:
+        transition(RECEIVING, "complete")
+        writer.finish_chunking()
+        try:
+            verify_digests(digests, writer, session.path)
+        except DigestMismatch:
+            writer.abort()
+            self._remove(session.id, "cancel")
+            raise
+        ns = self.repo.namespace(session.user)
+
+        def link(conn: sqlite3.Connection, vid: int, size: int, etag: str, now: float) -> Entry:
+            if conn.execute("SELECT 1 FROM upload_sessions WHERE id=?", (session.id,)).fetchone() is None:
+                raise NotFound("the upload session was cancelled meanwhile")
+            _delete_session(conn, session.id)
+            return ns.link_version(conn, session.path, vid, size, etag, now)
+
+        return writer.commit(link)
+
+
+def _delete_session(conn: sqlite3.Connection, session_id: str) -> None:
+    conn.execute("DELETE FROM session_chunks WHERE session_id=?", (session_id,))
+    conn.execute("DELETE FROM upload_sessions WHERE id=?", (session_id,))
