@@ -1,0 +1,241 @@
+"""Upload sessions: the state machine, resume with persisted tails, and refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from davbackup.errors import Conflict, Locked, NotFound, RangeError
+from davbackup.repository import Repository
+from davbackup.uploads import (
+    TRANSITIONS,
+    Digests,
+    DigestMismatch,
+    OffsetMismatch,
+    transition,
+)
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture()
+def repo(tmp_path: Path):
+    r = Repository.init(tmp_path / "repo", "pass")
+    r.users.add("alice", "password1")
+    r.users.add("bob", "password2")
+    yield r
+    r.close()
+
+
+class BreakingBody(io.BytesIO):
+    """A request body whose connection drops after ``cut`` bytes."""
+
+    def __init__(self, data: bytes, cut: int) -> None:
+        super().__init__(data)
+        self.cut = cut
+        self.sent = 0
+
+    def read(self, n: int = -1) -> bytes:
+        if self.sent >= self.cut:
+            raise ConnectionResetError("peer went away")
+        chunk = super().read(min(n if n >= 0 else self.cut, self.cut - self.sent))
+        self.sent += len(chunk)
+        return chunk
+
+
+def test_transition_table_is_exhaustive():
+    states = {"none", "receiving"}
+    events = {"create", "append", "complete", "cancel", "expire"}
+    for state, event in itertools.product(states, events):
+        if (state, event) in TRANSITIONS:
+            assert transition(state, event) == TRANSITIONS[(state, event)]
+        else:
+            with pytest.raises(Conflict):
+                transition(state, event)
+    assert transition("none", "create") == "receiving"
+    assert transition("receiving", "complete") == "none"
+
+
+def test_interrupted_part_keeps_every_received_byte_and_old_version(repo: Repository):
+    ns = repo.namespace("alice")
+    ns.create_empty("/f")
+    pending = ns.open_write("/f")
+    pending.write(b"previous")
+    pending.commit()
+    data = os.urandom(12 * MiB)
+    up = repo.uploads
+    session = up.create("alice", "/f", "range", len(data))
+    result = up.append(session, 0, BreakingBody(data, 5 * MiB + 12345), len(data), allow_overlap=True)
+    assert result.interrupted and result.entry is None
+    assert result.offset == 5 * MiB + 12345  # the tail after the last chunk is kept too
+    assert ns.open_read("/f").read() == b"previous"
+
+
+def test_session_survives_reopen_and_completes(repo: Repository, tmp_path: Path):
+    data = os.urandom(9 * MiB + 7)
+    up = repo.uploads
+    session = up.create("alice", "/big", "range", len(data))
+    first = up.append(session, 0, io.BytesIO(data[: 4 * MiB + 3]), 4 * MiB + 3, allow_overlap=True)
+    assert first.offset == 4 * MiB + 3
+    repo.close()
+    reopened = Repository.open(tmp_path / "repo", "pass")
+    try:
+        again = reopened.uploads.find("alice", "/big", "range")
+        assert again is not None and again.received == first.offset
+        # overlap: the client resends from 1 MiB; the held part is skipped
+        rest = reopened.uploads.append(again, MiB, io.BytesIO(data[MiB:]), len(data) - MiB, allow_overlap=True)
+        assert rest.entry is not None and rest.entry.size == len(data)
+        assert reopened.namespace("alice").open_read("/big").read() == data
+        assert reopened.uploads.find("alice", "/big", "range") is None
+    finally:
+        reopened.close()
+        # the fixture closes the first handle again: reopen a throwaway handle
+        Repository.open(tmp_path / "repo", "pass").close()
+
+
+def test_resumed_upload_chunks_like_an_uninterrupted_one(repo: Repository):
+    data = os.urandom(20 * MiB)
+    ns = repo.namespace("alice")
+    whole = ns.open_write("/whole")
+    whole.write(data)
+    whole.commit()
+    chunks_before = repo.catalog.reader().execute("SELECT count(*) FROM chunks").fetchone()[0]
+    up = repo.uploads
+    session = up.create("alice", "/parts", "range", len(data))
+    offset = 0
+    for cut in (3 * MiB + 1, 7 * MiB + 77, 15 * MiB):
+        offset = up.append(session, offset, io.BytesIO(data[offset:cut]), cut - offset, allow_overlap=True).offset
+    done = up.append(session, offset, io.BytesIO(data[offset:]), len(data) - offset, allow_overlap=True)
+    assert done.entry is not None
+    conn = repo.catalog.reader()
+    referenced_new = conn.execute(
+        "SELECT count(*) FROM chunks WHERE id IN (SELECT chunk_id FROM version_chunks)"
+    ).fetchone()[0]
+    assert referenced_new == chunks_before - 0  # the same chunk IDs as the whole upload
+    assert ns.stat("/parts").etag == ns.stat("/whole").etag
+
+
+def test_gap_and_exact_offset_rules(repo: Repository):
+    up = repo.uploads
+    session = up.create("alice", "/g", "ietf", None)
+    up.append(session, 0, io.BytesIO(b"a" * 1000), 1000, allow_overlap=False)
+    with pytest.raises(OffsetMismatch) as gap:
+        up.append(session, 1500, io.BytesIO(b"b"), 1, allow_overlap=True)
+    assert gap.value.offset == 1000 and gap.value.http_status == 409
+    with pytest.raises(OffsetMismatch) as overlap:
+        up.append(session, 500, io.BytesIO(b"b"), 1, allow_overlap=False)
+    assert overlap.value.offset == 1000
+    assert up.get(session.id, "alice").received == 1000
+    done = up.append(session, 1000, io.BytesIO(b"z" * 10), 10, allow_overlap=False, complete=True)
+    assert done.entry is not None and done.entry.size == 1010
+
+
+def test_body_past_total_is_refused_without_change(repo: Repository):
+    up = repo.uploads
+    session = up.create("alice", "/t", "range", 100)
+    with pytest.raises(RangeError):
+        up.append(session, 0, io.BytesIO(b"x" * 200), 200, allow_overlap=True)
+    assert up.get(session.id, "alice").received == 0
+
+
+def test_digest_mismatch_keeps_old_version(repo: Repository):
+    ns = repo.namespace("alice")
+    old = ns.open_write("/d")
+    old.write(b"old content")
+    old.commit()
+    data = os.urandom(3 * MiB)
+    up = repo.uploads
+    session = up.create("alice", "/d", "range", len(data))
+    with pytest.raises(DigestMismatch):
+        up.append(session, 0, io.BytesIO(data), len(data), allow_overlap=True,
+                  digests=Digests(sha256=hashlib.sha256(b"something else").digest()))
+    assert ns.open_read("/d").read() == b"old content"
+    session = up.create("alice", "/d", "range", len(data))
+    ok = up.append(session, 0, io.BytesIO(data), len(data), allow_overlap=True,
+                   digests=Digests(sha256=hashlib.sha256(data).digest(), sha1=hashlib.sha1(data).digest()))
+    assert ok.entry is not None
+    assert ns.open_read("/d").read() == data
+
+
+def test_expired_session_is_gone(repo: Repository):
+    up = repo.uploads
+    session = up.create("alice", "/e", "range", 10)
+    up.append(session, 0, io.BytesIO(b"12345"), 5, allow_overlap=True)
+    up.ttl = -1.0
+    with pytest.raises(NotFound):
+        up.get(session.id, "alice")
+    assert up.find("alice", "/e", "range") is None
+
+
+def test_sessions_are_private_to_their_user(repo: Repository):
+    up = repo.uploads
+    session = up.create("alice", "/p", "ietf", None)
+    with pytest.raises(NotFound):
+        up.get(session.id, "bob")
+    assert up.find("bob", "/p", "ietf") is None
+
+
+def test_concurrent_appenders_one_wins(repo: Repository):
+    up = repo.uploads
+    session = up.create("alice", "/c", "range", 8 * MiB)
+    gate = threading.Event()
+    release = threading.Event()
+
+    class SlowBody(io.BytesIO):
+        def read(self, n: int = -1) -> bytes:
+            gate.set()
+            release.wait(10)
+            return super().read(n)
+
+    results: list[object] = []
+
+    def first() -> None:
+        results.append(up.append(session, 0, SlowBody(b"a" * MiB), MiB, allow_overlap=True))
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert gate.wait(10)
+    with pytest.raises(Locked):
+        up.append(session, 0, io.BytesIO(b"b" * MiB), MiB, allow_overlap=True)
+    release.set()
+    t.join(10)
+    assert up.get(session.id, "alice").received == MiB
+    assert repo.uploads.find("alice", "/c", "range") is not None
+
+
+def test_whole_write_supersedes_sessions(repo: Repository):
+    up = repo.uploads
+    up.create("alice", "/s", "range", 10)
+    up.create("alice", "/s", "ietf", None)
+    assert up.discard_path("alice", "/s") == 2
+    assert up.find("alice", "/s", "range") is None
+
+
+def test_session_needs_parent_folder(repo: Repository):
+    with pytest.raises(Conflict):
+        repo.uploads.create("alice", "/missing/f", "range", 10)
+
+
+def test_patch_rewrites_only_touched_chunks(repo: Repository):
+    ns = repo.namespace("alice")
+    data = bytearray(os.urandom(16 * MiB))
+    w = ns.open_write("/p")
+    w.write(bytes(data))
+    w.commit()
+    conn = repo.catalog.reader()
+    before = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+    ns.patch("/p", 8 * MiB, io.BytesIO(b"PATCHED"), 7)
+    data[8 * MiB : 8 * MiB + 7] = b"PATCHED"
+    assert ns.open_read("/p").read() == bytes(data)
+    after = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+    assert after - before <= 2
+    ns.patch("/p", None, io.BytesIO(b"END"), 3)
+    assert ns.open_read("/p").read() == bytes(data) + b"END"
+    with pytest.raises(RangeError):
+        ns.patch("/p", len(data) + 100, io.BytesIO(b"x"), 1)
