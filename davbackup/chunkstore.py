@@ -10,6 +10,7 @@ until none are left.
 
 from __future__ import annotations
 
+import errno
 import logging
 import secrets
 import sqlite3
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from davbackup.catalog import Catalog
-from davbackup.errors import IntegrityError
+from davbackup.errors import IntegrityError, RepositoryError, StorageFull
 from davbackup.pack import HEADER_SIZE, BlobCodec, BlobError
 from davbackup.storage import LocalAppender, LocalPackStorage, PackMissing
 
@@ -123,7 +124,12 @@ class ChunkStore:
                 batch.new[chunk_id] = (pending.location, pending.plain_len)
                 return ref
             pack_id, appender = self._active_pack()
-            offset = appender.append(blob)
+            try:
+                offset = appender.append(blob)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise StorageFull(f"no space left for pack {appender.name}") from exc
+                raise RepositoryError(f"cannot append to pack {appender.name}: {exc}") from exc
             location = Location(pack_id, offset, len(blob) - HEADER_SIZE)
             self._pending[chunk_id] = _Pending(location, len(data), 1)
             self._inflight[pack_id] = self._inflight.get(pack_id, 0) + 1

@@ -76,12 +76,16 @@ class LocalAppender:
         return self._size
 
     def append(self, data: bytes) -> int:
+        """Write at the end; a failed (e.g. disk full) append leaves the size unchanged,
+        so the next append overwrites the torn bytes instead of following them."""
         with self._append_lock:
             offset = self._size
             view = memoryview(data)
+            pos = offset
             while view:
-                written = os.write(self._fd, view)
+                written = os.pwrite(self._fd, view, pos)
                 view = view[written:]
+                pos += written
             self._size = offset + len(data)
             return offset
 
