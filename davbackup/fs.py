@@ -115,15 +115,18 @@ class Namespace:
             if entry.is_dir:
                 yield from self.walk(entry.path)
 
-    def open_read(self, path: str) -> VersionReader:
-        parts = split_path(path)
-        conn = self._catalog.reader()
+    def _file_node(self, conn: sqlite3.Connection, parts: list[str], path: str) -> tuple[Node, int]:
         node = self._tree.resolve(conn, self.root_id, parts)
         if node is None:
             raise NotFound(f"{path}: no such file")
         if node.is_dir or node.version_id is None:
             raise Conflict(f"{path}: is a folder")
-        return VersionReader(self._catalog, self.repo.chunks, node.version_id, node.size, join_path(parts))
+        return node, node.version_id
+
+    def open_read(self, path: str) -> VersionReader:
+        parts = split_path(path)
+        node, version_id = self._file_node(self._catalog.reader(), parts, path)
+        return VersionReader(self._catalog, self.repo.chunks, version_id, node.size, join_path(parts))
 
     # -- writing -----------------------------------------------------------------
 
@@ -195,11 +198,7 @@ class Namespace:
         """
         parts = split_path(path)
         conn = self._catalog.reader()
-        node = self._tree.resolve(conn, self.root_id, parts)
-        if node is None:
-            raise NotFound(f"{path}: no such file")
-        if node.is_dir or node.version_id is None:
-            raise Conflict(f"{path}: is a folder")
+        node, version_id = self._file_node(conn, parts, path)
         size = node.size
         start = size if start is None else start
         if start < 0 or start > size or length < 0:
@@ -207,7 +206,7 @@ class Namespace:
         end = start + length
         rows = conn.execute(
             "SELECT offset, length, chunk_id FROM version_chunks WHERE version_id=? ORDER BY offset",
-            (node.version_id,),
+            (version_id,),
         ).fetchall()
         first = next((i for i, (o, n, _) in enumerate(rows) if o <= start < o + n), len(rows))
         last = next((i for i, (o, n, _) in enumerate(rows) if o < end <= o + n), None) if end < size else None
@@ -232,7 +231,7 @@ class Namespace:
             writer.abort()
             raise
         link = self._linker(parts)
-        expected_version = node.version_id
+        expected_version = version_id
 
         def on_commit(conn: sqlite3.Connection, vid: int, size: int, etag: str, now: float) -> Entry:
             current = self._tree.resolve(conn, self.root_id, parts)
