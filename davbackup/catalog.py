@@ -44,7 +44,9 @@ CREATE TABLE versions(
     id INTEGER PRIMARY KEY,
     size INTEGER NOT NULL,
     etag TEXT NOT NULL,
-    created REAL NOT NULL);
+    created REAL NOT NULL,
+    orphaned REAL);
+CREATE INDEX versions_orphaned ON versions(orphaned) WHERE orphaned IS NOT NULL;
 CREATE TABLE version_chunks(
     version_id INTEGER NOT NULL,
     offset INTEGER NOT NULL,
@@ -237,9 +239,20 @@ class Catalog:
                 job.result = job.fn(conn)
                 conn.execute("RELEASE job")
             except BaseException as exc:  # re-raised in the caller's thread
-                conn.execute("ROLLBACK TO job")
-                conn.execute("RELEASE job")
+                try:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                except sqlite3.Error:
+                    pass
                 job.error = exc
+            if not conn.in_transaction:
+                # SQLite rolled the whole transaction back (disk full, I/O error):
+                # nothing of this batch committed, so every caller gets an error.
+                for other in batch:
+                    if other.error is None:
+                        other.error = RepositoryError("catalog transaction aborted by SQLite; nothing was written")
+                    other.done = True
+                return
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:

@@ -143,7 +143,6 @@ class ChunkStore:
             if not self.writable:
                 raise IntegrityError("repository opened read-only: cannot store chunks")
             name = secrets.token_hex(16)
-            appender = self.storage.create(name)
 
             def add_pack(conn: sqlite3.Connection) -> int:
                 cur = conn.execute(
@@ -151,7 +150,9 @@ class ChunkStore:
                 )
                 return int(cur.lastrowid)  # type: ignore[arg-type]
 
+            # The row first: a pack file the catalog does not know is always gc's debris.
             pack_id = self.catalog.write(add_pack)
+            appender = self.storage.create(name)
             self._pack_names[pack_id] = name
             self._appenders[pack_id] = appender
             self._active = (pack_id, appender)

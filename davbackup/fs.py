@@ -268,6 +268,8 @@ class Namespace:
             raise PermissionDenied(f"{action} {src}: source and destination are the same")
         if dparts[: len(sparts)] == sparts:
             raise PermissionDenied(f"{action} {src} -> {dst}: destination is inside the source")
+        if sparts[: len(dparts)] == dparts:
+            raise PermissionDenied(f"{action} {src} -> {dst}: destination is a folder holding the source")
 
         def txn(conn: sqlite3.Connection) -> bool:
             now = time.time()

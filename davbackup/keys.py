@@ -100,13 +100,16 @@ class KeyRing:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("format") != KEY_FORMAT:
                 raise KeyFileError(f"{path}: not a davbackup key file")
-            if int(data.get("version", 0)) > KEY_VERSION:
+            if not isinstance(data.get("version"), int) or data["version"] > KEY_VERSION:
                 raise KeyFileError(f"{path}: key file version {data['version']} is too new")
             for field in ("slot", "created", "kdf", "salt", "nonce", "wrapped"):
                 if field not in data:
                     raise KeyFileError(f"{path}: key file lacks {field!r}")
+            data["created"] = float(data["created"])
+            if not isinstance(data["slot"], str) or not isinstance(data["kdf"], dict):
+                raise KeyFileError(f"{path}: malformed key file")
             return data
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, ValueError, TypeError) as exc:
             raise KeyFileError(f"{path}: unreadable key file ({exc})") from exc
 
     def add(self, master: MasterKeys, passphrase: str, label: str = "", kdf: crypto.KdfParams | None = None) -> KeySlot:

@@ -62,7 +62,6 @@ class Repository:
         except BaseException:
             self._release_writer_lock()
             raise
-        self._namespaces: dict[str, Namespace] = {}
         self.uploads = UploadManager(self)
 
     # -- creation and opening ------------------------------------------------------
@@ -136,14 +135,8 @@ class Repository:
     # -- namespaces and files --------------------------------------------------------
 
     def namespace(self, user: str) -> Namespace:
-        ns = self._namespaces.get(user)
-        if ns is None:
-            ns = Namespace(self, user, self.users.root_id(user))
-            self._namespaces[user] = ns
-        return ns
-
-    def forget_namespace(self, user: str) -> None:
-        self._namespaces.pop(user, None)
+        """The user's namespace, looked up afresh (users may change from another process)."""
+        return Namespace(self, user, self.users.root_id(user))
 
     def new_writer(self, chunks: list[tuple[int, int, bytes]] | None = None) -> FileWriter:
         if self.mode != "rw":

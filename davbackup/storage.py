@@ -52,6 +52,8 @@ class PackStorage(Protocol):
 
     def size(self, name: str) -> int: ...
 
+    def mtime(self, name: str) -> float: ...
+
     def names(self) -> Iterator[str]: ...
 
     def delete(self, name: str) -> None: ...
@@ -163,6 +165,12 @@ class LocalPackStorage:
         except FileNotFoundError as exc:
             raise PackMissing(name) from exc
 
+    def mtime(self, name: str) -> float:
+        try:
+            return self.path(name).stat().st_mtime
+        except FileNotFoundError as exc:
+            raise PackMissing(name) from exc
+
     def names(self) -> Iterator[str]:
         if not self.root.exists():
             return
@@ -180,7 +188,10 @@ class LocalPackStorage:
     def delete(self, name: str) -> None:
         self.forget(name)
         path = self.path(name)
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
         fsync_dir(path.parent)
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ callers own transactions.
 from __future__ import annotations
 
 import sqlite3
+import time
 import unicodedata
 from dataclasses import dataclass
 
@@ -196,8 +197,8 @@ class Tree:
 
 
 def drop_version_if_unused(conn: sqlite3.Connection, version_id: int) -> None:
-    """A version no node points at is deleted; its chunks become garbage for gc."""
+    """A version no node points at is marked orphaned; gc deletes it after the grace
+    period (readers that opened it before keep reading), then its chunks are garbage."""
     if conn.execute("SELECT 1 FROM nodes WHERE version_id=? LIMIT 1", (version_id,)).fetchone():
         return
-    conn.execute("DELETE FROM version_chunks WHERE version_id=?", (version_id,))
-    conn.execute("DELETE FROM versions WHERE id=?", (version_id,))
+    conn.execute("UPDATE versions SET orphaned=? WHERE id=?", (time.time(), version_id))

@@ -23,7 +23,7 @@ from davbackup.catalog import Catalog
 from davbackup.errors import AlreadyExists, NotFound, UsageError
 from davbackup.tree import Tree
 
-USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 ROLES = ("rw", "ro")
 CACHE_SECONDS = 60.0
 MIN_PASSWORD = 8
@@ -91,7 +91,7 @@ class UserDirectory:
         return [User(*r) for r in rows]
 
     def add(self, name: str, password: str, role: str = "rw") -> User:
-        if not USER_NAME.match(name):
+        if not USER_NAME.fullmatch(name):
             raise UsageError(f"invalid user name {name!r}: use letters, digits, '.', '_', '@', '-' (max 64)")
         if role not in ROLES:
             raise UsageError(f"invalid role {role!r}: use one of {', '.join(ROLES)}")

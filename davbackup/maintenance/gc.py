@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from davbackup.errors import Locked
 from davbackup.pack import HEADER_SIZE, BlobError
+from davbackup.storage import PackMissing
 
 if TYPE_CHECKING:
     from davbackup.repository import Repository
@@ -90,6 +91,17 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
 
     def sweep(conn: sqlite3.Connection) -> tuple[int, int]:
         expired = expire_sessions(conn, now - session_ttl)
+        orphans = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM versions WHERE orphaned IS NOT NULL AND orphaned <= ?"
+                " AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.version_id = versions.id)",
+                (now - grace,),
+            )
+        ]
+        for vid in orphans:
+            conn.execute("DELETE FROM version_chunks WHERE version_id=?", (vid,))
+            conn.execute("DELETE FROM versions WHERE id=?", (vid,))
         cur = conn.execute(
             "DELETE FROM chunks WHERE touched <= ?"
             " AND NOT EXISTS (SELECT 1 FROM version_chunks vc WHERE vc.chunk_id = chunks.id)"
@@ -110,8 +122,8 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
     for pid, name in packs:
         try:
             size = repo.storage.size(name)
-        except Exception:
-            continue
+        except PackMissing:
+            size = 0  # registered, but its file was never created (crash in between)
         live_bytes = live.get(pid, 0)
         if live_bytes == 0:
             _drop_pack(repo, pid, name)
@@ -120,10 +132,12 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
             report.unreadable_chunks += _rewrite_pack(repo, pid, name)
             report.packs_rewritten += 1
 
-    # pack files the catalog does not know (an interrupted gc's output) are removed
+    # Pack files the catalog does not know are an interrupted gc's output (writers
+    # register a pack before creating its file); only one gc runs at a time.
+    # Files younger than the grace period are left alone all the same.
     known = {r[0] for r in conn.execute("SELECT name FROM packs")}
     for name in list(repo.storage.names()):
-        if name not in known:
+        if name not in known and repo.storage.mtime(name) <= now - grace:
             repo.storage.delete(name)
     report.bytes_after = _pack_bytes(repo)
     return report

@@ -1,0 +1,106 @@
+"""The client's memory of what it transferred, so unchanged files are not sent again.
+
+One SQLite file (default ``$XDG_STATE_HOME/davbackup/client.sqlite``, i.e.
+``~/.local/state/davbackup/client.sqlite``). Rows are keyed by server origin, user
+and remote path.
+
+``uploaded``: after a completed upload, the local size, mtime (ns) and SHA-256 and the
+ETag the server answered. A later upload skips the file when the server still shows
+that ETag and size (one PROPFIND per folder) and the local file has the same size and
+mtime — or the same size and SHA-256 (a touched but unchanged file).
+
+``downloaded``: the ETag and local size/mtime after a completed download; the same
+test skips it next time. ``partial``: the ETag of the version a ``.davbackup-part``
+file holds, so a resumed download asks for the rest only if the remote file is
+still that version (``If-Range``).
+
+An interrupted *upload* needs no local record: the server keeps the session, keyed by
+path, and identifies the content by the ``Repr-Digest`` the client sends with every
+part; the client asks the server for its offset.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploaded(key TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,
+                                    sha256 TEXT, etag TEXT, at REAL);
+CREATE TABLE IF NOT EXISTS downloaded(key TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,
+                                      etag TEXT, at REAL);
+CREATE TABLE IF NOT EXISTS partial(key TEXT PRIMARY KEY, etag TEXT, at REAL);
+"""
+
+
+def default_state_path() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "davbackup" / "client.sqlite"
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    size: int
+    mtime_ns: int
+    sha256: str
+    etag: str
+
+
+@dataclass(frozen=True)
+class DownloadRecord:
+    size: int
+    mtime_ns: int
+    etag: str
+
+
+class ClientState:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_state_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        self._db.executescript(SCHEMA)
+
+    @staticmethod
+    def key(origin: str, user: str, remote_path: str) -> str:
+        return f"{origin}|{user}|{remote_path}"
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- uploads -------------------------------------------------------------------
+
+    def uploaded(self, key: str) -> UploadRecord | None:
+        row = self._db.execute("SELECT size, mtime_ns, sha256, etag FROM uploaded WHERE key=?", (key,)).fetchone()
+        return UploadRecord(*row) if row else None
+
+    def record_upload(self, key: str, record: UploadRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO uploaded(key, size, mtime_ns, sha256, etag, at) VALUES (?, ?, ?, ?, ?, ?)",
+            (key, record.size, record.mtime_ns, record.sha256, record.etag, time.time()),
+        )
+
+    # --- downloads -----------------------------------------------------------------
+
+    def downloaded(self, key: str) -> DownloadRecord | None:
+        row = self._db.execute("SELECT size, mtime_ns, etag FROM downloaded WHERE key=?", (key,)).fetchone()
+        return DownloadRecord(*row) if row else None
+
+    def record_download(self, key: str, record: DownloadRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO downloaded(key, size, mtime_ns, etag, at) VALUES (?, ?, ?, ?, ?)",
+            (key, record.size, record.mtime_ns, record.etag, time.time()),
+        )
+
+    def partial_etag(self, key: str) -> str | None:
+        row = self._db.execute("SELECT etag FROM partial WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_partial(self, key: str, etag: str | None) -> None:
+        if etag is None:
+            self._db.execute("DELETE FROM partial WHERE key=?", (key,))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO partial(key, etag, at) VALUES (?, ?, ?)",
+                             (key, etag, time.time()))

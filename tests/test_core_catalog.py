@@ -1,0 +1,163 @@
+"""catalog.py: group commit, per-job savepoints, snapshots, schema."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from davbackup.catalog import SCHEMA_VERSION, Catalog
+from davbackup.errors import DavBackupError, RepositoryError
+
+
+@pytest.fixture
+def catalog(tmp_path: Path):
+    c = Catalog(tmp_path / "catalog.sqlite", create=True)
+    c.write(lambda conn: conn.execute("CREATE TABLE t(x INTEGER PRIMARY KEY)"))
+    yield c
+    c.close()
+
+
+def rows(c: Catalog) -> list[int]:
+    return [r[0] for r in c.reader().execute("SELECT x FROM t ORDER BY x")]
+
+
+def test_schema_and_wal(catalog: Catalog) -> None:
+    conn = catalog.reader()
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"users", "nodes", "versions", "version_chunks", "packs", "chunks", "props", "locks"} <= tables
+
+
+def test_not_a_catalog(tmp_path: Path) -> None:
+    with pytest.raises(RepositoryError):
+        Catalog(tmp_path / "missing.sqlite")
+    sqlite3.connect(tmp_path / "other.sqlite").execute("CREATE TABLE x(y)").connection.close()
+    with pytest.raises(RepositoryError):
+        Catalog(tmp_path / "other.sqlite")
+
+
+def test_write_returns_result_and_raises_job_error(catalog: Catalog) -> None:
+    assert catalog.write(lambda conn: conn.execute("INSERT INTO t VALUES (1)").rowcount) == 1
+
+    def failing(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t VALUES (2)")
+        raise KeyError("nope")
+
+    with pytest.raises(KeyError):
+        catalog.write(failing)
+    assert rows(catalog) == [1]
+    with pytest.raises(RepositoryError):  # SQL errors are wrapped
+        catalog.write(lambda conn: conn.execute("INSERT INTO t VALUES (1)"))
+    assert rows(catalog) == [1]
+
+
+def test_group_commit_isolates_failing_jobs(catalog: Catalog) -> None:
+    """Many concurrent jobs, every third one failing: exactly the good ones commit."""
+    results: dict[int, object] = {}
+
+    def job(i: int):  # type: ignore[no-untyped-def]
+        def fn(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO t VALUES (?)", (i,))
+            if i % 3 == 0:
+                raise ValueError(i)
+            return i * 10
+
+        try:
+            results[i] = catalog.write(fn)
+        except ValueError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(1, 61)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert rows(catalog) == [i for i in range(1, 61) if i % 3]
+    for i, r in results.items():
+        assert (isinstance(r, ValueError) if i % 3 == 0 else r == i * 10), (i, r)
+
+
+def test_snapshot_sees_one_state(catalog: Catalog) -> None:
+    catalog.write(lambda conn: conn.execute("INSERT INTO t VALUES (1)"))
+    with catalog.snapshot() as conn:
+        first = conn.execute("SELECT count(*) FROM t").fetchone()[0]
+        done = threading.Event()
+
+        def other() -> None:
+            catalog.write(lambda c: c.execute("INSERT INTO t VALUES (2)"))
+            done.set()
+
+        threading.Thread(target=other).start()
+        assert done.wait(10)
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == first
+    assert rows(catalog) == [1, 2]
+
+
+def test_closed_catalog_refuses_writes(tmp_path: Path) -> None:
+    c = Catalog(tmp_path / "c.sqlite", create=True)
+    c.close()
+    with pytest.raises(RepositoryError):
+        c.write(lambda conn: None)
+
+
+def test_a_broken_batch_strands_no_caller(catalog: Catalog) -> None:
+    """When a batch dies mid-way (SQLite rolls the whole transaction back on SQLITE_FULL or
+    SQLITE_IOERR, so ``ROLLBACK TO job`` fails), every caller in that batch must get an
+    error: none may be told its job committed when it never ran.
+
+    Simulated by a job that ends the transaction itself, in one batch with a good job.
+    """
+    gate, entered = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def blocker(conn: sqlite3.Connection) -> str:
+        entered.set()
+        assert gate.wait(10)
+        return "a"
+
+    def bad(conn: sqlite3.Connection) -> None:
+        conn.execute("ROLLBACK")  # what SQLite does by itself on a full disk
+        raise OSError("disk full")
+
+    def good(conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT INTO t VALUES (42)")
+        return "c"
+
+    def call(key: str, fn) -> None:  # type: ignore[no-untyped-def]
+        try:
+            outcome[key] = ("ok", catalog.write(fn))
+        except BaseException as exc:  # noqa: BLE001
+            outcome[key] = ("error", exc)
+
+    ta = threading.Thread(target=call, args=("a", blocker))
+    ta.start()
+    assert entered.wait(10)
+    tb = threading.Thread(target=call, args=("b", bad))
+    tb.start()
+    deadline = time.monotonic() + 10
+    while len(catalog._queue) < 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    tc = threading.Thread(target=call, args=("c", good))
+    tc.start()
+    while len(catalog._queue) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert len(catalog._queue) == 2, "could not line up both jobs in one batch"
+    gate.set()
+    for t in (ta, tb, tc):
+        t.join(10)
+        assert not t.is_alive(), "a caller hangs"
+    # a's transaction was rolled back with b's: it may only be told so
+    assert outcome["a"] == ("ok", "a") or isinstance(outcome["a"][1], DavBackupError)
+    assert outcome["b"][0] == "error", f"the failed job was reported as committed: {outcome['b']}"
+    if outcome["c"][0] == "ok":
+        assert 42 in rows(catalog), "the caller was told its job committed, but it never ran"
+    else:
+        assert isinstance(outcome["c"][1], DavBackupError), outcome["c"]
+    # and the catalog is usable afterwards
+    catalog.write(lambda conn: conn.execute("INSERT INTO t VALUES (43)"))
+    assert 43 in rows(catalog)
