@@ -49,7 +49,7 @@ def test_eight_writers_and_readers(repo: Repository, ns) -> None:
                 expected[path] = hashlib.sha256(data).hexdigest()
 
     def reader() -> None:
-        rng = random.Random()
+        rng = random.Random(threading.get_ident())
         while not stop.is_set():
             with ns.open_read("/stable.bin") as r:
                 pos = rng.randrange(len(stable))

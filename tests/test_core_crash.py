@@ -154,3 +154,58 @@ def test_sigkill_loses_no_acknowledged_write(tmp_path: Path) -> None:
     finally:
         admin.close()
     assert time.monotonic() - started < 120
+
+
+GC_CHILD = (
+    "import os, sys; os.environ['DAVBACKUP_KDF_MEMORY_KIB'] = '1024'\n"
+    "from davbackup.repository import Repository\n"
+    "from davbackup.maintenance.gc import collect_garbage\n"
+    "repo = Repository.open(sys.argv[1], sys.argv[2], mode='admin')\n"
+    "print('START', flush=True)\n"
+    "collect_garbage(repo, grace_seconds=0, rewrite_threshold=0.9)\n"
+    "print('DONE', flush=True)\n"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_gc_killed_at_random_points_loses_nothing(tmp_path: Path) -> None:
+    """gc rewrites and deletes packs; SIGKILL anywhere in it must leave every file readable."""
+    repo_dir = tmp_path / "repo"
+    init_repo(repo_dir, small=True).close()
+    rng = random.Random(7)
+    expected: dict[str, bytes] = {}
+    finished = 0
+    for iteration in range(12):
+        with Repository.open(repo_dir, PASSPHRASE) as repo:
+            ns = repo.namespace(USER)
+            for i in range(40):
+                data = rng.randbytes(rng.randrange(1, 60_000))
+                path = f"/i{iteration}-{i}.bin"
+                pending = ns.open_write(path)
+                pending.write(data)
+                pending.commit()
+                expected[path] = data
+            for path in rng.sample(sorted(expected), len(expected) // 3):
+                ns.delete(path)
+                del expected[path]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen([sys.executable, "-c", GC_CHILD, str(repo_dir), PASSPHRASE],
+                                stdout=subprocess.PIPE, env=env, cwd=ROOT, bufsize=0)
+        assert proc.stdout is not None and proc.stdout.readline() == b"START\n"
+        time.sleep(rng.uniform(0, 0.3))  # a gc run here takes ~0.1-0.3 s
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=30)
+        finished += b"DONE" in out
+        with Repository.open(repo_dir, PASSPHRASE, mode="read") as repo:
+            ns = repo.namespace(USER)
+            for path, data in expected.items():
+                with ns.open_read(path) as reader:
+                    assert reader.read() == data, path
+            report = check_repository(repo, read_data=True)
+            assert report.ok, report.problems
+    with Repository.open(repo_dir, PASSPHRASE, mode="admin") as admin:
+        collect_garbage(admin, grace_seconds=0)
+        report = check_repository(admin, read_data=True)
+        assert report.ok and not report.warnings, (report.problems, report.warnings)
+    print(f"gc finished before the kill in {finished} of 12 runs")

@@ -187,10 +187,12 @@ def test_only_one_gc_at_a_time(repo_dir: Path) -> None:
 
 
 def test_gc_spares_a_pack_a_live_writer_just_created(repo_dir: Path) -> None:
-    """A writer creates a pack file first and registers it in the catalog right after.
+    """A pack file the catalog does not know yet must survive a gc run beside a live writer.
 
-    gc (admin process, server running) must not delete such a file as "unknown": the
-    writer would then append chunks to an unlinked file and acknowledge data that is gone.
+    Writers now register a pack before creating its file, so an unknown file is normally
+    gc's own debris; but a file younger than the grace period is spared all the same
+    (before the fix, gc deleted such a file while the writer was about to append
+    acknowledged chunks to it).
     """
     with open_repo(repo_dir) as server:
         name = "ab" * 16
