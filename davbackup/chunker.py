@@ -39,12 +39,15 @@ class Chunker:
 class StreamChunker:
     """Cuts a stream fed in arbitrary pieces into the same chunks as :class:`Chunker`.
 
-    Memory is bounded: at most ``max_size`` plus one fed piece is buffered.
+    Memory is bounded: at most ``2 * max_size`` plus one fed piece is buffered. The
+    buffer is cut only once it holds two maximum chunks, so the unfinished last
+    chunk, which is scanned again next time, is a small share of what is scanned.
     """
 
     def __init__(self, chunker: Chunker) -> None:
         self._chunker = chunker
         self._max = chunker.params.max_size
+        self._threshold = 2 * self._max
         self._buf = bytearray()
 
     @property
@@ -54,7 +57,7 @@ class StreamChunker:
     def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
         """Yield every chunk that is complete once ``data`` is appended."""
         self._buf += data
-        while len(self._buf) >= self._max:
+        while len(self._buf) >= self._threshold:
             lengths = self._chunker.lengths(self._buf)
             # All but the last cut are final. The last is final only if it hit max_size.
             if lengths[-1] < self._max:

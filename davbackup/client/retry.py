@@ -30,8 +30,8 @@ class Backoff:
         self.failures += 1
         if self.failures > self.retries:
             return False
-        delay = min(self.maximum, self.base * (2 ** (self.failures - 1)))
-        delay *= 0.75 + random.random() / 2  # jitter: resumers do not march in step
+        delay = self.base * (2 ** (self.failures - 1))
+        delay = min(self.maximum, delay * (0.75 + random.random() / 2))  # jitter: resumers do not march in step
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.maximum))
         self.sleep(delay)
