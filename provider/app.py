@@ -1,0 +1,91 @@
+"""Assemble the WSGI application: WsgiDAV configured for one davbackup repository.
+
+The middleware stack, outermost first::
+
+    RequestLog                  one access log line per request (provider.request_log)
+    WsgiDAVApp                  routing, path normalization
+      ErrorPrinter              DAVError -> HTTP error response
+      RepositoryAuthenticator   Basic auth, throttling, read-only users (provider.auth)
+      DavBackupDirBrowser       HTML listing for GET on collections, /:dir_browser assets
+      DavBackupRequestResolver  -> DavBackupRequestServer (provider.request_server)
+
+The provider, the lock storage and the property manager all sit on the repository
+passed in; nothing here touches packs or the catalog directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from wsgidav.error_printer import ErrorPrinter
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from provider.auth import RepositoryAuthenticator, RepositoryDomainController
+from provider.dav_provider import DavBackupProvider
+from provider.dir_browser import DavBackupDirBrowser
+from provider.locks import RepositoryLockStorage
+from provider.properties import CatalogPropertyManager
+from provider.request_log import RequestLog
+from provider.request_server import DavBackupRequestResolver
+from provider.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from davbackup.repository import Repository
+
+WSGIApp = Any
+
+
+def build_config(repo: Repository, settings: ServerSettings) -> dict[str, Any]:
+    """The WsgiDAV configuration dict for ``repo``."""
+    return {
+        "provider_mapping": {"/": DavBackupProvider(repo)},
+        "middleware_stack": [
+            ErrorPrinter,
+            RepositoryAuthenticator,
+            DavBackupDirBrowser,
+            DavBackupRequestResolver,
+        ],
+        "http_authenticator": {
+            "domain_controller": RepositoryDomainController,
+            "accept_basic": True,
+            "accept_digest": False,
+            "default_to_digest": False,
+            "trusted_auth_header": None,
+        },
+        "lock_storage": RepositoryLockStorage(repo),
+        "property_manager": CatalogPropertyManager(repo),
+        "block_size": settings.block_size,
+        "honor_mtime_header": settings.honor_mtime_header,
+        # rclone (ownCloud conventions) sets the modification time by PROPPATCH
+        "mutable_live_props": ["{DAV:}getlastmodified"],
+        "add_header_MS_Author_Via": True,
+        "suppress_version_info": True,
+        "dir_browser": {
+            "enable": settings.dir_browser,
+            "davmount": True,
+            "davmount_links": True,
+            "directory_slash": True,
+            "show_user": True,
+            "icon": True,
+            "response_trailer": "davbackup",
+            "ignore": [".DS_Store", "._*", "Thumbs.db"],
+        },
+        # WsgiDAV's own per-request lines are replaced by provider.request_log.
+        "verbose": 2,
+        "logging": {"enable": False},
+        "davbackup": {
+            "repository": repo,
+            "throttle": settings.throttle,
+            "allow_propfind_infinity": settings.allow_propfind_infinity,
+            "max_xml_body": settings.max_xml_body,
+        },
+    }
+
+
+def build_app(repo: Repository, settings: ServerSettings) -> WSGIApp:
+    """The complete WSGI application serving ``repo``."""
+    logging.getLogger("wsgidav").setLevel(
+        logging.DEBUG if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.WARNING
+    )
+    return RequestLog(WsgiDAVApp(build_config(repo, settings)))

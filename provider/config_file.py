@@ -1,0 +1,152 @@
+"""The YAML configuration file of ``davbackup serve --config FILE``.
+
+The file is a mapping with the sections shown in ``config/davbackup.example.yaml``.
+:func:`load_options` checks it against :data:`SCHEMA` (unknown keys and wrong types
+are errors, so a typo never silently falls back to a default) and flattens it to
+dotted keys; relative paths are taken relative to the file's directory.
+:func:`settings_from_options` turns flat options (from the file, overridden by the
+command line) into :class:`ServerSettings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from davbackup.errors import UsageError
+from provider.auth import ThrottleSettings
+from provider.settings import ServerSettings
+
+#: dotted key -> value type. ``Path`` values are resolved against the file's directory.
+SCHEMA: dict[str, type] = {
+    "repo": Path,
+    "passphrase_file": Path,
+    "host": str,
+    "port": int,
+    "allow_insecure_http": bool,
+    "tls.cert": Path,
+    "tls.key": Path,
+    "tls.self_signed": bool,
+    "server.threads": int,
+    "server.socket_timeout": float,
+    "server.shutdown_timeout": float,
+    "server.request_queue_size": int,
+    "server.block_size": int,
+    "webdav.allow_propfind_infinity": bool,
+    "webdav.max_xml_body": int,
+    "webdav.dir_browser": bool,
+    "webdav.honor_mtime_header": bool,
+    "auth.max_failures": int,
+    "auth.window_seconds": float,
+    "auth.base_delay_seconds": float,
+    "auth.max_delay_seconds": float,
+    "auth.address_factor": int,
+}
+
+_SECTIONS = {key.split(".", 1)[0] for key in SCHEMA if "." in key}
+
+
+def load_options(path: Path) -> dict[str, Any]:
+    """The file's options as ``{dotted key: value}`` (only keys that are set)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path}: expected a mapping at the top level")
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _SECTIONS:
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise UsageError(f"config file {path}: {key!r} must be a mapping")
+            for sub, sub_value in value.items():
+                flat[f"{key}.{sub}"] = sub_value
+        else:
+            flat[str(key)] = value
+    base = Path(path).resolve().parent
+    options: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key not in SCHEMA:
+            raise UsageError(f"config file {path}: unknown option {key!r}")
+        if value is None:
+            continue
+        options[key] = _coerce(path, key, value, SCHEMA[key], base)
+    return options
+
+
+def _coerce(path: Path, key: str, value: Any, kind: type, base: Path) -> Any:
+    where = f"config file {path}: {key}"
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise UsageError(f"{where} must be true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"{where} must be an integer")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"{where} must be a number")
+        return float(value)
+    if kind is Path:
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"{where} must be a path")
+        resolved = Path(value).expanduser()
+        return resolved if resolved.is_absolute() else base / resolved
+    if not isinstance(value, str):
+        raise UsageError(f"{where} must be a string")
+    return value
+
+
+def settings_from_options(options: dict[str, Any]) -> ServerSettings:
+    """Server settings from flat options; absent keys keep their defaults."""
+    throttle_fields = {f.name for f in fields(ThrottleSettings)}
+    throttle = ThrottleSettings(
+        **{k.split(".", 1)[1]: v for k, v in options.items()
+           if k.startswith("auth.") and k.split(".", 1)[1] in throttle_fields}
+    )
+    direct = {
+        "host": "host",
+        "port": "port",
+        "tls.cert": "tls_cert",
+        "tls.key": "tls_key",
+        "server.threads": "threads",
+        "server.socket_timeout": "socket_timeout",
+        "server.shutdown_timeout": "shutdown_timeout",
+        "server.request_queue_size": "request_queue_size",
+        "server.block_size": "block_size",
+        "webdav.allow_propfind_infinity": "allow_propfind_infinity",
+        "webdav.max_xml_body": "max_xml_body",
+        "webdav.dir_browser": "dir_browser",
+        "webdav.honor_mtime_header": "honor_mtime_header",
+    }
+    values = {name: options[key] for key, name in direct.items() if options.get(key) is not None}
+    settings = ServerSettings(throttle=throttle, **values)
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: ServerSettings) -> None:
+    if not 0 <= settings.port <= 65535:
+        raise UsageError(f"port {settings.port} is out of range")
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise UsageError("a TLS certificate and its key must be given together")
+    for name in ("threads", "request_queue_size", "block_size", "max_xml_body"):
+        if getattr(settings, name) < 1:
+            raise UsageError(f"{name} must be at least 1")
+    for name in ("socket_timeout", "shutdown_timeout"):
+        if getattr(settings, name) <= 0:
+            raise UsageError(f"{name} must be positive")
+    if settings.throttle.max_failures < 1 or settings.throttle.address_factor < 1:
+        raise UsageError("auth.max_failures and auth.address_factor must be at least 1")

@@ -1,0 +1,177 @@
+"""The outermost WSGI layer: one log line per request, and a guard on the URL's encoding.
+
+The line names the user, method, path, status, response bytes and duration::
+
+    alice PUT /photos/2024/a.jpg 201 0B 0.183s
+
+It is written when the response has been sent (or the client went away), so the
+byte count and duration are what really happened.
+
+Requests whose path is not valid UTF-8, or climbs above the root with ``..``, are
+refused with 400 here: WsgiDAV would fail on the first with a 500, and on the
+second it starts a 400 response without ever sending its body, so the client hangs.
+
+A response sent before the request body was read to its end (an early 401, 403,
+409, ...) carries ``Connection: close``: cheroot drains an unread body only when it
+has a Content-Length, so the rest of a chunked body would otherwise be parsed as
+the next request on the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable
+
+_log = logging.getLogger("davbackup.access")
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+class RequestLog:
+    """WSGI middleware writing an access log line per request."""
+
+    def __init__(self, app: WSGIApp, logger: logging.Logger = _log) -> None:
+        self.app = app
+        self.logger = logger
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
+        started = time.monotonic()
+        raw_path = environ.get("PATH_INFO", "")  # WsgiDAV rewrites it in place
+        state: dict[str, Any] = {"status": "-", "bytes": 0}
+
+        body = _TrackedInput.wrap(environ)
+
+        def recording_start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            state["status"] = status.split(" ", 1)[0]
+            if body is not None and not body.exhausted:
+                if not any(name.lower() == "connection" for name, _ in headers):
+                    headers = [*headers, ("Connection", "close")]
+            return start_response(status, headers, exc_info)
+
+        try:
+            problem = _path_problem(raw_path)
+            if problem is not None:
+                yield from _bad_request(recording_start_response, problem)
+                return
+            app_iter = self.app(environ, recording_start_response)
+            try:
+                for chunk in app_iter:
+                    state["bytes"] += len(chunk)
+                    yield chunk
+            finally:
+                close = getattr(app_iter, "close", None)
+                if close is not None:
+                    close()
+        finally:
+            self.logger.info(
+                "%s %s %s %s %dB %.3fs",
+                environ.get("wsgidav.auth.user_name") or "-",
+                environ.get("REQUEST_METHOD", "-"),
+                _printable(raw_path),
+                state["status"],
+                state["bytes"],
+                time.monotonic() - started,
+            )
+
+
+class _TrackedInput:
+    """``wsgi.input`` that knows whether the request body was read to its end.
+
+    cheroot's body readers return short only at the end of the body, so a short or
+    empty read marks it as exhausted.
+    """
+
+    def __init__(self, stream: Any, length: int | None) -> None:
+        self._stream = stream
+        self._length = length
+        self._read = 0
+        self.exhausted = length == 0
+
+    @classmethod
+    def wrap(cls, environ: Environ) -> _TrackedInput | None:
+        """Install the tracker if the request has a body; return it (or None)."""
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if not chunked and length <= 0:
+            return None
+        tracked = cls(environ["wsgi.input"], None if chunked else length)
+        environ["wsgi.input"] = tracked
+        return tracked
+
+    def _seen(self, data: bytes, size: int | None) -> bytes:
+        self._read += len(data)
+        if not data or (size is not None and 0 <= size and len(data) < size):
+            self.exhausted = True
+        if self._length is not None and self._read >= self._length:
+            self.exhausted = True
+        return data
+
+    def read(self, size: int | None = None) -> bytes:
+        if size == 0:
+            return b""
+        if size is None or size < 0:  # read everything
+            data = self._stream.read() if size is None else self._stream.read(size)
+            self.exhausted = True
+            return self._seen(data, None)
+        return self._seen(self._stream.read(size), size)
+
+    def readline(self, size: int | None = None) -> bytes:
+        line = self._stream.readline() if size is None else self._stream.readline(size)
+        return self._seen(line, None)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _path_problem(path: str) -> str | None:
+    """Why the request path is unusable, or None if it is fine.
+
+    WSGI gives the path as latin-1 decoded bytes; they must be UTF-8, and ``..``
+    segments must not climb above the root.
+    """
+    if path == "*":
+        return None
+    try:
+        decoded = path.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return "The request path is not valid UTF-8."
+    depth = 0
+    for segment in decoded.split("/"):
+        if segment == "..":
+            depth -= 1
+            if depth < 0:
+                return "The request path climbs above the root."
+        elif segment not in ("", "."):
+            depth += 1
+    return None
+
+
+def _printable(path: str) -> str:
+    """The path for the log: decoded if possible, control characters escaped."""
+    try:
+        path = path.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        pass
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in path)
+
+
+def _bad_request(start_response: StartResponse, problem: str) -> list[bytes]:
+    body = (problem + "\n").encode("utf-8")
+    start_response(
+        "400 Bad Request",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]

@@ -1,0 +1,363 @@
+"""WsgiDAV resources over catalog entries: files, collections, and a PUT placeholder.
+
+A resource wraps one :class:`davbackup.namespace.Entry` (an immutable snapshot taken
+when the request looked the path up) and the user's ``Namespace``. Reads come from
+the entry; every write goes through the namespace and then drops the request's
+resource cache, because WsgiDAV resolves paths again after it has changed them.
+
+Copy, move and delete are done natively (``handle_copy``/``handle_move``/
+``handle_delete``): the catalog does them as metadata operations, without touching
+file data, and moves the dead properties along. This module adds what WsgiDAV leaves
+to the provider: the lock check on the deleted resource itself, dropping locks of
+removed resources, and telling the request server whether a COPY/MOVE destination
+was created (201) or replaced (204) through ``environ[CREATED_KEY]``.
+
+A PUT of a new file must not leave an empty file behind if its body never arrives,
+so ``create_empty_resource`` returns a :class:`PendingFile` during a PUT; the file
+exists only once ``end_write`` commits. A LOCK of an unmapped URL does create an
+empty file (RFC 4918 §9.10.4).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from wsgidav import util
+from wsgidav.dav_error import (
+    HTTP_BAD_REQUEST,
+    HTTP_FORBIDDEN,
+    DAVError,
+)
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection
+
+from provider.errors import dav_errors
+from provider.locks import check_write_locks
+from provider.paths import normalize_path, ref_url
+
+if TYPE_CHECKING:
+    from davbackup.namespace import Entry, Namespace
+    from provider.dav_provider import DavBackupProvider
+
+Environ = dict[str, Any]
+
+_log = logging.getLogger(__name__)
+
+#: environ key set by handle_copy/handle_move: True if the destination was created.
+CREATED_KEY = "davbackup.destination_created"
+
+
+class _Node:
+    """What files and collections share: dates, ref URL and catalog operations."""
+
+    provider: DavBackupProvider
+    environ: Environ
+    path: str
+    name: str
+    is_collection: bool
+    entry: Entry | None
+
+    # --- identity and live properties --------------------------------------
+
+    @property
+    def ns(self) -> Namespace:
+        return self.provider.namespace(self.environ)
+
+    @property
+    def user(self) -> str:
+        return self.provider.user_name(self.environ)
+
+    def get_ref_url(self) -> str:
+        # WsgiDAV asks about ten times per resource in a PROPFIND: compute it once.
+        url = self.__dict__.get("_ref_url")
+        if url is None:
+            url = self.__dict__["_ref_url"] = ref_url(
+                self.user, self.path, is_collection=self.is_collection
+            )
+        return url
+
+    def get_creation_date(self) -> float | None:
+        return self.entry.created if self.entry else None
+
+    def get_last_modified(self) -> float | None:
+        return self.entry.modified if self.entry else None
+
+    def get_display_name(self) -> str:
+        return self.name
+
+    def set_last_modified(self, dest_path: str, time_stamp: Any, *, dry_run: bool) -> bool:
+        """Set the modification time (X-OC-Mtime on PUT/MKCOL, or a PROPPATCH)."""
+        if isinstance(time_stamp, (int, float)):
+            secs: float | None = float(time_stamp)
+        else:
+            secs = util.parse_time_string(str(time_stamp))
+        if secs is None:
+            raise DAVError(HTTP_BAD_REQUEST, f"invalid time stamp {time_stamp!r}")
+        if not dry_run:
+            with dav_errors():
+                self.ns.set_modified(normalize_path(dest_path), secs)
+            self.provider.forget(self.environ)
+        return True
+
+    # --- native delete / copy / move ----------------------------------------
+
+    def handle_delete(self) -> bool:
+        """Delete the node (recursively) in the catalog; drop locks at and below it.
+
+        WsgiDAV only checked the parent's locks: a lock on this resource or on a
+        member must be checked here.
+        """
+        self._check_locks(self.get_ref_url(), "infinity")
+        self.delete()
+        return True
+
+    def delete(self) -> None:
+        with dav_errors():
+            self.ns.delete(self.path)
+        self._drop_locks(self.get_ref_url(), include_root=True)
+        self.provider.forget(self.environ)
+
+    def handle_copy(self, dest_path: str, *, depth_infinity: bool) -> bool:
+        """Copy in the catalog (no data is copied); dead properties come along."""
+        dest = self._destination(dest_path)
+        with dav_errors():
+            created = self.ns.copy(
+                self.path, dest, overwrite=self._overwrite(), recursive=depth_infinity
+            )
+        self._after_transfer(dest, created)
+        return True
+
+    def handle_move(self, dest_path: str) -> bool:
+        """Move in the catalog; locks stay behind (RFC 4918 §9.9.4), so drop them."""
+        dest = self._destination(dest_path)
+        src_ref = self.get_ref_url()
+        with dav_errors():
+            created = self.ns.move(self.path, dest, overwrite=self._overwrite())
+        self._drop_locks(src_ref, include_root=True)
+        self._after_transfer(dest, created)
+        return True
+
+    def support_recursive_move(self, dest_path: str) -> bool:
+        return True
+
+    def move_recursive(self, dest_path: str) -> list:
+        self.handle_move(dest_path)
+        return []
+
+    def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        # Unreachable: handle_copy/handle_move always handle the request.
+        raise DAVError(HTTP_FORBIDDEN, "file-by-file copy is not supported")
+
+    # --- helpers ----------------------------------------------------------------
+
+    def _destination(self, dest_path: str) -> str:
+        """The namespace path of a COPY/MOVE destination.
+
+        WsgiDAV refuses a destination below the source, but not one above it:
+        overwriting an ancestor would delete the source with it, so refuse that too.
+        """
+        dest = normalize_path(dest_path)
+        if dest == "/" or self.path.startswith(dest.rstrip("/") + "/"):
+            raise DAVError(HTTP_FORBIDDEN, f"{dest!r} contains the source {self.path!r}")
+        return dest
+
+    def _overwrite(self) -> bool:
+        return self.environ.get("HTTP_OVERWRITE", "T").upper() != "F"
+
+    def _after_transfer(self, dest: str, created: bool) -> None:
+        """Record 201/204 and drop locks that belonged to a replaced subtree."""
+        self.environ[CREATED_KEY] = bool(created)
+        if not created:
+            # The destination's own lock keeps covering it (RFC 4918 §7.5); locks on
+            # members of a replaced collection name resources that are gone.
+            is_dir = self.is_collection
+            self._drop_locks(ref_url(self.user, dest, is_collection=is_dir), include_root=False)
+        self.provider.forget(self.environ)
+
+    def _check_locks(self, url: str, depth: str) -> None:
+        lock_manager = self.provider.lock_manager
+        if lock_manager is None:
+            return
+        if "wsgidav.conditions.if" not in self.environ:
+            util.parse_if_header_dict(self.environ)
+        check_write_locks(
+            lock_manager,
+            url=url,
+            depth=depth,
+            token_list=self.environ["wsgidav.ifLockTokenList"],
+            principal=self.environ["wsgidav.user_name"],
+        )
+
+    def _drop_locks(self, url: str, *, include_root: bool) -> None:
+        lock_manager = self.provider.lock_manager
+        if lock_manager is None:
+            return
+        tokens = lock_manager.storage.get_lock_list(
+            url, include_root=include_root, include_children=True, token_only=True
+        )
+        for token in tokens:
+            lock_manager.release(token)
+
+
+class FileResource(_Node, DAVNonCollection):
+    """A committed file: content, size, strong ETag, ranges."""
+
+    def __init__(self, path: str, environ: Environ, entry: Entry | None) -> None:
+        DAVNonCollection.__init__(self, path, environ)
+        self.entry = entry
+        self._writer: BodyWriter | None = None
+
+    def get_content_length(self) -> int:
+        return self.entry.size if self.entry else 0
+
+    def get_content_type(self) -> str:
+        ctype = self.__dict__.get("_content_type")
+        if ctype is None:
+            ctype = self.__dict__["_content_type"] = super().get_content_type()
+        return ctype
+
+    def get_etag(self) -> str | None:
+        return self.entry.etag if self.entry else None
+
+    def support_etag(self) -> bool:
+        return True
+
+    def support_ranges(self) -> bool:
+        return True
+
+    def get_content(self) -> Any:
+        """A seekable reader; the core verifies what it returns."""
+        with dav_errors():
+            return self.ns.open_read(self.path)
+
+    def begin_write(self, *, content_type: str | None = None) -> BodyWriter:
+        """Start a new version: nothing is visible until ``end_write`` commits it."""
+        with dav_errors():
+            self._writer = BodyWriter(self.ns.open_write(self.path))
+        return self._writer
+
+    def end_write(self, *, with_errors: bool) -> None:
+        """Commit the new version, or abort it if the body failed or fell short."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        if with_errors:
+            writer.abort()
+            return
+        expected = expected_body_size(self.environ)
+        if expected is not None and writer.received != expected:
+            writer.abort()
+            raise DAVError(
+                HTTP_BAD_REQUEST,
+                f"body of {self.path!r} had {writer.received} of {expected} announced bytes;"
+                " nothing was stored",
+            )
+        try:
+            with dav_errors():
+                self.entry = writer.commit(expected)
+        finally:
+            self.provider.forget(self.environ)
+
+
+class PendingFile(FileResource):
+    """The target of a PUT to a new path: it exists only after ``end_write``."""
+
+    def __init__(self, path: str, environ: Environ) -> None:
+        super().__init__(path, environ, None)
+
+
+class CollectionResource(_Node, DAVCollection):
+    """A folder: members come from one catalog listing."""
+
+    def __init__(self, path: str, environ: Environ, entry: Entry | None) -> None:
+        DAVCollection.__init__(self, path, environ)
+        self.entry = entry
+
+    def get_member_list(self) -> list:
+        """All members, from one ``Namespace.list`` call (not one lookup each)."""
+        with dav_errors():
+            entries = self.ns.list(self.path)
+        return [self.provider.resource_for(entry, self.environ) for entry in entries]
+
+    def get_member_names(self) -> list[str]:
+        return [member.name for member in self.get_member_list()]
+
+    def get_member(self, name: str) -> Any:
+        return self.provider.get_resource_inst(util.join_uri(self.path, name), self.environ)
+
+    def support_recursive_delete(self) -> bool:
+        return True
+
+    def create_empty_resource(self, name: str) -> FileResource:
+        """For PUT a placeholder (committed by the PUT); for LOCK a real empty file."""
+        path = util.join_uri(self.path, name)
+        if self.environ.get("REQUEST_METHOD") == "PUT":
+            return PendingFile(path, self.environ)
+        with dav_errors():
+            entry = self.ns.create_empty(path)
+        self.provider.forget(self.environ)
+        return self.provider.resource_for(entry, self.environ)
+
+    def create_collection(self, name: str) -> None:
+        with dav_errors():
+            self.ns.mkdir(util.join_uri(self.path, name))
+        self.provider.forget(self.environ)
+
+
+class BodyWriter:
+    """What WsgiDAV's PUT writes the body into: counts bytes, commits only on demand.
+
+    WsgiDAV calls ``close()`` when the body has been read; that is not a commit.
+    """
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+        self.received = 0
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        with dav_errors():
+            self._writer.write(data)
+        self.received += len(data)
+
+    def close(self) -> None:
+        pass
+
+    def commit(self, expected_size: int | None) -> Entry:
+        """Make the new version visible; on failure the core leaves no trace."""
+        self._done = True
+        return self._writer.commit(expected_size=expected_size)
+
+    def abort(self) -> None:
+        """Discard what arrived. Best effort: the request already has its error."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._writer.abort()
+        except Exception:
+            _log.exception("aborting an upload failed")
+
+
+def expected_body_size(environ: Environ) -> int | None:
+    """The body size the client announced: Content-Length, else X-Expected-Entity-Length.
+
+    macOS Finder sends chunked bodies with ``X-Expected-Entity-Length``; a body that
+    ends early must be rejected rather than stored short.
+    """
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    candidates = []
+    if not chunked:
+        candidates.append(environ.get("CONTENT_LENGTH"))
+    candidates.append(environ.get("HTTP_X_EXPECTED_ENTITY_LENGTH"))
+    for value in candidates:
+        if value is None or str(value).strip() == "":
+            continue
+        try:
+            size = int(str(value).strip())
+        except ValueError:
+            raise DAVError(HTTP_BAD_REQUEST, f"invalid body length {value!r}") from None
+        if size < 0:
+            raise DAVError(HTTP_BAD_REQUEST, f"invalid body length {value!r}")
+        return size
+    return None

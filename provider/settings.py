@@ -1,0 +1,55 @@
+"""Everything the WebDAV server can be configured with, in one frozen record.
+
+``davbackup serve`` builds a :class:`ServerSettings` from defaults, the YAML file
+given with ``--config`` and the command line (in that order of precedence, lowest
+first); ``config/davbackup.example.yaml`` documents every field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from provider.auth import ThrottleSettings
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the server listens, and how it treats requests."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: PEM certificate and key; both or neither
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: cheroot worker threads (one per concurrent request)
+    threads: int = 16
+    #: seconds one socket read or write may block; a stalled upload is dropped after this
+    socket_timeout: float = 300.0
+    #: seconds to wait for running requests on shutdown
+    shutdown_timeout: float = 10.0
+    #: listen backlog
+    request_queue_size: int = 64
+    #: bytes read from a PUT body / written for a GET per step
+    block_size: int = 1 * MiB
+    #: answer PROPFIND with Depth: infinity instead of 403 propfind-finite-depth
+    allow_propfind_infinity: bool = False
+    #: largest XML request body (PROPFIND, PROPPATCH, LOCK) accepted
+    max_xml_body: int = 1 * MiB
+    #: HTML listing for GET on a collection (HEAD on a collection answers 200 either way)
+    dir_browser: bool = True
+    #: take the modification time from an X-OC-Mtime header on PUT/MKCOL (rclone, ownCloud)
+    honor_mtime_header: bool = True
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.uses_tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}/"

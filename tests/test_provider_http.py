@@ -1,0 +1,816 @@
+"""The WebDAV server over real HTTP: `davbackup serve` on loopback, driven by requests.
+
+Every test works below a collection of its own on the module's shared server;
+tests that restart the server, or change its settings, get a server of their own.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from email.utils import formatdate
+from urllib.parse import quote, unquote, urlsplit
+
+import pytest
+import requests
+from lxml import etree
+
+from tests.server_fixtures import DavServer, dav_server, launch, shared_dav_server  # noqa: F401
+
+DAV = "{DAV:}"
+LOCK_BODY = """<?xml version="1.0" encoding="utf-8"?>
+<D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>
+<D:locktype><D:write/></D:locktype><D:owner>tests</D:owner></D:lockinfo>"""
+XML = {"Content-Type": "application/xml; charset=utf-8"}
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server(shared_dav_server: DavServer) -> DavServer:
+    return shared_dav_server
+
+
+@pytest.fixture
+def alice(server: DavServer) -> Iterator[requests.Session]:
+    with server.session("alice") as session:
+        yield session
+
+
+@pytest.fixture
+def base(server: DavServer, alice: requests.Session) -> str:
+    """A fresh collection of alice's for this test: its URL, ending in '/'."""
+    url = f"{server.url}/t-{uuid.uuid4().hex[:10]}/"
+    assert alice.request("MKCOL", url).status_code == 201
+    return url
+
+
+def propfind(session: requests.Session, url: str, depth: str | None = "1",
+             body: str | None = None) -> requests.Response:
+    headers = dict(XML)
+    if depth is not None:
+        headers["Depth"] = depth
+    return session.request("PROPFIND", url, data=body, headers=headers)
+
+
+def multistatus(response: requests.Response) -> dict[str, etree._Element]:
+    """href (unquoted path) -> <response> element."""
+    assert response.status_code == 207, response.text
+    root = etree.fromstring(response.content)
+    return {unquote(r.findtext(f"{DAV}href")): r for r in root.iter(f"{DAV}response")}
+
+
+def prop_value(response_el: etree._Element, tag: str) -> etree._Element | None:
+    for propstat in response_el.iter(f"{DAV}propstat"):
+        if "200" in (propstat.findtext(f"{DAV}status") or ""):
+            found = propstat.find(f"{DAV}prop/{tag}")
+            if found is not None:
+                return found
+    return None
+
+
+def proppatch(session: requests.Session, url: str, name: str, value: str | None,
+              ns: str = "urn:test") -> requests.Response:
+    if value is None:
+        op = f'<D:remove><D:prop><x:{name} xmlns:x="{ns}"/></D:prop></D:remove>'
+    else:
+        op = f'<D:set><D:prop><x:{name} xmlns:x="{ns}">{value}</x:{name}></D:prop></D:set>'
+    body = f'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:">{op}</D:propertyupdate>'
+    return session.request("PROPPATCH", url, data=body, headers=XML)
+
+
+def dead_prop(session: requests.Session, url: str, name: str, ns: str = "urn:test") -> str | None:
+    body = (f'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop>'
+            f'<x:{name} xmlns:x="{ns}"/></D:prop></D:propfind>')
+    responses = multistatus(propfind(session, url, "0", body))
+    (element,) = responses.values()
+    value = prop_value(element, f"{{{ns}}}{name}")
+    return None if value is None else (value.text or "")
+
+
+def lock(session: requests.Session, url: str, depth: str = "0",
+         timeout: str = "Second-3600") -> requests.Response:
+    return session.request("LOCK", url, data=LOCK_BODY,
+                           headers={**XML, "Depth": depth, "Timeout": timeout})
+
+
+def raw_request(server: DavServer, method: str, path: str, *, user: str = "alice",
+                headers: dict[str, str] | None = None, body: bytes | None = None
+                ) -> tuple[int, bytes]:
+    """Send ``path`` byte for byte (no client-side normalization)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        token = base64.b64encode(f"{user}:{server.password(user)}".encode()).decode()
+        conn.putheader("Authorization", f"Basic {token}")
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def send_truncated(server: DavServer, path: str, head: dict[str, str], body: bytes,
+                   user: str = "alice") -> int:
+    """Send headers and ``body``, then close the sending side; the status answered."""
+    token = base64.b64encode(f"{user}:{server.password(user)}".encode()).decode()
+    lines = [f"PUT {path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}",
+             f"Authorization: Basic {token}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in head.items()]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+# --- GET / HEAD / PUT -------------------------------------------------------------------
+
+
+def test_put_get_head_round_trip(alice: requests.Session, base: str) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    put = alice.put(base + "photo.jpg", data=data)
+    assert put.status_code == 201
+    etag = put.headers["ETag"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+
+    get = alice.get(base + "photo.jpg")
+    assert get.status_code == 200
+    assert get.content == data
+    assert get.headers["ETag"] == etag
+    assert get.headers["Content-Type"] == "image/jpeg"
+    assert get.headers["Accept-Ranges"] == "bytes"
+    assert "Last-Modified" in get.headers
+
+    head = alice.head(base + "photo.jpg")
+    assert head.status_code == 200
+    assert head.headers["Content-Length"] == str(len(data))
+    assert head.headers["ETag"] == etag
+    assert head.content == b""
+
+
+def test_put_overwrite_is_204_with_new_etag(alice: requests.Session, base: str) -> None:
+    first = alice.put(base + "a.txt", data=b"one")
+    second = alice.put(base + "a.txt", data=b"two!")
+    assert (first.status_code, second.status_code) == (201, 204)
+    assert first.headers["ETag"] != second.headers["ETag"]
+    assert alice.get(base + "a.txt").content == b"two!"
+
+
+def test_put_empty_file(alice: requests.Session, base: str) -> None:
+    assert alice.put(base + "empty", data=b"").status_code == 201
+    get = alice.get(base + "empty")
+    assert get.status_code == 200 and get.content == b""
+
+
+def test_ranges(alice: requests.Session, base: str) -> None:
+    data = bytes(range(256)) * 8192  # 2 MiB: ranges cross chunk boundaries
+    alice.put(base + "r.bin", data=data)
+    cases = {"bytes=0-9": data[0:10], "bytes=-5": data[-5:],
+             "bytes=1048570-1048590": data[1048570:1048591],
+             f"bytes={len(data) - 3}-": data[-3:]}
+    for spec, expected in cases.items():
+        got = alice.get(base + "r.bin", headers={"Range": spec})
+        assert got.status_code == 206, spec
+        assert got.content == expected, spec
+        assert got.headers["Content-Range"].endswith(f"/{len(data)}")
+    bad = alice.get(base + "r.bin", headers={"Range": f"bytes={len(data) + 10}-"})
+    assert bad.status_code == 416
+    assert bad.headers.get("Content-Range") in (None, f"bytes */{len(data)}")
+
+
+@pytest.mark.parametrize("spec", ["bytes=5-3", "bytes=1-2-3", "items=0-4", "bytes=0-1,4-5"])
+def test_unusable_ranges_send_whole_file(alice: requests.Session, base: str, spec: str) -> None:
+    alice.put(base + "w.bin", data=b"0123456789")
+    got = alice.get(base + "w.bin", headers={"Range": spec})
+    assert (got.status_code, got.content) == (200, b"0123456789")
+    assert "Content-Range" not in got.headers
+
+
+def test_if_range(alice: requests.Session, base: str) -> None:
+    etag = alice.put(base + "f", data=b"0123456789").headers["ETag"]
+    same = alice.get(base + "f", headers={"Range": "bytes=0-1", "If-Range": etag})
+    assert (same.status_code, same.content) == (206, b"01")
+    other = alice.get(base + "f", headers={"Range": "bytes=0-1", "If-Range": '"nope"'})
+    assert (other.status_code, other.content) == (200, b"0123456789")
+
+
+def test_conditional_requests(alice: requests.Session, base: str) -> None:
+    etag = alice.put(base + "c.txt", data=b"v1").headers["ETag"]
+    assert alice.get(base + "c.txt", headers={"If-None-Match": etag}).status_code == 304
+    assert alice.get(base + "c.txt", headers={"If-None-Match": '"x"'}).status_code == 200
+    later = formatdate(time.time() + 3600, usegmt=True)
+    assert alice.get(base + "c.txt", headers={"If-Modified-Since": later}).status_code == 304
+    stamp = alice.head(base + "c.txt").headers["Last-Modified"]
+    assert alice.get(base + "c.txt", headers={"If-Modified-Since": stamp}).status_code == 304
+    earlier = formatdate(time.time() - 3600, usegmt=True)
+    assert alice.get(base + "c.txt", headers={"If-Modified-Since": earlier}).status_code == 200
+    # If-Modified-Since means nothing to other methods
+    put = alice.put(base + "c.txt", data=b"v1", headers={"If-Modified-Since": later})
+    assert put.status_code == 204
+    etag = alice.head(base + "c.txt").headers["ETag"]
+    # lost update protection
+    assert alice.put(base + "c.txt", data=b"v2", headers={"If-Match": '"stale"'}).status_code == 412
+    assert alice.put(base + "c.txt", data=b"v2", headers={"If-None-Match": "*"}).status_code == 412
+    assert alice.put(base + "c.txt", data=b"v2", headers={"If-Match": etag}).status_code == 204
+    assert alice.get(base + "c.txt").content == b"v2"
+    # If-Match on a resource that does not exist
+    assert alice.put(base + "new.txt", data=b"x", headers={"If-Match": "*"}).status_code == 412
+    assert alice.head(base + "new.txt").status_code == 404
+    assert alice.put(base + "new.txt", data=b"x", headers={"If-None-Match": "*"}).status_code == 201
+
+
+def test_content_type_by_extension(alice: requests.Session, base: str) -> None:
+    for name, ctype in {"a.html": "text/html", "b.pdf": "application/pdf",
+                        "c.unknownext": "application/octet-stream"}.items():
+        alice.put(base + name, data=b"x")
+        assert alice.head(base + name).headers["Content-Type"].startswith(ctype)
+
+
+def test_put_to_missing_parent_or_collection(alice: requests.Session, base: str) -> None:
+    assert alice.put(base + "no/such/dir.txt", data=b"x").status_code == 409
+    alice.request("MKCOL", base + "dir")
+    assert alice.put(base + "dir", data=b"x").status_code == 405
+
+
+def test_chunked_put(alice: requests.Session, base: str) -> None:
+    parts = [os.urandom(100_000) for _ in range(7)]
+    response = alice.put(base + "chunked.bin", data=iter(parts))
+    assert response.request.headers.get("Transfer-Encoding") == "chunked"
+    assert response.status_code == 201
+    assert alice.get(base + "chunked.bin").content == b"".join(parts)
+
+
+def test_x_oc_mtime(alice: requests.Session, base: str) -> None:
+    alice.put(base + "m.txt", data=b"x", headers={"X-OC-Mtime": "1000000000"})
+    assert alice.head(base + "m.txt").headers["Last-Modified"] == "Sun, 09 Sep 2001 01:46:40 GMT"
+
+
+# --- short bodies -------------------------------------------------------------------------
+
+
+def test_short_body_keeps_old_version(server: DavServer, alice: requests.Session,
+                                      base: str) -> None:
+    path = urlsplit(base).path + "keep.bin"
+    old = os.urandom(5000)
+    etag = alice.put(server.url + path, data=old).headers["ETag"]
+    status = send_truncated(server, path, {"Content-Length": "100000"}, os.urandom(40_000))
+    assert status == 400
+    get = alice.get(server.url + path)
+    assert get.content == old and get.headers["ETag"] == etag
+
+
+def test_short_body_of_new_file_leaves_nothing(server: DavServer, alice: requests.Session,
+                                              base: str) -> None:
+    path = urlsplit(base).path + "never.bin"
+    assert send_truncated(server, path, {"Content-Length": "5000"}, b"x" * 10) == 400
+    assert alice.head(server.url + path).status_code == 404
+    names = multistatus(propfind(alice, base, "1"))
+    assert not any(href.endswith("never.bin") for href in names)
+
+
+def test_chunked_body_short_of_expected_entity_length(server: DavServer,
+                                                      alice: requests.Session,
+                                                      base: str) -> None:
+    """macOS Finder: chunked body plus X-Expected-Entity-Length."""
+    path = urlsplit(base).path + "finder.bin"
+    body = b"400\r\n" + b"y" * 0x400 + b"\r\n0\r\n\r\n"
+    status = send_truncated(server, path, {"Transfer-Encoding": "chunked",
+                                           "X-Expected-Entity-Length": "4096"}, body)
+    assert status == 400
+    assert alice.head(server.url + path).status_code == 404
+    # the same with the right length is stored
+    status = send_truncated(server, path, {"Transfer-Encoding": "chunked",
+                                           "X-Expected-Entity-Length": "1024"}, body)
+    assert status == 201
+    assert alice.get(server.url + path).content == b"y" * 1024
+
+
+def test_early_answer_to_chunked_body_closes_connection(server: DavServer) -> None:
+    """An answer sent before a chunked body was read must end the connection, or the
+    rest of the body would be taken for the next request."""
+    with server.session("reader") as reader:
+        refused = reader.put(server.url + "/ro-chunked", data=iter([b"a" * 1000] * 5))
+        assert refused.status_code == 403
+        assert refused.headers.get("Connection", "").lower() == "close"
+        assert reader.head(server.url + "/").status_code == 200
+
+
+def test_broken_chunked_encoding(server: DavServer, alice: requests.Session, base: str) -> None:
+    path = urlsplit(base).path + "broken.bin"
+    status = send_truncated(server, path, {"Transfer-Encoding": "chunked"}, b"10\r\nabc")
+    assert status == 400
+    assert alice.head(server.url + path).status_code == 404
+
+
+# --- collections: MKCOL, DELETE, COPY, MOVE ----------------------------------------------------
+
+
+def test_head_and_get_on_collection(server: DavServer, alice: requests.Session,
+                                    base: str) -> None:
+    alice.put(base + "listed.txt", data=b"x")
+    assert alice.head(base).status_code == 200
+    assert alice.head(base.rstrip("/")).status_code == 200
+    page = alice.get(base)
+    assert page.status_code == 200 and "listed.txt" in page.text
+    assert "text/html" in page.headers["Content-Type"]
+    redirect = alice.get(base.rstrip("/"), allow_redirects=False)
+    assert redirect.status_code in (301, 302)
+    mount = alice.get(base + "?davmount")
+    assert mount.status_code == 200 and "dm:mount" in mount.text
+
+
+def test_dir_browser_assets_reachable(server: DavServer) -> None:
+    for asset in ("style.css", "script.js", "logo.png"):
+        assert requests.get(f"{server.url}/:dir_browser/{asset}").status_code == 200
+    assert requests.get(server.url + "/").status_code == 401  # listings need a login
+
+
+def test_mkcol(alice: requests.Session, base: str) -> None:
+    assert alice.request("MKCOL", base + "d").status_code == 201
+    assert alice.request("MKCOL", base + "d").status_code == 405
+    assert alice.request("MKCOL", base + "missing/d").status_code == 409
+    alice.put(base + "file", data=b"x")
+    assert alice.request("MKCOL", base + "file").status_code == 405
+    assert alice.request("MKCOL", base + "e", data=b"<x/>").status_code == 415
+
+
+def test_delete(alice: requests.Session, base: str) -> None:
+    alice.request("MKCOL", base + "d")
+    alice.request("MKCOL", base + "d/sub")
+    alice.put(base + "d/sub/f.txt", data=b"x")
+    assert alice.delete(base + "d").status_code == 204
+    assert alice.head(base + "d/sub/f.txt").status_code == 404
+    assert alice.delete(base + "d").status_code == 404
+    alice.put(base + "f", data=b"x")
+    assert alice.delete(base + "f").status_code == 204
+
+
+def test_copy_statuses(alice: requests.Session, base: str) -> None:
+    alice.put(base + "src.txt", data=b"source")
+    alice.put(base + "other.txt", data=b"other")
+    copy = alice.request("COPY", base + "src.txt", headers={"Destination": base + "dst.txt"})
+    assert copy.status_code == 201
+    again = alice.request("COPY", base + "src.txt", headers={"Destination": base + "dst.txt"})
+    assert again.status_code == 204
+    refused = alice.request("COPY", base + "src.txt",
+                            headers={"Destination": base + "other.txt", "Overwrite": "F"})
+    assert refused.status_code == 412
+    assert alice.get(base + "other.txt").content == b"other"
+    nowhere = alice.request("COPY", base + "src.txt", headers={"Destination": base + "no/x"})
+    assert nowhere.status_code == 409
+    onto_self = alice.request("COPY", base + "src.txt", headers={"Destination": base + "src.txt"})
+    assert onto_self.status_code == 403
+    assert alice.get(base + "dst.txt").content == b"source"
+    # the copy is independent of its source
+    alice.put(base + "src.txt", data=b"changed")
+    assert alice.get(base + "dst.txt").content == b"source"
+
+
+def test_copy_collection_depths(alice: requests.Session, base: str) -> None:
+    alice.request("MKCOL", base + "tree")
+    alice.put(base + "tree/a.txt", data=b"a")
+    assert alice.request("COPY", base + "tree", headers={
+        "Destination": base + "deep", "Depth": "infinity"}).status_code == 201
+    assert alice.get(base + "deep/a.txt").content == b"a"
+    assert alice.request("COPY", base + "tree", headers={
+        "Destination": base + "shallow", "Depth": "0"}).status_code == 201
+    assert alice.head(base + "shallow").status_code == 200
+    assert alice.head(base + "shallow/a.txt").status_code == 404
+
+
+def test_webdavclient3_depths(alice: requests.Session, base: str) -> None:
+    """webdavclient3 sends Depth: 1 with COPY of a folder and with every PROPPATCH."""
+    alice.request("MKCOL", base + "tree")
+    alice.put(base + "tree/a.txt", data=b"a")
+    copied = alice.request("COPY", base + "tree", headers={"Destination": base + "copy",
+                                                          "Depth": "1"})
+    assert copied.status_code == 201
+    assert alice.get(base + "copy/a.txt").content == b"a"
+    body = ('<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop>'
+            '<x:k xmlns:x="urn:test">v</x:k></D:prop></D:set></D:propertyupdate>')
+    patched = alice.request("PROPPATCH", base + "tree/a.txt", data=body,
+                            headers={**XML, "Depth": "1"})
+    assert patched.status_code == 207
+    assert dead_prop(alice, base + "tree/a.txt", "k") == "v"
+
+
+def test_proppatch_lastmodified(alice: requests.Session, base: str) -> None:
+    """rclone (ownCloud conventions) sets the modification time by PROPPATCH."""
+    alice.put(base + "t.txt", data=b"x")
+    response = proppatch(alice, base + "t.txt", "getlastmodified",
+                         "Sun, 09 Sep 2001 01:46:40 GMT", ns="DAV:")
+    assert response.status_code == 207 and b"200 OK" in response.content
+    assert alice.head(base + "t.txt").headers["Last-Modified"] == "Sun, 09 Sep 2001 01:46:40 GMT"
+
+
+def test_move_statuses(alice: requests.Session, base: str) -> None:
+    alice.request("MKCOL", base + "dir")
+    alice.put(base + "dir/f.txt", data=b"f")
+    assert alice.request("MOVE", base + "dir", headers={
+        "Destination": base + "moved"}).status_code == 201
+    assert alice.head(base + "dir").status_code == 404
+    assert alice.get(base + "moved/f.txt").content == b"f"
+    alice.put(base + "x.txt", data=b"x")
+    alice.put(base + "y.txt", data=b"y")
+    assert alice.request("MOVE", base + "x.txt", headers={
+        "Destination": base + "y.txt", "Overwrite": "F"}).status_code == 412
+    assert alice.request("MOVE", base + "x.txt", headers={
+        "Destination": base + "y.txt"}).status_code == 204
+    assert alice.get(base + "y.txt").content == b"x"
+    assert alice.head(base + "x.txt").status_code == 404
+    below = alice.request("MOVE", base + "moved", headers={"Destination": base + "moved/inner"})
+    assert below.status_code == 403
+
+
+@pytest.mark.parametrize("method", ["MOVE", "COPY"])
+def test_destination_containing_source_refused(alice: requests.Session, base: str,
+                                               method: str) -> None:
+    """Overwriting an ancestor of the source would delete the source with it."""
+    alice.request("MKCOL", base + "outer")
+    alice.request("MKCOL", base + "outer/inner")
+    alice.put(base + "outer/inner/f.txt", data=b"keep me")
+    response = alice.request(method, base + "outer/inner", headers={"Destination": base + "outer"})
+    assert response.status_code == 403
+    assert alice.get(base + "outer/inner/f.txt").content == b"keep me"
+
+
+# --- PROPFIND / PROPPATCH ------------------------------------------------------------------------
+
+
+def test_propfind_depths(alice: requests.Session, base: str) -> None:
+    alice.request("MKCOL", base + "sub")
+    alice.put(base + "sub/deep.txt", data=b"d")
+    alice.put(base + "file.txt", data=b"12345")
+    base_path = urlsplit(base).path
+    zero = multistatus(propfind(alice, base, "0"))
+    assert list(zero) == [base_path]
+    one = multistatus(propfind(alice, base, "1"))
+    assert set(one) == {base_path, base_path + "sub/", base_path + "file.txt"}
+    file_el = one[base_path + "file.txt"]
+    assert prop_value(file_el, f"{DAV}getcontentlength").text == "5"
+    assert prop_value(one[base_path + "sub/"], f"{DAV}resourcetype").find(
+        f"{DAV}collection") is not None
+    assert prop_value(file_el, f"{DAV}getetag") is not None
+
+
+@pytest.mark.parametrize("depth", ["infinity", None])
+def test_propfind_infinity_refused(alice: requests.Session, base: str,
+                                   depth: str | None) -> None:
+    response = propfind(alice, base, depth)
+    assert response.status_code == 403
+    assert b"propfind-finite-depth" in response.content
+
+
+def test_dead_properties(alice: requests.Session, base: str) -> None:
+    alice.put(base + "p.txt", data=b"x")
+    assert proppatch(alice, base + "p.txt", "color", "blue").status_code == 207
+    assert dead_prop(alice, base + "p.txt", "color") == "blue"
+    assert proppatch(alice, base + "p.txt", "color", "green").status_code == 207
+    assert dead_prop(alice, base + "p.txt", "color") == "green"
+    # they follow MOVE and COPY
+    alice.request("MOVE", base + "p.txt", headers={"Destination": base + "q.txt"})
+    assert dead_prop(alice, base + "q.txt", "color") == "green"
+    alice.request("COPY", base + "q.txt", headers={"Destination": base + "r.txt"})
+    assert dead_prop(alice, base + "r.txt", "color") == "green"
+    # and are gone with DELETE
+    alice.delete(base + "q.txt")
+    alice.put(base + "q.txt", data=b"again")
+    assert dead_prop(alice, base + "q.txt", "color") is None
+    assert proppatch(alice, base + "r.txt", "color", None).status_code == 207
+    assert dead_prop(alice, base + "r.txt", "color") is None
+
+
+def test_protected_live_property(alice: requests.Session, base: str) -> None:
+    alice.put(base + "p.txt", data=b"x")
+    response = proppatch(alice, base + "p.txt", "getetag", "x", ns="DAV:")
+    assert response.status_code == 207
+    assert b"403" in response.content
+
+
+def test_windows_properties_accepted(alice: requests.Session, base: str) -> None:
+    alice.put(base + "w.txt", data=b"x")
+    response = proppatch(alice, base + "w.txt", "Win32FileAttributes", "00000020",
+                         ns="urn:schemas-microsoft-com:")
+    assert response.status_code == 207 and b"200 OK" in response.content
+
+
+# --- locks -------------------------------------------------------------------------------------
+
+
+def _token(response: requests.Response) -> str:
+    return response.headers["Lock-Token"].strip("<>")
+
+
+def test_lock_and_unlock(alice: requests.Session, base: str) -> None:
+    alice.put(base + "l.txt", data=b"x")
+    locked = lock(alice, base + "l.txt")
+    assert locked.status_code == 200
+    token = _token(locked)
+    assert alice.put(base + "l.txt", data=b"y").status_code == 423
+    assert alice.delete(base + "l.txt").status_code == 423
+    assert alice.put(base + "l.txt", data=b"y", headers={"If": f"(<{token}>)"}).status_code == 204
+    unlock = alice.request("UNLOCK", base + "l.txt", headers={"Lock-Token": f"<{token}>"})
+    assert unlock.status_code == 204
+    assert alice.put(base + "l.txt", data=b"z").status_code == 204
+
+
+def test_lock_on_unmapped_url_creates_empty_file(alice: requests.Session, base: str) -> None:
+    locked = lock(alice, base + "new.txt")
+    assert locked.status_code == 201
+    head = alice.head(base + "new.txt")
+    assert head.status_code == 200 and head.headers["Content-Length"] == "0"
+
+
+def test_lock_hrefs_are_client_urls(server: DavServer, alice: requests.Session,
+                                    base: str) -> None:
+    """Lock keys carry the user internally; clients must only see their own URLs."""
+    base_path = urlsplit(base).path
+    alice.request("MKCOL", base + "c")
+    token = _token(lock(alice, base + "c", depth="infinity"))
+    discovered = multistatus(propfind(alice, base + "c", "0"))
+    root_el = prop_value(discovered[base_path + "c/"], f"{DAV}lockdiscovery")
+    assert unquote(root_el.findtext(f".//{DAV}lockroot/{DAV}href")) == base_path + "c/"
+    conflict = alice.put(base + "c/f.txt", data=b"x")
+    assert conflict.status_code == 423
+    hrefs = [unquote(h.text) for h in etree.fromstring(conflict.content).iter(f"{DAV}href")]
+    assert hrefs == [base_path + "c"]
+    assert "alice" not in conflict.text
+    alice.request("UNLOCK", base + "c", headers={"Lock-Token": f"<{token}>"})
+
+
+def test_delete_of_collection_with_locked_member(alice: requests.Session, base: str) -> None:
+    alice.request("MKCOL", base + "d")
+    alice.put(base + "d/f.txt", data=b"x")
+    token = _token(lock(alice, base + "d/f.txt"))
+    assert alice.delete(base + "d").status_code == 423
+    assert alice.head(base + "d/f.txt").status_code == 200
+    deleted = alice.delete(base + "d", headers={"If": f"<{base}d/f.txt> (<{token}>)"})
+    assert deleted.status_code == 204
+    # the lock went with the file: a new file at the same path is not locked
+    assert alice.put(base + "d", data=b"x").status_code == 201
+
+
+def test_moved_resource_leaves_its_lock_behind(alice: requests.Session, base: str) -> None:
+    alice.put(base + "a.txt", data=b"x")
+    token = _token(lock(alice, base + "a.txt"))
+    moved = alice.request("MOVE", base + "a.txt", headers={
+        "Destination": base + "b.txt", "If": f"(<{token}>)"})
+    assert moved.status_code == 201
+    assert alice.put(base + "b.txt", data=b"y").status_code == 204
+    assert alice.put(base + "a.txt", data=b"y").status_code == 201
+
+
+def test_locks_survive_restart(dav_server: DavServer) -> None:
+    url = dav_server.url + "/locked.txt"
+    with dav_server.session() as alice:
+        alice.put(url, data=b"x")
+        token = _token(lock(alice, url))
+    dav_server.restart()
+    with dav_server.session() as alice:
+        assert alice.put(url, data=b"y").status_code == 423
+        assert alice.put(url, data=b"y", headers={"If": f"(<{token}>)"}).status_code == 204
+        assert alice.request("UNLOCK", url, headers={"Lock-Token": f"<{token}>"}).status_code == 204
+        assert alice.put(url, data=b"z").status_code == 204
+
+
+def test_crash_keeps_committed_files_and_locks(dav_server: DavServer) -> None:
+    with dav_server.session() as alice:
+        alice.put(dav_server.url + "/kept.txt", data=b"committed")
+        token = _token(lock(alice, dav_server.url + "/kept.txt"))
+    dav_server.restart(crash=True)
+    with dav_server.session() as alice:
+        assert alice.get(dav_server.url + "/kept.txt").content == b"committed"
+        assert alice.put(dav_server.url + "/kept.txt", data=b"x").status_code == 423
+        assert alice.request("UNLOCK", dav_server.url + "/kept.txt",
+                             headers={"Lock-Token": f"<{token}>"}).status_code == 204
+
+
+# --- users: isolation, read-only, authentication -----------------------------------------------
+
+
+def test_users_are_isolated(server: DavServer, alice: requests.Session) -> None:
+    name = f"/iso-{uuid.uuid4().hex[:8]}"
+    url = server.url + name
+    alice.request("MKCOL", url)
+    alice.put(url + "/secret.txt", data=b"alice only")
+    proppatch(alice, url + "/secret.txt", "tag", "alice")
+    alice_token = _token(lock(alice, url + "/secret.txt"))
+    with server.session("bob") as bob:
+        assert bob.get(url + "/secret.txt").status_code == 404
+        assert bob.head(url + "/secret.txt").status_code == 404
+        assert bob.options(url + "/secret.txt").status_code == 404
+        assert propfind(bob, url, "1").status_code == 404
+        assert bob.delete(url + "/secret.txt").status_code == 404
+        assert bob.request("MOVE", url + "/secret.txt",
+                           headers={"Destination": server.url + "/stolen.txt"}).status_code == 404
+        assert bob.request("COPY", url + "/secret.txt",
+                           headers={"Destination": server.url + "/stolen.txt"}).status_code == 404
+        assert proppatch(bob, url + "/secret.txt", "tag", "bob").status_code == 404
+        assert bob.request("UNLOCK", url + "/secret.txt",
+                           headers={"Lock-Token": f"<{alice_token}>"}).status_code == 404
+        assert bob.request("MKCOL", url + "/x").status_code == 409
+        # bob's own tree: the same path is his, and alice's lock does not apply to it
+        assert bob.request("MKCOL", url).status_code == 201
+        assert bob.put(url + "/secret.txt", data=b"bob's").status_code == 201
+        assert proppatch(bob, url + "/secret.txt", "tag", "bob").status_code == 207
+        bob_lock = lock(bob, url + "/secret.txt")
+        assert bob_lock.status_code == 200
+        listing = multistatus(propfind(bob, server.url + "/", "1"))
+        assert not any(href.startswith("/t-") for href in listing)  # alice's test dirs
+        # alice's token does not unlock bob's lock
+        assert bob.request("UNLOCK", url + "/secret.txt",
+                           headers={"Lock-Token": f"<{alice_token}>"}).status_code == 409
+        assert bob.request("UNLOCK", url + "/secret.txt", headers={
+            "Lock-Token": bob_lock.headers["Lock-Token"]}).status_code == 204
+    assert alice.get(url + "/secret.txt").content == b"alice only"
+    assert dead_prop(alice, url + "/secret.txt", "tag") == "alice"
+    assert alice.put(url + "/secret.txt", data=b"x").status_code == 423
+    alice.request("UNLOCK", url + "/secret.txt", headers={"Lock-Token": f"<{alice_token}>"})
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "MKCOL", "COPY", "MOVE", "PROPPATCH",
+                                    "LOCK", "UNLOCK", "PATCH", "POST"])
+def test_read_only_user_cannot_write(server: DavServer, method: str) -> None:
+    headers = {"Destination": server.url + "/elsewhere", "Lock-Token": "<opaquelocktoken:x>"}
+    body = LOCK_BODY if method == "LOCK" else None
+    with server.session("reader") as reader:
+        response = reader.request(method, server.url + "/ro-target", headers=headers, data=body)
+        assert response.status_code == 403
+        assert reader.head(server.url + "/ro-target").status_code == 404
+
+
+def test_read_only_user_can_read(server: DavServer) -> None:
+    with server.session("reader") as reader:
+        assert reader.head(server.url + "/").status_code == 200
+        assert propfind(reader, server.url + "/", "1").status_code == 207
+        options = reader.request("OPTIONS", server.url + "/")
+        assert options.status_code == 200
+        assert "PUT" not in options.headers["Allow"] and "DELETE" not in options.headers["Allow"]
+        page = reader.get(server.url + "/")
+        assert "read-only" in page.text and "read-write" not in page.text
+
+
+def test_authentication_required(server: DavServer) -> None:
+    anonymous = requests.get(server.url + "/")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"].startswith("Basic")
+    assert requests.get(server.url + "/", auth=("alice", "wrong-password")).status_code == 401
+    assert requests.get(server.url + "/", auth=("nobody", "whatever-pw")).status_code == 401
+    for header in ("Basic !!!notbase64", "Basic " + "bm9jb2xvbg==", "Digest username=x"):
+        assert requests.get(server.url + "/", headers={"Authorization": header}).status_code == 401
+
+
+def test_failed_logins_are_throttled(tmp_path) -> None:
+    server = launch(tmp_path / "throttle", config_yaml=(
+        "auth:\n  max_failures: 3\n  base_delay_seconds: 30\n  window_seconds: 60\n"))
+    try:
+        url = server.url + "/"
+        statuses = [requests.get(url, auth=("alice", f"bad-{i}")).status_code for i in range(3)]
+        assert statuses == [401, 401, 401]
+        blocked = requests.get(url, auth=("alice", "bad-again"))
+        assert blocked.status_code == 429
+        assert int(blocked.headers["Retry-After"]) > 0
+        # while blocked, even the right password is not checked
+        assert requests.get(url, auth=server.auth("alice")).status_code == 429
+        # other users are not affected
+        assert requests.get(url, auth=server.auth("bob")).status_code == 200
+    finally:
+        server.stop()
+
+
+# --- hostile input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/../etc/passwd", "/%2e%2e/etc/passwd",
+                                  "/a/%2E%2E/%2e%2e/x", "/./../x"])
+@pytest.mark.parametrize("method", ["GET", "PUT", "PROPFIND", "DELETE", "MKCOL"])
+def test_path_traversal_refused(server: DavServer, path: str, method: str) -> None:
+    body = b"x" if method == "PUT" else None
+    assert raw_request(server, method, path, body=body)[0] == 400
+
+
+def test_encoded_slash_is_just_a_name(server: DavServer, alice: requests.Session) -> None:
+    """``%2f`` does not split segments: the name stays inside the user's tree."""
+    status, _ = raw_request(server, "PUT", "/..%2f..%2fescape", body=b"x")
+    assert status in (201, 204, 400)
+    if status != 400:
+        assert raw_request(server, "GET", "/..%2f..%2fescape")[0] == 200
+        assert raw_request(server, "DELETE", "/..%2f..%2fescape")[0] == 204
+
+
+def test_destination_outside_root_refused(alice: requests.Session, base: str,
+                                          server: DavServer) -> None:
+    alice.put(base + "f.txt", data=b"x")
+    for destination in (server.url + "/../../etc/x", "http://elsewhere.example/f.txt"):
+        moved = alice.request("MOVE", base + "f.txt", headers={"Destination": destination})
+        assert moved.status_code in (400, 502)
+    assert alice.get(base + "f.txt").content == b"x"
+
+
+@pytest.mark.parametrize("path", ["/nul%00byte.txt", "/dir%00/x"])
+def test_encoded_nul_refused(server: DavServer, alice: requests.Session, path: str) -> None:
+    assert raw_request(server, "PUT", path, body=b"x")[0] == 400
+    assert raw_request(server, "GET", path)[0] == 400
+    assert raw_request(server, "MKCOL", path)[0] == 400
+    names = multistatus(propfind(alice, server.url + "/", "1"))
+    assert not any("nul" in href or "\x00" in href for href in names)
+
+
+def test_invalid_utf8_path_refused(server: DavServer) -> None:
+    assert raw_request(server, "GET", "/bad%ff%fe.txt")[0] == 400
+
+
+BILLION_LAUGHS = """<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol">
+<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+<!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">]>
+<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop>
+<x:color xmlns:x="urn:test">&lol4;</x:color></D:prop></D:set></D:propertyupdate>"""
+
+EXTERNAL_ENTITY = """<?xml version="1.0"?>
+<!DOCTYPE p [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop>
+<x:color xmlns:x="urn:test">&xxe;</x:color></D:prop></D:set></D:propertyupdate>"""
+
+
+@pytest.mark.parametrize("body", [BILLION_LAUGHS, EXTERNAL_ENTITY,
+                                  "<D:propertyupdate xmlns:D='DAV:'><D:set>",
+                                  "not xml at all"])
+def test_hostile_xml_refused_without_effect(alice: requests.Session, base: str,
+                                            body: str) -> None:
+    alice.put(base + "target.txt", data=b"x")
+    response = alice.request("PROPPATCH", base + "target.txt", data=body, headers=XML)
+    assert response.status_code == 400
+    assert dead_prop(alice, base + "target.txt", "color") is None
+    assert b"root:" not in response.content
+
+
+def test_hostile_xml_in_lock_and_propfind(alice: requests.Session, base: str) -> None:
+    locked = alice.request("LOCK", base + "new.txt", data=EXTERNAL_ENTITY.replace(
+        "propertyupdate", "lockinfo"), headers=XML)
+    assert locked.status_code == 400
+    assert alice.head(base + "new.txt").status_code == 404
+    found = alice.request("PROPFIND", base, data=BILLION_LAUGHS.replace(
+        "propertyupdate", "propfind"), headers={**XML, "Depth": "1"})
+    assert found.status_code == 400
+
+
+def test_oversized_xml_body(alice: requests.Session, base: str) -> None:
+    body = '<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/>' + " " * (2 << 20)
+    response = alice.request("PROPFIND", base, data=body + "</D:propfind>",
+                             headers={**XML, "Depth": "0"})
+    assert response.status_code == 413
+
+
+# --- names -----------------------------------------------------------------------------------
+
+
+def test_non_ascii_names(alice: requests.Session, base: str) -> None:
+    folder, name = "Ünïcödé ☃", "файл 日本語 €.txt"
+    assert alice.request("MKCOL", base + quote(folder)).status_code == 201
+    url = base + quote(folder) + "/" + quote(name)
+    assert alice.put(url, data="inhalt".encode()).status_code == 201
+    listing = multistatus(propfind(alice, base + quote(folder), "1"))
+    assert urlsplit(base).path + folder + "/" + name in listing
+    assert alice.get(url).content == "inhalt".encode()
+    moved = alice.request("MOVE", url, headers={"Destination": base + quote("ß ✓.txt")})
+    assert moved.status_code == 201
+    assert alice.get(base + quote("ß ✓.txt")).content == "inhalt".encode()
+
+
+# --- protocol details -------------------------------------------------------------------------
+
+
+def test_options(server: DavServer, alice: requests.Session) -> None:
+    response = alice.options(server.url + "/")
+    assert response.status_code == 200
+    assert response.headers["DAV"].startswith("1, 2")
+    assert "PROPFIND" in response.headers["Allow"]
+
+
+def test_access_log_line(server: DavServer, alice: requests.Session, base: str) -> None:
+    alice.put(base + "logged.txt", data=b"12345")
+    alice.get(base + "logged.txt")
+    deadline = time.monotonic() + 5
+    path = urlsplit(base).path + "logged.txt"
+    while time.monotonic() < deadline:
+        log = server.log()
+        if f"alice GET {path} 200 5B" in log:
+            break
+        time.sleep(0.1)
+    assert f"alice PUT {path} 201" in log
+    assert f"alice GET {path} 200 5B" in log
