@@ -12,6 +12,7 @@ completeness.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from wsgidav import util
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
@@ -64,13 +65,35 @@ class CatalogPropertyManager:
         props = cache.get(norm_url)
         if props is None:
             ns, path = self._locate(norm_url, environ)
-            with dav_errors():
-                try:
-                    props = ns.get_props(path)
-                except NotFound:
-                    props = {}
+            if environ is not None and environ.get("HTTP_DEPTH") == "1" and path != "/":
+                self._prefill_siblings(ns, path, norm_url, cache)
+                props = cache.get(norm_url)
+            if props is None:
+                with dav_errors():
+                    try:
+                        props = ns.get_props(path)
+                    except NotFound:
+                        props = {}
             cache[norm_url] = props
         return props
+
+    @staticmethod
+    def _prefill_siblings(ns: Any, path: str, norm_url: str, cache: dict[str, dict[str, str]]) -> None:
+        """A Depth 1 PROPFIND asks for every child in turn: read all their
+        properties with one query and fill the cache (children without any get {})."""
+        parent_path, _, _ = path.rpartition("/")
+        parent_url = norm_url.rstrip("/").rpartition("/")[0] + "/"
+        with dav_errors():
+            try:
+                by_child = ns.child_props(parent_path or "/")
+                children = ns.list(parent_path or "/")
+            except NotFound:
+                return
+        for entry in children:
+            url = parent_url + quote(entry.name)
+            if entry.is_dir:
+                url += "/"
+            cache.setdefault(url, by_child.get(entry.name, {}))
 
     def write_property(
         self,
