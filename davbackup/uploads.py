@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from davbackup.repository import Repository
 
 DEFAULT_TTL = 24 * 3600.0
-CHECKPOINT_BYTES = 16 * 1024 * 1024
+CHECKPOINT_BYTES = 64 * 1024 * 1024
 READ_SIZE = 1024 * 1024
 PATH_AD = b"davbackup-upload-path-v1"
 
@@ -237,6 +237,19 @@ class UploadManager:
 
         self.repo.catalog.write(txn)
 
+    def update_meta(self, session: UploadSession, meta: dict) -> UploadSession:
+        """Merge ``meta`` into the session's metadata (e.g. a digest sent on a later part)."""
+        merged = {**session.meta, **meta}
+        text = json.dumps(merged)
+
+        def txn(conn: sqlite3.Connection) -> None:
+            if conn.execute("UPDATE upload_sessions SET meta=? WHERE id=?", (text, session.id)).rowcount != 1:
+                raise NotFound("no such upload session (finished, cancelled or expired)")
+
+        self.repo.catalog.write(txn)
+        return UploadSession(session.id, session.user, session.path, session.protocol, session.total,
+                             session.received, session.created, session.updated, merged)
+
     def set_total(self, session: UploadSession, total: int) -> UploadSession:
         def txn(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE upload_sessions SET total=? WHERE id=?", (total, session.id))
@@ -279,8 +292,8 @@ class UploadManager:
 
         ``allow_overlap``: bytes before the held offset are skipped (range PUT);
         otherwise the offset must match exactly (IETF draft). ``complete``: the
-        client says this is the last part (IETF); with a known total the upload
-        completes when all of it is held.
+        client says whether this is the last part (IETF: only ``True`` completes);
+        ``None`` (range PUT) completes the upload when the announced total is held.
         """
         with self._exclusive(session.id):
             session = self.get(session.id, session.user)  # fresh state
@@ -323,9 +336,12 @@ class UploadManager:
                 writer.abort()
                 raise
             received = writer.received
-            done = (session.total is not None and received == session.total and not interrupted) or (
-                complete is True and session.total is None and not interrupted
-            )
+            # complete=None (range PUT): done when the announced total is held.
+            # complete=True/False (IETF): only the client's word completes an upload.
+            if complete is None:
+                done = session.total is not None and received == session.total and not interrupted
+            else:
+                done = complete and not interrupted
             if complete is True and session.total is not None and received != session.total and not interrupted:
                 writer.abort()
                 raise RangeError(f"upload marked complete at {received} bytes but {session.total} were announced")

@@ -85,6 +85,8 @@ def build_config(repo: Repository, settings: ServerSettings) -> dict[str, Any]:
 
 def build_app(repo: Repository, settings: ServerSettings) -> WSGIApp:
     """The complete WSGI application serving ``repo``."""
+    repo.uploads.ttl = settings.upload_session_ttl
+    repo.uploads.checkpoint_bytes = settings.upload_checkpoint_bytes
     logging.getLogger("wsgidav").setLevel(
         logging.DEBUG if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.WARNING
     )

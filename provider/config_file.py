@@ -39,6 +39,8 @@ SCHEMA: dict[str, type] = {
     "webdav.max_xml_body": int,
     "webdav.dir_browser": bool,
     "webdav.honor_mtime_header": bool,
+    "uploads.session_ttl": float,
+    "uploads.checkpoint_bytes": int,
     "auth.max_failures": int,
     "auth.window_seconds": float,
     "auth.base_delay_seconds": float,
@@ -130,6 +132,8 @@ def settings_from_options(options: dict[str, Any]) -> ServerSettings:
         "webdav.max_xml_body": "max_xml_body",
         "webdav.dir_browser": "dir_browser",
         "webdav.honor_mtime_header": "honor_mtime_header",
+        "uploads.session_ttl": "upload_session_ttl",
+        "uploads.checkpoint_bytes": "upload_checkpoint_bytes",
     }
     values = {name: options[key] for key, name in direct.items() if options.get(key) is not None}
     settings = ServerSettings(throttle=throttle, **values)
@@ -138,6 +142,8 @@ def settings_from_options(options: dict[str, Any]) -> ServerSettings:
 
 
 def _validate(settings: ServerSettings) -> None:
+    if settings.upload_session_ttl <= 0 or settings.upload_checkpoint_bytes < 1024 * 1024:
+        raise UsageError("uploads.session_ttl must be positive and uploads.checkpoint_bytes at least 1 MiB")
     if not 0 <= settings.port <= 65535:
         raise UsageError(f"port {settings.port} is out of range")
     if (settings.tls_cert is None) != (settings.tls_key is None):

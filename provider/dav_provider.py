@@ -20,7 +20,7 @@ from provider.properties import PROPERTY_CACHE_KEY
 from provider.resources import CollectionResource, FileResource
 
 if TYPE_CHECKING:
-    from davbackup.namespace import Entry, Namespace
+    from davbackup.fs import Entry, Namespace
     from davbackup.repository import Repository
 
 Environ = dict[str, Any]

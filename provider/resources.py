@@ -1,6 +1,6 @@
 """WsgiDAV resources over catalog entries: files, collections, and a PUT placeholder.
 
-A resource wraps one :class:`davbackup.namespace.Entry` (an immutable snapshot taken
+A resource wraps one :class:`davbackup.fs.Entry` (an immutable snapshot taken
 when the request looked the path up) and the user's ``Namespace``. Reads come from
 the entry; every write goes through the namespace and then drops the request's
 resource cache, because WsgiDAV resolves paths again after it has changed them.
@@ -36,7 +36,7 @@ from provider.locks import check_write_locks
 from provider.paths import normalize_path, ref_url
 
 if TYPE_CHECKING:
-    from davbackup.namespace import Entry, Namespace
+    from davbackup.fs import Entry, Namespace
     from provider.dav_provider import DavBackupProvider
 
 Environ = dict[str, Any]

@@ -153,8 +153,8 @@ def _close(sock: socket.socket) -> None:
 def inprocess_server(workdir: Path, *, ttl: float) -> Iterator[tuple[str, object]]:
     """A server inside this process whose upload sessions expire after ``ttl`` seconds.
 
-    ``davbackup serve`` has no setting for the session lifetime, so the test opens the
-    repository itself and sets ``repo.uploads.ttl``. Yields (url, repo).
+    The lifetime is the ``upload_session_ttl`` server setting (``uploads.session_ttl``
+    in the config file); running in-process lets tests reach the repository. Yields (url, repo).
     """
     from davbackup.repository import Repository
     from provider import ServerSettings, build_app, make_server
@@ -164,8 +164,7 @@ def inprocess_server(workdir: Path, *, ttl: float) -> Iterator[tuple[str, object
     repo_dir = workdir / "repo"
     create_repository(repo_dir, _env(workdir), users)
     repo = Repository.open(repo_dir, PASSPHRASE)
-    repo.uploads.ttl = ttl
-    settings = ServerSettings(host="127.0.0.1", port=0, threads=8)
+    settings = ServerSettings(host="127.0.0.1", port=0, threads=8, upload_session_ttl=ttl)
     server = make_server(build_app(repo, settings), settings)
     server.prepare()
     thread = threading.Thread(target=server.serve, daemon=True)
