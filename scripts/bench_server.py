@@ -1,0 +1,619 @@
+#!/usr/bin/env python3
+"""davbackup vs plain WsgiDAV (FilesystemProvider): throughput, latency and memory.
+
+Both servers run on loopback in their own processes with the same cheroot settings
+(``scripts/bench_wsgidav_fs.py`` mirrors ``provider.settings.ServerSettings``). Each
+repeat starts both on fresh directories and runs every measurement once per server,
+alternating which server goes first (and rotating ``dd`` in for the PUT), so drift
+of the machine hits both alike. The table shows medians over the repeats and the
+ratio davbackup / WsgiDAV FS; no number here is an assertion, only a report.
+
+Measurements (sizes follow ``--size-mib`` / ``--small-files``):
+
+1. PUT of unique random data, streamed by ``curl -T`` from a file generated up front
+   (in the page cache, so client cost is the same for both);
+2. re-PUT of the same data under another name (davbackup's dedup path);
+3. GET of the file, body discarded (``curl -o /dev/null``);
+4. N x 4 KiB PUTs at concurrency 8 (thread pool, one keep-alive ``requests.Session``
+   per thread);
+5. PROPFIND Depth 1 on the folder of those files (allprop, and the four properties
+   rclone asks for), median of several;
+6. the server's peak RSS during the big PUT and during a 256 MiB PUT
+   (``VmHWM`` after resetting it through ``/proc/PID/clear_refs``, plus a 10 ms
+   ``VmRSS`` sampler), to show memory is flat in file size;
+7. ``dd bs=1M conv=fsync`` of the same size: the ceiling for data that must be on
+   disk before the answer (davbackup fsyncs before it answers; WsgiDAV FS does not).
+
+``--py-spy put,small`` records the davbackup server with py-spy during those
+measurements (raw collapsed stacks, summarised by ``scripts/bench_pyspy_summary.py``);
+the timings of profiled runs are perturbed and flagged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+PYTHON = VENV_BIN / "python" if (VENV_BIN / "python").exists() else Path(sys.executable)
+DAVBACKUP = VENV_BIN / "davbackup"
+WORK_ROOT = ROOT / ".bench-tmp"
+MiB = 1024 * 1024
+MB = 1_000_000
+
+USER, PASSWORD = "bench", "bench-password-1"
+PASSPHRASE = "bench-passphrase-not-secret"
+
+ALL_MEASUREMENTS = ("rss256", "put", "reput", "get", "small", "propfind")
+PROPFIND_ALLPROP = b'<?xml version="1.0" encoding="utf-8"?><propfind xmlns="DAV:"><allprop/></propfind>'
+PROPFIND_RCLONE = (
+    b'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop>'
+    b"<d:displayname/><d:getlastmodified/><d:getcontentlength/><d:resourcetype/>"
+    b"<d:getcontenttype/></d:prop></d:propfind>"
+)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+class Server:
+    """One server process on 127.0.0.1 (port chosen by the kernel)."""
+
+    label = "?"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.log_path = workdir / f"{self.key}.log"
+
+    @property
+    def key(self) -> str:
+        return self.label.split()[0].lower()
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        pass
+
+    def start(self) -> None:
+        self.prepare()
+        env = dict(os.environ, DAVBACKUP_PASSPHRASE=PASSPHRASE, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdout=subprocess.PIPE,
+            stderr=open(self.log_path, "ab"),
+            env=env,
+            cwd=self.workdir,
+        )
+        self.url = self._wait_url(self.proc, deadline=time.monotonic() + 60)
+        self._wait_http()
+
+    @staticmethod
+    def _wait_url(proc: subprocess.Popen[bytes], deadline: float) -> str:
+        assert proc.stdout is not None
+        buf = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+            if ready:
+                data = os.read(proc.stdout.fileno(), 4096)
+                if not data:
+                    break
+                buf += data
+                for line in buf.decode(errors="replace").splitlines():
+                    if "http://" in line:
+                        url = line[line.index("http://") :].split()[0]
+                        return url if url.endswith("/") else url + "/"
+            if proc.poll() is not None:
+                break
+        raise RuntimeError(f"server did not start: {buf.decode(errors='replace')!r}")
+
+    def _wait_http(self) -> None:
+        for _ in range(100):
+            try:
+                requests.request("OPTIONS", self.url, auth=(USER, PASSWORD), timeout=5)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.label} not answering on {self.url}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+
+
+class DavbackupServer(Server):
+    label = "davbackup"
+    #: a Python file run instead of the ``davbackup`` entry point (``--serve-wrapper``)
+    wrapper: str | None = None
+
+    def prepare(self) -> None:
+        self.repo = self.workdir / "davbackup-repo"
+        env = dict(os.environ, DAVBACKUP_PASSPHRASE=PASSPHRASE)
+        subprocess.run([str(DAVBACKUP), "init", "--repo", str(self.repo)], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run([str(DAVBACKUP), "user", "add", USER, "--repo", str(self.repo)], env=env,
+                       input=(PASSWORD + "\n").encode(), check=True, stdout=subprocess.DEVNULL)
+
+    def command(self) -> list[str]:
+        entry = [str(PYTHON), self.wrapper] if self.wrapper else [str(DAVBACKUP)]
+        return [*entry, "serve", "--repo", str(self.repo), "--port", "0"]
+
+
+class WsgidavFsServer(Server):
+    label = "WsgiDAV FS"
+
+    def prepare(self) -> None:
+        self.root = self.workdir / "wsgidav-fs-root"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def command(self) -> list[str]:
+        return [str(PYTHON), str(ROOT / "scripts" / "bench_wsgidav_fs.py"), "--root", str(self.root),
+                "--user", USER, "--password", PASSWORD]
+
+
+# --------------------------------------------------------------------------- memory
+
+
+class RssWatch:
+    """Peak resident memory of a process over one measurement."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._stop = threading.Event()
+        self._peak_kib = 0
+        self.hwm_reset = False
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _status(self, key: str) -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        return 0
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._peak_kib = max(self._peak_kib, self._status("VmRSS"))
+            except OSError:
+                return
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> "RssWatch":
+        try:  # "5" resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0)
+            with open(f"/proc/{self.pid}/clear_refs", "w") as f:
+                f.write("5")
+            self.hwm_reset = True
+        except OSError:
+            self.hwm_reset = False
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.hwm_reset:
+            self._peak_kib = max(self._peak_kib, self._status("VmHWM"))
+
+    @property
+    def peak_mib(self) -> float:
+        return self._peak_kib / 1024
+
+    def current_mib(self) -> float:
+        return self._status("VmRSS") / 1024
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+# --------------------------------------------------------------------------- profiling
+
+
+class PySpy:
+    """``py-spy record`` of one process while a measurement runs (or a no-op)."""
+
+    def __init__(self, pid: int | None, out: Path | None, rate: int = 1000, gil: bool = False) -> None:
+        self.pid, self.out, self.rate, self.gil = pid, out, rate, gil
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> "PySpy":
+        if self.pid is None or self.out is None:
+            return self
+        exe = shutil.which("py-spy", path=str(VENV_BIN)) or shutil.which("py-spy")
+        if exe is None:
+            log("py-spy not found: `.venv/bin/pip install py-spy`; not profiling")
+            return self
+        cmd = [exe, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--format", "raw",
+               "-o", str(self.out), "--nonblocking"]
+        if self.gil:
+            cmd.append("--gil")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # let it attach
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            log(f"py-spy profile written to {self.out}")
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def curl(args: list[str]) -> tuple[int, float, int, int]:
+    """Run curl; returns (status, seconds, bytes sent, bytes received) from --write-out."""
+    out = subprocess.run(
+        ["curl", "-sS", "--fail-with-body", "-u", f"{USER}:{PASSWORD}", "-H", "Expect:",
+         "-w", "%{http_code} %{time_total} %{size_upload} %{size_download}", *args],
+        capture_output=True, check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"curl {args} failed ({out.returncode}): {out.stderr.decode()} {out.stdout[-500:]!r}")
+    code, secs, up, down = out.stdout.decode().split()[-4:]
+    return int(code), float(secs), int(float(up)), int(float(down))
+
+
+def curl_put(url: str, path: Path) -> float:
+    code, secs, moved, _ = curl(["-T", str(path), "-o", "/dev/null", url])
+    if code not in (200, 201, 204) or moved != path.stat().st_size:
+        raise RuntimeError(f"PUT {url}: status {code}, {moved} bytes sent")
+    return secs
+
+
+def curl_get(url: str, size: int) -> float:
+    code, secs, _, moved = curl(["-o", "/dev/null", url])
+    if code != 200 or moved != size:
+        raise RuntimeError(f"GET {url}: status {code}, {moved} of {size} bytes")
+    return secs
+
+
+def dd_fsync(src: Path, dst: Path) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(["dd", f"if={src}", f"of={dst}", "bs=1M", "conv=fsync", "status=none"], check=True)
+    secs = time.perf_counter() - t0
+    dst.unlink()
+    return secs
+
+
+def small_puts(base_url: str, bodies: list[bytes], concurrency: int) -> float:
+    """PUT each body as folder/fNNNNN.bin with ``concurrency`` keep-alive sessions."""
+    folder = base_url + "small/"
+    r = requests.request("MKCOL", folder, auth=(USER, PASSWORD), timeout=60)
+    if r.status_code not in (201, 405):
+        raise RuntimeError(f"MKCOL {folder}: {r.status_code}")
+    lock = threading.Lock()
+    todo = iter(range(len(bodies)))
+    errors: list[str] = []
+    start = threading.Barrier(concurrency + 1)
+
+    def worker() -> None:
+        session = requests.Session()
+        session.auth = (USER, PASSWORD)
+        start.wait()
+        while True:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                break
+            resp = session.put(f"{folder}f{i:05d}.bin", data=bodies[i], timeout=120)
+            if resp.status_code not in (201, 204):
+                errors.append(f"f{i:05d}: {resp.status_code}")
+                break
+        session.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    secs = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"small PUTs failed: {errors[:5]}")
+    return secs
+
+
+def propfind(base_url: str, body: bytes, expected: int, runs: int) -> list[float]:
+    """Times (s) of ``runs`` PROPFIND Depth 1 on small/, after one warm-up."""
+    session = requests.Session()
+    session.auth = (USER, PASSWORD)
+    headers = {"Depth": "1", "Content-Type": "application/xml"}
+    times = []
+    for i in range(runs + 1):
+        t0 = time.perf_counter()
+        resp = session.request("PROPFIND", base_url + "small/", data=body, headers=headers, timeout=300)
+        content = resp.content
+        secs = time.perf_counter() - t0
+        if resp.status_code != 207:
+            raise RuntimeError(f"PROPFIND: {resp.status_code}")
+        n = content.count(b"response>") // 2
+        if n != expected + 1:
+            raise RuntimeError(f"PROPFIND listed {n - 1} members, expected {expected}")
+        if i:
+            times.append(secs)
+    session.close()
+    return times
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Samples:
+    values: dict[str, list[float]] = field(default_factory=dict)
+    profiled: set[str] = field(default_factory=set)
+
+    def add(self, key: str, value: float | list[float]) -> None:
+        self.values.setdefault(key, []).extend(value if isinstance(value, list) else [value])
+
+    def median(self, key: str) -> float | None:
+        vals = self.values.get(key)
+        return statistics.median(vals) if vals else None
+
+
+def make_data(path: Path, size: int) -> None:
+    if path.exists() and path.stat().st_size == size:
+        return
+    log(f"generating {size // MiB} MiB of random data in {path.name}")
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 16 * MiB)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def run_repeat(r: int, args: argparse.Namespace, work: Path, files: dict[str, Path],
+               bodies: list[bytes], s: Samples, which: set[str]) -> None:
+    rdir = work / f"r{r}"
+    rdir.mkdir()
+    dav, fs = DavbackupServer(rdir), WsgidavFsServer(rdir)
+    servers: list[Server] = [dav, fs] if r % 2 == 0 else [fs, dav]
+    big, mid = files["big"], files["mid"]
+    big_size = big.stat().st_size
+    try:
+        for srv in servers:
+            srv.start()
+            log(f"repeat {r + 1}: {srv.label} on {srv.url} (pid {srv.pid})")
+        for srv in servers:
+            s.add(f"idle_rss/{srv.key}", RssWatch(srv.pid).current_mib())
+
+        def each(name: str, fn: Callable[[Server], None], with_dd: bool = False) -> None:
+            order: list[Server | None] = list(servers)
+            if with_dd:
+                order.insert(r % 3, None)
+            for srv in order:
+                os.sync()  # earlier writes must not be flushed on this one's time
+                time.sleep(0.2)
+                if srv is None:
+                    s.add("put/dd", big_size / dd_fsync(big, rdir / "dd.out") / MB)
+                    continue
+                prof = None
+                if srv is dav and name in args.py_spy:
+                    prof = Path(args.py_spy_dir) / f"{name}-davbackup-r{r + 1}.txt"
+                    s.profiled.add(name)
+                cpu0 = cpu_seconds(srv.pid)
+                with PySpy(srv.pid if prof else None, prof, gil=args.py_spy_gil):
+                    fn(srv)
+                cpu1 = cpu_seconds(srv.pid)
+                s.add(f"cpu_{name}/{srv.key}", cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1])
+                s.add(f"cpusys_{name}/{srv.key}", cpu1[1] - cpu0[1])
+
+        if "rss256" in which:
+            def rss256(srv: Server) -> None:
+                with RssWatch(srv.pid) as w:
+                    curl_put(srv.url + "rss-256.bin", mid)
+                s.add(f"rss256/{srv.key}", w.peak_mib)
+            each("rss256", rss256)
+        if "put" in which:
+            def put(srv: Server) -> None:
+                with RssWatch(srv.pid) as w:
+                    secs = curl_put(srv.url + "big.bin", big)
+                s.add(f"put/{srv.key}", big_size / secs / MB)
+                s.add(f"rssbig/{srv.key}", w.peak_mib)
+            each("put", put, with_dd=True)
+        if "reput" in which:
+            def reput(srv: Server) -> None:
+                s.add(f"reput/{srv.key}", big_size / curl_put(srv.url + "big-copy.bin", big) / MB)
+            each("reput", reput)
+        if "get" in which:
+            def get(srv: Server) -> None:
+                s.add(f"get/{srv.key}", big_size / curl_get(srv.url + "big.bin", big_size) / MB)
+            each("get", get)
+        if "small" in which:
+            def small(srv: Server) -> None:
+                s.add(f"small/{srv.key}", len(bodies) / small_puts(srv.url, bodies, args.concurrency))
+            each("small", small)
+        if "propfind" in which:
+            def pf(srv: Server) -> None:
+                s.add(f"propfind/{srv.key}", [t * 1000 for t in propfind(srv.url, PROPFIND_ALLPROP, len(bodies), args.propfind_runs)])
+                s.add(f"propfind_rc/{srv.key}", [t * 1000 for t in propfind(srv.url, PROPFIND_RCLONE, len(bodies), args.propfind_runs)])
+            each("propfind", pf)
+    finally:
+        for srv in servers:
+            srv.stop()
+        if not args.keep:
+            shutil.rmtree(rdir, ignore_errors=True)
+
+
+def fmt(v: float | None, digits: int = 0) -> str:
+    if v is None:
+        return "–"
+    return f"{v:,.{digits}f}"
+
+
+def table(s: Samples, args: argparse.Namespace) -> str:
+    m = s.median
+    size = f"{args.size_mib / 1024:g} GiB" if args.size_mib >= 1024 else f"{args.size_mib} MiB"
+    rows: list[tuple[str, str, str, str, str, str]] = []
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    def row(label: str, key: str, unit: str, digits: int, target_text: str,
+            check: Callable[[float, float, float], bool | None]) -> None:
+        d, f = m(f"{key}/davbackup"), m(f"{key}/wsgidav")
+        if d is None and f is None:
+            return
+        rt = ratio(d, f)
+        met = "–"
+        if d is not None and f is not None and rt is not None:
+            ok = check(d, f, rt)
+            met = "–" if ok is None else ("yes" if ok else "**no**")
+        mark = " (profiled)" if key.split("_")[0] in s.profiled else ""
+        rows.append((label + mark, f"{fmt(d, digits)} {unit}", f"{fmt(f, digits)} {unit}",
+                     f"{rt:.2f}×" if rt is not None else "–", target_text, met))
+
+    dd = m("put/dd")
+    put_fs = m("put/wsgidav")
+    floor = 0.8 * min(put_fs, dd) if put_fs and dd else None
+    row(f"{size} PUT, unique data", "put", "MB/s", 0,
+        f"≥ 0.8 × min(FS, dd) = {fmt(floor)} MB/s", lambda d, f, r: d >= floor if floor else None)
+    row(f"{size} re-PUT, same data (dedup)", "reput", "MB/s", 0, "≥ 1.2×", lambda d, f, r: r >= 1.2)
+    row(f"{size} GET", "get", "MB/s", 0, "≥ 0.8×", lambda d, f, r: r >= 0.8)
+    row(f"{args.small_files:,} × 4 KiB PUT, 8 parallel", "small", "files/s", 0, "≥ 0.8×",
+        lambda d, f, r: r >= 0.8)
+    row(f"PROPFIND Depth 1, {args.small_files:,} entries (allprop)", "propfind", "ms", 1, "≤ 0.5×",
+        lambda d, f, r: r <= 0.5)
+    row(f"PROPFIND Depth 1, {args.small_files:,} entries (rclone props)", "propfind_rc", "ms", 1, "≤ 0.5×",
+        lambda d, f, r: r <= 0.5)
+    big_rss, mid_rss = m("rssbig/davbackup"), m("rss256/davbackup")
+    row(f"peak server RSS, {size} PUT", "rssbig", "MiB", 0, "< 150 MiB", lambda d, f, r: d < 150)
+    flat_ok = (big_rss - mid_rss) < 16 if big_rss is not None and mid_rss is not None else None
+    row("peak server RSS, 256 MiB PUT", "rss256", "MiB", 0,
+        f"< 150 MiB, flat (Δ {fmt(big_rss - mid_rss if flat_ok is not None else None)} MiB < 16)",
+        lambda d, f, r: d < 150 and bool(flat_ok) if flat_ok is not None else d < 150)
+
+    head = ("measurement", "davbackup", "WsgiDAV FS", "ratio", "target", "met?")
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    notes = [f"dd bs=1M conv=fsync, {size} (durable-write ceiling): {fmt(dd)} MB/s"
+             + (f"; davbackup PUT = {m('put/davbackup') / dd:.2f}× dd" if dd and m("put/davbackup") else "")]
+    idle_d, idle_f = m("idle_rss/davbackup"), m("idle_rss/wsgidav")
+    notes.append(f"idle RSS after start: davbackup {fmt(idle_d)} MiB, WsgiDAV FS {fmt(idle_f)} MiB")
+    n_rep = len(s.values.get("idle_rss/davbackup", []))
+    notes.append(f"medians of {n_rep} repeat(s), servers alternated; MB = 10^6 bytes; "
+                 "WsgiDAV FS does not fsync, davbackup fsyncs pack and catalog before answering")
+    cpu = []
+    for name in ALL_MEASUREMENTS:
+        d, f = m(f"cpu_{name}/davbackup"), m(f"cpu_{name}/wsgidav")
+        ds, fs = m(f"cpusys_{name}/davbackup"), m(f"cpusys_{name}/wsgidav")
+        if d is not None and f is not None:
+            cpu.append(f"{name} {d:.2f} ({ds:.2f}) / {f:.2f} ({fs:.2f})")
+    if cpu:
+        notes.append("server CPU seconds (of which system), davbackup / WsgiDAV FS: " + ", ".join(cpu))
+    notes.append("load average at the end: " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+                 + " (other work on the machine makes every figure noisier)")
+    if s.profiled:
+        notes.append(f"rows marked (profiled) ran under py-spy: their davbackup timings are perturbed")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="davbackup vs plain WsgiDAV FilesystemProvider benchmark")
+    parser.add_argument("--size-mib", type=int, default=1024, help="size of the big PUT/GET (default 1024)")
+    parser.add_argument("--small-files", type=int, default=2000, help="number of 4 KiB PUTs (default 2000)")
+    parser.add_argument("--repeat", type=int, default=3, help="repeats; medians are reported (default 3)")
+    parser.add_argument("--quick", action="store_true", help="128 MiB, 300 files, 1 repeat")
+    parser.add_argument("--concurrency", type=int, default=8, help="parallel small PUTs (default 8)")
+    parser.add_argument("--propfind-runs", type=int, default=5, help="PROPFINDs per server and repeat")
+    parser.add_argument("--only", default="", help=f"comma list of {','.join(ALL_MEASUREMENTS)}")
+    parser.add_argument("--py-spy", default="", help="comma list of measurements to record davbackup under py-spy")
+    parser.add_argument("--py-spy-dir", default=str(WORK_ROOT / "profiles"), help="where py-spy output goes")
+    parser.add_argument("--py-spy-gil", action="store_true", help="record only threads holding the GIL")
+    parser.add_argument("--serve-wrapper", help="run davbackup serve through this Python file "
+                        "(e.g. scripts/bench_traced_serve.py); its stderr is kept with --keep")
+    parser.add_argument("--json", help="also write raw samples to this JSON file")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    if args.quick:
+        args.size_mib, args.small_files, args.repeat = 128, 300, 1
+    DavbackupServer.wrapper = str(Path(args.serve_wrapper).resolve()) if args.serve_wrapper else None
+    which = set(filter(None, args.only.split(","))) or set(ALL_MEASUREMENTS)
+    unknown = which - set(ALL_MEASUREMENTS)
+    if unknown:
+        parser.error(f"unknown measurement(s): {', '.join(sorted(unknown))}")
+    if which & {"reput", "get"}:
+        which.add("put")
+    if "propfind" in which:
+        which.add("small")
+    args.py_spy = set(filter(None, args.py_spy.split(",")))
+    if args.py_spy:
+        Path(args.py_spy_dir).mkdir(parents=True, exist_ok=True)
+    for tool in ("curl", "dd"):
+        if shutil.which(tool) is None:
+            parser.error(f"{tool} is required")
+
+    WORK_ROOT.mkdir(exist_ok=True)
+    work = WORK_ROOT / f"run-{os.getpid()}"
+    work.mkdir()
+    s = Samples()
+    try:
+        files = {"big": work / "big.bin", "mid": work / "mid-256.bin"}
+        make_data(files["big"], args.size_mib * MiB)
+        make_data(files["mid"], 256 * MiB)
+        bodies = [os.urandom(4096) for _ in range(args.small_files)]
+        for r in range(args.repeat):
+            log(f"repeat {r + 1}/{args.repeat}")
+            run_repeat(r, args, work, files, bodies, s, which)
+            for key in sorted(s.values):
+                log(f"  {key}: {', '.join(f'{v:.1f}' for v in s.values[key][-8:])}")
+    except KeyboardInterrupt:
+        log("interrupted: reporting what was measured")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(s.values, indent=1))
+    print(table(s, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
