@@ -124,6 +124,7 @@ class Catalog:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._writer = self._connect()
+        self._writer.execute("PRAGMA cache_size=-16000")
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.execute("PRAGMA synchronous=FULL")
         self._cv = threading.Condition()
@@ -135,7 +136,6 @@ class Catalog:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA cache_size=-16000")
         return conn
 
     def _migrate(self, create: bool) -> None:
@@ -175,6 +175,7 @@ class Catalog:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._connect()
+            conn.execute("PRAGMA cache_size=-2000")
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)

@@ -79,6 +79,8 @@ class ChunkStore:
         self.codec = codec
         self.pack_target_size = pack_target_size
         self.writable = writable
+        #: recompute chunk IDs on every read (check --read-data always does)
+        self.rehash_on_read = False
         self._lock = threading.Lock()
         self._pending: dict[ChunkId, _Pending] = {}
         self._active: tuple[int, LocalAppender] | None = None
@@ -264,7 +266,7 @@ class ChunkStore:
                     f"{context}: chunk {chunk_id.hex()[:16]}: pack {name} is missing or short ({exc})"
                 ) from exc
             try:
-                return self.codec.open(blob, expected_id=chunk_id)
+                return self.codec.open(blob, expected_id=chunk_id, rehash=self.rehash_on_read)
             except BlobError as exc:
                 if attempt == 0:
                     fresh = self.locate(chunk_id)

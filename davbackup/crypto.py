@@ -49,13 +49,13 @@ def seal(key: bytes, plaintext: bytes | memoryview, associated: bytes, nonce: by
     """Encrypt with AES-256-GCM; returns ``(nonce, ciphertext_with_tag)``."""
     if nonce is None:
         nonce = os.urandom(NONCE_SIZE)
-    return nonce, AESGCM(key).encrypt(nonce, bytes(plaintext), associated)
+    return nonce, AESGCM(key).encrypt(nonce, plaintext, associated)
 
 
 def open_sealed(key: bytes, nonce: bytes, ciphertext: bytes | memoryview, associated: bytes) -> bytes:
     """Decrypt and verify; raises :class:`DecryptionFailed` on any mismatch."""
     try:
-        return AESGCM(key).decrypt(nonce, bytes(ciphertext), associated)
+        return AESGCM(key).decrypt(nonce, ciphertext, associated)
     except InvalidTag as exc:
         raise DecryptionFailed() from exc
 

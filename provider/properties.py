@@ -12,7 +12,6 @@ completeness.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from wsgidav import util
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
@@ -66,8 +65,7 @@ class CatalogPropertyManager:
         if props is None:
             ns, path = self._locate(norm_url, environ)
             if environ is not None and environ.get("HTTP_DEPTH") == "1" and path != "/":
-                self._prefill_siblings(ns, path, norm_url, cache)
-                props = cache.get(norm_url)
+                props = self._from_parent(ns, path, norm_url, cache)
             if props is None:
                 with dav_errors():
                     try:
@@ -78,22 +76,20 @@ class CatalogPropertyManager:
         return props
 
     @staticmethod
-    def _prefill_siblings(ns: Any, path: str, norm_url: str, cache: dict[str, dict[str, str]]) -> None:
-        """A Depth 1 PROPFIND asks for every child in turn: read all their
-        properties with one query and fill the cache (children without any get {})."""
-        parent_path, _, _ = path.rpartition("/")
-        parent_url = norm_url.rstrip("/").rpartition("/")[0] + "/"
-        with dav_errors():
-            try:
-                by_child = ns.child_props(parent_path or "/")
-                children = ns.list(parent_path or "/")
-            except NotFound:
-                return
-        for entry in children:
-            url = parent_url + quote(entry.name)
-            if entry.is_dir:
-                url += "/"
-            cache.setdefault(url, by_child.get(entry.name, {}))
+    def _from_parent(ns: Any, path: str, norm_url: str, cache: dict[str, Any]) -> dict[str, str] | None:
+        """A Depth 1 PROPFIND asks for every child in turn: the properties of all
+        children of the parent are read with one query, once per request."""
+        parent_path, _, name = path.rpartition("/")
+        key = ("children", parent_path or "/")
+        by_child = cache.get(key)  # type: ignore[call-overload]
+        if by_child is None:
+            with dav_errors():
+                try:
+                    by_child = ns.child_props(parent_path or "/")
+                except NotFound:
+                    return None
+            cache[key] = by_child  # type: ignore[index]
+        return by_child.get(name, {})
 
     def write_property(
         self,
