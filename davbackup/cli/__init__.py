@@ -23,6 +23,7 @@ COMMANDS = (
     "check",
     "gc",
     "stats",
+    "rebuild_index",
     "serve",
     "upload",
     "download",
