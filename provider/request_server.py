@@ -345,6 +345,10 @@ def _options_headers(start_response: StartResponse, *, read_only: bool) -> Start
                 allowed = [m.strip() for m in value.split(",")]
                 value = ", ".join(m for m in allowed if m.upper() in READ_METHODS)
             adjusted.append((name, value))
+        names = {name.lower() for name, _ in adjusted}
+        if status.startswith("200") and not read_only and "accept-patch" not in names:
+            # OPTIONS * (answered by WsgiDAV itself) advertises the upload protocols too
+            adjusted.append(("Accept-Patch", resumable.ACCEPT_PATCH))
         return start_response(status, adjusted, exc_info)
 
     return wrapped

@@ -240,3 +240,22 @@ def test_chunked_range_put_keeps_connection_usable(shared_dav_server, alice, tar
         assert r.status_code in (308, 201)
         assert alice.get(shared_dav_server.url + "/").status_code in (200, 403)
     assert alice.get(target).content == data
+
+
+def test_server_wide_options_advertise_upload_protocols(shared_dav_server, alice):
+    """OPTIONS * (answered by WsgiDAV itself) carries Accept-Patch too."""
+    import base64
+    import http.client
+
+    port = urlsplit(shared_dav_server.url).port
+    user, password = alice.auth
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("OPTIONS", "*", headers={"Authorization": f"Basic {token}"})
+        r = conn.getresponse()
+        r.read()
+    finally:
+        conn.close()
+    assert r.status == 200
+    assert "application/partial-upload" in (r.getheader("Accept-Patch") or "")
