@@ -57,7 +57,13 @@ class StreamChunker:
     def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
         """Yield every chunk that is complete once ``data`` is appended."""
         self._buf += data
-        while len(self._buf) >= self._threshold:
+        if len(self._buf) >= self._threshold:
+            yield from self.cut_complete()
+
+    def cut_complete(self) -> Iterator[bytes]:
+        """Yield every chunk whose end is already decided, keeping only the last,
+        unfinished one buffered (used before a resumable upload stores its tail)."""
+        while self._buf:
             lengths = self._chunker.lengths(self._buf)
             # All but the last cut are final. The last is final only if it hit max_size.
             if lengths[-1] < self._max:

@@ -99,7 +99,10 @@ class FileWriter:
             yield self._store.read(cid, location, path)
 
     def take_tail(self) -> bytes:
-        """Remove and return the bytes buffered after the last chunk boundary."""
+        """Remove and return the bytes buffered after the last chunk boundary
+        (complete chunks still buffered are stored first, so the tail is short)."""
+        for chunk in self._stream.cut_complete():
+            self._add(chunk)
         return self._stream.take()
 
     def store_tail(self, data: bytes) -> tuple[int, bytes] | None:
