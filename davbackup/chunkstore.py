@@ -161,9 +161,22 @@ class ChunkStore:
         return self._active
 
     def _retire_active(self) -> None:
-        """Called with the lock held: the next chunk starts a new pack."""
+        """Called with the lock held: the next chunk starts a new pack.
+
+        The full pack is fsynced in the background now, so that the commit of a large
+        upload does not wait for all of its data at once (its own sync then finds
+        the bytes already covered)."""
         assert self._active is not None
+        _pack_id, appender = self._active
         self._active = None
+        threading.Thread(target=self._sync_quietly, args=(appender,), name="davbackup-pack-sync", daemon=True).start()
+
+    @staticmethod
+    def _sync_quietly(appender: LocalAppender) -> None:
+        try:
+            appender.sync()
+        except (OSError, ValueError):
+            pass  # the writer's own sync reports the error
 
     def make_durable(self, batch: ChunkBatch) -> None:
         """fsync every pack holding a chunk of ``batch`` (before its rows commit)."""

@@ -28,6 +28,7 @@ from davbackup.errors import Locked, RepositoryError, UsageError
 from davbackup.fs import Namespace
 from davbackup.keys import MASTER_SIZE, KeyRing, MasterKeys
 from davbackup.locks import LockTable
+from davbackup.offload import Offloader
 from davbackup.pack import BlobCodec
 from davbackup.storage import LocalPackStorage
 from davbackup.tree import Tree
@@ -58,6 +59,7 @@ class Repository:
             self.chunker = Chunker(config.chunker, keys.chunker_seed())
             self.chunks = ChunkStore(self.catalog, self.storage, self.codec, config.pack_target_size, mode == "rw")
             self.users = UserDirectory(self.catalog, self.tree)
+            self.offloader = Offloader(threads=min(2, os.cpu_count() or 1))
             self.locks = LockTable(self.catalog)
         except BaseException:
             self._release_writer_lock()
@@ -141,10 +143,11 @@ class Repository:
     def new_writer(self, chunks: list[tuple[int, int, bytes]] | None = None) -> FileWriter:
         if self.mode != "rw":
             raise RepositoryError(f"repository opened in {self.mode!r} mode cannot store files")
-        return FileWriter(self.chunks, self.chunker, self.keys.etag_key(), chunks=chunks)
+        return FileWriter(self.chunks, self.chunker, self.keys.etag_key(), chunks=chunks, offloader=self.offloader)
 
     def close(self) -> None:
         try:
+            self.offloader.close()
             self.chunks.close()
             self.catalog.close()
         finally:

@@ -370,7 +370,11 @@ class UploadManager:
         return writer
 
     def _checkpoint(self, session: UploadSession, writer: FileWriter, persisted: int, *, with_tail: bool) -> int:
-        tail = writer.take_tail() if with_tail else b""
+        if with_tail:
+            tail = writer.take_tail()
+        else:
+            writer.settle()
+            tail = b""
         tail_ref = writer.store_tail(tail)
         new_chunks = writer.chunks[persisted:]
         base = writer.durable_offset

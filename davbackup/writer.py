@@ -15,6 +15,7 @@ from typing import Callable, Iterator, TypeVar
 from davbackup.chunker import Chunker, StreamChunker
 from davbackup.chunkstore import ChunkBatch, ChunkStore
 from davbackup.errors import IncompleteBody, PreconditionFailed
+from davbackup.offload import Helper, Offloader
 from davbackup.versions import insert_version, version_etag
 
 T = TypeVar("T")
@@ -23,7 +24,15 @@ T = TypeVar("T")
 CommitHook = Callable[[sqlite3.Connection, int, int, str, float], T]
 
 
+#: bytes a writer receives before it hands chunk processing to a helper thread
+OFFLOAD_AFTER = 4 * 1024 * 1024
+
+
 class FileWriter:
+    """Writes one file version. Not thread-safe: one request thread drives it; the
+    chunk processing may run on a helper thread (:mod:`davbackup.offload`), and every
+    method that looks at the chunk list drains the helper first."""
+
     def __init__(
         self,
         store: ChunkStore,
@@ -31,6 +40,7 @@ class FileWriter:
         etag_key: bytes,
         *,
         chunks: list[tuple[int, int, bytes]] | None = None,
+        offloader: Offloader | None = None,
     ) -> None:
         self._store = store
         self._etag_key = etag_key
@@ -38,28 +48,61 @@ class FileWriter:
         self._batch = ChunkBatch()
         self.chunks: list[tuple[int, int, bytes]] = list(chunks or [])
         self._chunked = sum(length for _, length, _ in self.chunks)
+        self._accepted = self._chunked  # bytes given to write(), maintained by the caller's thread
         self._closed = False
+        self._offloader = offloader
+        self._helper: Helper | None = None
+        self._error: BaseException | None = None
 
     @property
     def received(self) -> int:
-        """Bytes accepted so far (chunked plus buffered)."""
-        return self._chunked + self._stream.buffered
+        """Bytes accepted so far (chunked, buffered or still being processed)."""
+        return self._accepted
 
     @property
     def durable_offset(self) -> int:
         """Bytes covered by complete chunks (what a checkpoint can make durable)."""
+        self._drain()
         return self._chunked
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed:
             raise ValueError("write to a closed FileWriter")
-        for chunk in self._stream.feed(data):
-            self._add(chunk)
+        if self._error is not None:
+            raise self._error
+        self._accepted += len(data)
+        if self._helper is None and self._offloader is not None and self._accepted > OFFLOAD_AFTER:
+            self._helper = self._offloader.acquire()
+        if self._helper is not None:
+            self._helper.submit(self._process, data if isinstance(data, bytes) else bytes(data))
+        else:
+            self._process(data)
+
+    def _process(self, data: bytes | bytearray | memoryview) -> None:
+        if self._error is not None:
+            return  # an earlier piece failed: the write will be refused
+        try:
+            for chunk in self._stream.feed(data):
+                self._add(chunk)
+        except BaseException as exc:  # handed to the request thread by _drain()
+            self._error = exc
+
+    def _drain(self) -> None:
+        """Wait for the helper (if any) and give it back; re-raise what it hit."""
+        helper, self._helper = self._helper, None
+        if helper is not None:
+            helper.release()
+        if self._error is not None:
+            raise self._error
 
     def _add(self, chunk: bytes) -> None:
         ref = self._store.put(chunk, self._batch)
         self.chunks.append((self._chunked, ref.length, ref.chunk_id))
         self._chunked += ref.length
+
+    def settle(self) -> None:
+        """Wait until every written byte has been chunked (or is buffered)."""
+        self._drain()
 
     def checkpoint(self, persist: Callable[[sqlite3.Connection, float], None]) -> int:
         """Make every complete chunk durable and run ``persist`` in the same transaction.
@@ -67,6 +110,7 @@ class FileWriter:
         Used by resumable uploads: ``persist`` records the session's chunk list.
         Returns the durable offset.
         """
+        self._drain()
         self._store.make_durable(self._batch)
         batch = self._batch
 
@@ -82,6 +126,7 @@ class FileWriter:
     def extend(self, chunks: list[tuple[int, int, bytes]]) -> None:
         """Append already-stored chunks (offsets are recomputed) after flushing the buffer."""
         self.finish_chunking()
+        self._accepted += sum(length for _off, length, _cid in chunks)
         for _off, length, cid in chunks:
             self._batch.existing.add(cid)
             self.chunks.append((self._chunked, length, cid))
@@ -93,6 +138,7 @@ class FileWriter:
 
     def iter_content(self, path: str) -> Iterator[bytes]:
         """The plaintext of the chunks written so far, in order (for digest checks)."""
+        self._drain()
         for _off, _length, cid in self.chunks:
             pending = self._batch.new.get(cid)
             location = pending[0] if pending else None
@@ -101,9 +147,12 @@ class FileWriter:
     def take_tail(self) -> bytes:
         """Remove and return the bytes buffered after the last chunk boundary
         (complete chunks still buffered are stored first, so the tail is short)."""
+        self._drain()
         for chunk in self._stream.cut_complete():
             self._add(chunk)
-        return self._stream.take()
+        tail = self._stream.take()
+        self._accepted -= len(tail)
+        return tail
 
     def store_tail(self, data: bytes) -> tuple[int, bytes] | None:
         """Store ``data`` as a chunk without adding it to the file (a session's tail)."""
@@ -113,6 +162,7 @@ class FileWriter:
         return ref.length, ref.chunk_id
 
     def finish_chunking(self) -> None:
+        self._drain()
         for chunk in self._stream.finish():
             self._add(chunk)
 
@@ -154,6 +204,10 @@ class FileWriter:
     def abort(self) -> None:
         if not self._closed:
             self._closed = True
+            try:
+                self._drain()
+            except BaseException:  # noqa: BLE001 - aborting anyway
+                pass
             self._store.release(self._batch)
 
 
