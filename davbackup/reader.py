@@ -113,6 +113,21 @@ class VersionReader(io.RawIOBase):
             self._pos += len(piece)
         return b"".join(parts)
 
+    def read1(self, n: int = -1) -> bytes:
+        """At most ``n`` bytes, never past the end of the current chunk: no joins, and
+        a whole chunk is returned without a copy (a streaming GET's fast path)."""
+        if self.closed:
+            raise ValueError("read from a closed reader")
+        end = self.size if n is None or n < 0 else min(self.size, self._pos + n)
+        if self._pos >= end:
+            return b""
+        data, start = self._chunk_at(self._pos)
+        rel = self._pos - start
+        stop = min(end - start, len(data))
+        out = data if rel == 0 and stop == len(data) else data[rel:stop]
+        self._pos = start + stop
+        return out
+
     def readinto(self, buffer) -> int:  # type: ignore[override]
         data = self.read(len(buffer))
         buffer[: len(data)] = data

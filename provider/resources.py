@@ -226,9 +226,10 @@ class FileResource(_Node, DAVNonCollection):
         return True
 
     def get_content(self) -> Any:
-        """A seekable reader; the core verifies what it returns."""
+        """A seekable reader; the core verifies what it returns. WsgiDAV accepts
+        short reads, so each read ends at a chunk boundary (no joins or copies)."""
         with dav_errors():
-            return self.ns.open_read(self.path)
+            return ChunkAlignedReader(self.ns.open_read(self.path))
 
     def begin_write(self, *, content_type: str | None = None) -> BodyWriter:
         """Start a new version: nothing is visible until ``end_write`` commits it."""
@@ -361,3 +362,23 @@ def expected_body_size(environ: Environ) -> int | None:
             raise DAVError(HTTP_BAD_REQUEST, f"invalid body length {value!r}")
         return size
     return None
+
+
+class ChunkAlignedReader:
+    """What WsgiDAV reads a GET body from: ``read`` is the core reader's ``read1``."""
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+
+    def read(self, n: int = -1) -> bytes:
+        with dav_errors():
+            return self._reader.read1(n)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._reader.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._reader.tell()
+
+    def close(self) -> None:
+        self._reader.close()

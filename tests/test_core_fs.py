@@ -430,3 +430,23 @@ def test_copy_overwrite_and_depth(populated: Namespace) -> None:
     assert names(ns, "/shallow") == []
     with pytest.raises(PermissionDenied):
         ns.copy("/a", "/a/b/c", overwrite=False)
+
+
+def test_read1_stops_at_chunk_boundaries_and_reassembles(small_repo: Repository) -> None:
+    import os as _os
+
+    ns = small_repo.namespace(small_repo.users.list()[0].name)
+    data = _os.urandom(6 * 1024 * 1024 + 123)
+    w = ns.open_write("/r1.bin")
+    w.write(data)
+    w.commit()
+    reader = ns.open_read("/r1.bin")
+    reader.seek(1000)
+    pieces = []
+    while True:
+        piece = reader.read1(1 << 20)
+        if not piece:
+            break
+        assert len(piece) <= 1 << 20
+        pieces.append(piece)
+    assert b"".join(pieces) == data[1000:]
