@@ -1,4 +1,4 @@
-"""The curl recipe of docs/resume-with-curl.md, run exactly as written.
+"""The curl recipe in README.md, run exactly as written.
 
 The fenced ``bash`` block is extracted and run with bash; only the ``URL=`` line at
 its top is replaced (the password comes from $DAVBACKUP_PASSWORD as the recipe says,
@@ -20,7 +20,7 @@ import pytest
 from tests.resume_fixtures import CuttingProxy, sha256_b64
 from tests.server_fixtures import DavServer, shared_dav_server  # noqa: F401
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "resume-with-curl.md"
+DOC = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def recipe() -> str:

@@ -12,7 +12,7 @@ Modules:
 ``errors``       HTTP answers → :mod:`davbackup.errors` (exit codes)
 
 The wire protocol of the resumable upload is documented in ``provider/resumable.py``
-and ``docs/resume-with-curl.md``.
+and the curl recipe in README.md.
 """
 
 from davbackup.client.credentials import Credentials, resolve_credentials
