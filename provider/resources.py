@@ -31,9 +31,11 @@ from wsgidav.dav_error import (
 )
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
+from davbackup.uploads import Digests, verify_digests
 from provider.errors import dav_errors
 from provider.locks import check_write_locks
 from provider.paths import normalize_path, ref_url
+from provider.resumable_headers import parse_digests
 
 if TYPE_CHECKING:
     from davbackup.fs import Entry, Namespace
@@ -233,8 +235,9 @@ class FileResource(_Node, DAVNonCollection):
 
     def begin_write(self, *, content_type: str | None = None) -> BodyWriter:
         """Start a new version: nothing is visible until ``end_write`` commits it."""
+        digests = parse_digests(self.environ)  # a malformed header is a 400 before the body
         with dav_errors():
-            self._writer = BodyWriter(self.ns.open_write(self.path))
+            self._writer = BodyWriter(self.ns.open_write(self.path), digests, self.path)
         return self._writer
 
     def end_write(self, *, with_errors: bool) -> None:
@@ -311,8 +314,10 @@ class BodyWriter:
     WsgiDAV calls ``close()`` when the body has been read; that is not a commit.
     """
 
-    def __init__(self, writer: Any) -> None:
+    def __init__(self, writer: Any, digests: Digests | None = None, path: str = "") -> None:
         self._writer = writer
+        self._digests = digests
+        self._path = path
         self.received = 0
         self._done = False
 
@@ -327,7 +332,14 @@ class BodyWriter:
     def commit(self, expected_size: int | None) -> Entry:
         """Make the new version visible; on failure the core leaves no trace."""
         self._done = True
-        return self._writer.commit(expected_size=expected_size)
+        digests, pending, path = self._digests, self._writer, self._path
+
+        def verify() -> None:
+            # Repr-Digest / OC-Checksum on a whole PUT: read back and compare before
+            # the new version becomes current; a mismatch keeps the old one.
+            verify_digests(digests, pending.writer, path)
+
+        return self._writer.commit(expected_size=expected_size, verify=verify if digests else None)
 
     def abort(self) -> None:
         """Discard what arrived. Best effort: the request already has its error."""
