@@ -1,6 +1,7 @@
 """`davbackup gc`: reclaim the space of chunks nothing references (DESIGN.md §12).
 
-1. Expire upload sessions idle longer than the session lifetime.
+1. Expire upload sessions idle longer than the session lifetime, and delete file
+   versions orphaned (overwritten or deleted) longer than the grace period.
 2. Delete index rows of chunks that no version and no session references and that
    were not touched within the grace period. Writers touch every chunk they
    deduplicate against in the transaction that commits the reference, and that
