@@ -184,13 +184,17 @@ class FileWriter:
                 )
             if verify is not None:
                 verify()
-            self._store.make_durable(self._batch)
             size = self._chunked
             etag = version_etag(self._etag_key, size, (cid for _, _, cid in self.chunks))
             batch = self._batch
             chunks = self.chunks
+            if len(batch.new) > 1:
+                self._store.make_durable(batch)  # large writes: sync before taking the batch
 
             def txn(conn: sqlite3.Connection) -> T:
+                # The pack fsync runs inside the group commit, before COMMIT: writers in
+                # one batch share it (invariant 1 still holds: data before the row).
+                self._store.make_durable(batch)
                 now = time.time()
                 self._store.record(conn, batch, now)
                 vid = insert_version(conn, size, etag, chunks, now)
