@@ -45,7 +45,8 @@ CREATE TABLE versions(
     size INTEGER NOT NULL,
     etag TEXT NOT NULL,
     created REAL NOT NULL,
-    orphaned REAL);
+    orphaned REAL,
+    checksums TEXT);
 CREATE INDEX versions_orphaned ON versions(orphaned) WHERE orphaned IS NOT NULL;
 CREATE TABLE version_chunks(
     version_id INTEGER NOT NULL,

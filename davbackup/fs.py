@@ -48,11 +48,12 @@ class Entry:
     created: float
     modified: float
     node_id: int
+    checksums: str | None = None  # "SHA1:<hex> MD5:<hex>" when the client sent a verified SHA-1
 
 
 def _entry(parts: list[str], node: Node) -> Entry:
     return Entry(join_path(parts), parts[-1] if parts else "", node.is_dir, node.size, node.etag,
-                 node.created, node.modified, node.id)
+                 node.created, node.modified, node.id, node.checksums)
 
 
 class PendingFile:
@@ -70,8 +71,12 @@ class PendingFile:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.writer.write(data)
 
-    def commit(self, expected_size: int | None = None, verify: Callable[[], None] | None = None) -> Entry:
-        return self.writer.commit(self._ns._linker(self._parts), expected_size=expected_size, verify=verify)
+    def commit(self, expected_size: int | None = None, verify: Callable[[], None] | None = None,
+               checksums: Callable[[], str | None] | None = None) -> Entry:
+        """``verify`` runs before the commit; ``checksums`` (if given, after it) returns
+        the checksum text to keep with the version."""
+        return self.writer.commit(self._ns._linker(self._parts), expected_size=expected_size, verify=verify,
+                                  checksums=checksums)
 
     def abort(self) -> None:
         self.writer.abort()

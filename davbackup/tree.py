@@ -21,7 +21,7 @@ MAX_DEPTH = 256
 NAME_AD = b"davbackup-name-v1"
 
 NODE_COLUMNS = (
-    "n.id, n.parent_id, n.name_enc, n.is_dir, n.version_id, n.created, n.modified, v.size, v.etag"
+    "n.id, n.parent_id, n.name_enc, n.is_dir, n.version_id, n.created, n.modified, v.size, v.etag, v.checksums"
 )
 NODE_FROM = "nodes n LEFT JOIN versions v ON v.id = n.version_id"
 
@@ -60,6 +60,7 @@ class Node:
     modified: float
     size: int
     etag: str
+    checksums: str | None = None  # "SHA1:<hex> MD5:<hex>" when the client sent a verified SHA-1
 
 
 class Tree:
@@ -83,12 +84,12 @@ class Tree:
             raise IntegrityError(f"catalog node {node_id}: its encrypted name fails verification") from exc
 
     def _node(self, row: tuple) -> Node:
-        nid, parent, name_enc, is_dir, version_id, created, modified, size, etag = row
+        nid, parent, name_enc, is_dir, version_id, created, modified, size, etag, checksums = row
         if is_dir:
-            size, etag = 0, f"d{nid}-{int(modified * 1000)}"
+            size, etag, checksums = 0, f"d{nid}-{int(modified * 1000)}", None
         return Node(
             nid, parent, self.open_name(name_enc, nid), bool(is_dir), version_id, created, modified,
-            size or 0, etag or "",
+            size or 0, etag or "", checksums,
         )
 
     # -- queries -----------------------------------------------------------------

@@ -115,20 +115,28 @@ class Digests:
         return bool(self.sha256 or self.sha1)
 
 
-def verify_digests(digests: Digests | None, writer: FileWriter, path: str) -> None:
+def verify_digests(digests: Digests | None, writer: FileWriter, path: str) -> str | None:
+    """Check the promised digests against the bytes written; raise on a mismatch.
+
+    When the client sent an ownCloud SHA-1, returns ``"SHA1:<hex> MD5:<hex>"`` (MD5
+    computed in the same pass) to keep with the version: rclone's owncloud vendor
+    compares MD5 first."""
     if not digests:
-        return
+        return None
     h256 = hashlib.sha256() if digests.sha256 else None
     h1 = hashlib.sha1() if digests.sha1 else None
+    hmd5 = hashlib.md5() if digests.sha1 else None
     for data in writer.iter_content(path):
-        if h256:
-            h256.update(data)
-        if h1:
-            h1.update(data)
+        for h in (h256, h1, hmd5):
+            if h is not None:
+                h.update(data)
     if h256 and h256.digest() != digests.sha256:
         raise DigestMismatch(f"{path}: SHA-256 of the received bytes does not match Repr-Digest")
     if h1 and h1.digest() != digests.sha1:
         raise DigestMismatch(f"{path}: SHA-1 of the received bytes does not match OC-Checksum")
+    if h1 is not None and hmd5 is not None:
+        return f"SHA1:{h1.hexdigest()} MD5:{hmd5.hexdigest()}"
+    return None
 
 
 class UploadManager:
@@ -407,7 +415,7 @@ class UploadManager:
         transition(RECEIVING, "complete")
         writer.finish_chunking()
         try:
-            verify_digests(digests, writer, session.path)
+            checksums = verify_digests(digests, writer, session.path)
         except DigestMismatch:
             writer.abort()
             self._remove(session.id, "cancel")
@@ -420,7 +428,7 @@ class UploadManager:
             _delete_session(conn, session.id)
             return ns.link_version(conn, session.path, vid, size, etag, now)
 
-        return writer.commit(link)
+        return writer.commit(link, checksums=checksums)
 
 
 def _delete_session(conn: sqlite3.Connection, session_id: str) -> None:

@@ -18,10 +18,13 @@ def version_etag(etag_key: bytes, size: int, chunk_ids: Iterable[bytes]) -> str:
 
 
 def insert_version(
-    conn: sqlite3.Connection, size: int, etag: str, chunks: list[tuple[int, int, bytes]], now: float
+    conn: sqlite3.Connection, size: int, etag: str, chunks: list[tuple[int, int, bytes]], now: float,
+    checksums: str | None = None,
 ) -> int:
     """Insert a version and its ``(offset, length, chunk_id)`` rows; returns its ID."""
-    cur = conn.execute("INSERT INTO versions(size, etag, created) VALUES (?, ?, ?)", (size, etag, now))
+    cur = conn.execute(
+        "INSERT INTO versions(size, etag, created, checksums) VALUES (?, ?, ?, ?)", (size, etag, now, checksums)
+    )
     vid = int(cur.lastrowid)  # type: ignore[arg-type]
     conn.executemany(
         "INSERT INTO version_chunks(version_id, offset, length, chunk_id) VALUES (?, ?, ?, ?)",

@@ -172,6 +172,7 @@ class FileWriter:
         *,
         expected_size: int | None = None,
         verify: Callable[[], None] | None = None,
+        checksums: str | Callable[[], str | None] | None = None,
     ) -> T:
         """Store the rest, make it durable, and link the new version atomically."""
         if self._closed:
@@ -184,6 +185,7 @@ class FileWriter:
                 )
             if verify is not None:
                 verify()
+            checksum_text = checksums() if callable(checksums) else checksums
             size = self._chunked
             etag = version_etag(self._etag_key, size, (cid for _, _, cid in self.chunks))
             batch = self._batch
@@ -197,7 +199,7 @@ class FileWriter:
                 self._store.make_durable(batch)
                 now = time.time()
                 self._store.record(conn, batch, now)
-                vid = insert_version(conn, size, etag, chunks, now)
+                vid = insert_version(conn, size, etag, chunks, now, checksum_text)
                 return on_commit(conn, vid, size, etag, now)
 
             return self._store.catalog.write(txn)

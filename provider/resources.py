@@ -30,6 +30,7 @@ from wsgidav.dav_error import (
     DAVError,
 )
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
+from wsgidav.xml_tools import etree
 
 from davbackup.uploads import Digests, verify_digests
 from provider.errors import dav_errors
@@ -201,6 +202,10 @@ class _Node:
             lock_manager.release(token)
 
 
+OC_CHECKSUMS = "{http://owncloud.org/ns}checksums"
+OC_CHECKSUM = "{http://owncloud.org/ns}checksum"
+
+
 class FileResource(_Node, DAVNonCollection):
     """A committed file: content, size, strong ETag, ranges."""
 
@@ -217,6 +222,22 @@ class FileResource(_Node, DAVNonCollection):
         if ctype is None:
             ctype = self.__dict__["_content_type"] = super().get_content_type()
         return ctype
+
+    def get_property_names(self, *, is_allprop: bool) -> list[str]:
+        names = super().get_property_names(is_allprop=is_allprop)
+        if self.entry is not None and self.entry.checksums and OC_CHECKSUMS not in names:
+            names.append(OC_CHECKSUMS)
+        return names
+
+    def get_property_value(self, name: str) -> Any:
+        """``oc:checksums`` (what rclone's owncloud vendor checks): the SHA-1 the
+        uploading client sent and the server verified, and the MD5 computed in the
+        same pass, kept with the version."""
+        if name == OC_CHECKSUMS and self.entry is not None and self.entry.checksums:
+            element = etree.Element(name)
+            etree.SubElement(element, OC_CHECKSUM).text = self.entry.checksums
+            return element
+        return super().get_property_value(name)
 
     def get_etag(self) -> str | None:
         return self.entry.etag if self.entry else None
@@ -333,13 +354,16 @@ class BodyWriter:
         """Make the new version visible; on failure the core leaves no trace."""
         self._done = True
         digests, pending, path = self._digests, self._writer, self._path
+        if not digests:
+            return pending.commit(expected_size=expected_size)
+        verified: list[str | None] = []
 
         def verify() -> None:
             # Repr-Digest / OC-Checksum on a whole PUT: read back and compare before
             # the new version becomes current; a mismatch keeps the old one.
-            verify_digests(digests, pending.writer, path)
+            verified.append(verify_digests(digests, pending.writer, path))
 
-        return self._writer.commit(expected_size=expected_size, verify=verify if digests else None)
+        return pending.commit(expected_size=expected_size, verify=verify, checksums=lambda: verified[0])
 
     def abort(self) -> None:
         """Discard what arrived. Best effort: the request already has its error."""

@@ -12,6 +12,7 @@ survive and a same-size edit is noticed). See REFERENCE §3.
 from __future__ import annotations
 
 import json
+import hashlib
 import os
 import random
 import shutil
@@ -158,6 +159,34 @@ def test_owncloud_vendor_keeps_mtimes_and_sees_same_size_edits(
     rclone(rclone_env, "sync", str(src), "oc:rc-oc")
     assert get_bytes(shared_dav_server, "/rc-oc/a.txt") == b"version 2\n"
     rclone(rclone_env, "check", "--download", str(src), "oc:rc-oc")
+
+
+def test_owncloud_vendor_checks_sha1_hashes(
+        rclone_env: dict[str, str], shared_dav_server: DavServer,  # noqa: F811
+        tmp_path: Path) -> None:
+    """rclone (vendor owncloud) sends OC-Checksum: SHA1 on upload; the server verifies
+    it, keeps it with the version and offers it as oc:checksums, so `rclone check`
+    compares hashes (same-size edits included) without downloading."""
+    src = tmp_path / "src"
+    files = {"x.bin": random.Random(27).randbytes(3_000_000), "y.txt": b"same size A\n"}
+    write_tree(src, files)
+    rclone(rclone_env, "copy", str(src), "oc:rc-sum")
+    hashes = run(["rclone", "hashsum", "sha1", "oc:rc-sum"], env=rclone_env)
+    listed = {line.split()[1]: line.split()[0] for line in hashes.stdout.splitlines() if line.strip()}
+    assert listed == {name: hashlib.sha1(data).hexdigest() for name, data in files.items()}
+    ok = rclone(rclone_env, "check", str(src), "oc:rc-sum")
+    assert "hashes could not be checked" not in ok.stderr, ok.stderr
+    # a same-size edit on the server by another client that sends its checksum
+    edited = b"same size B\n"
+    shared_dav_server.session().put(url_of(shared_dav_server, "/rc-sum/y.txt"), data=edited, timeout=30,
+                                    headers={"OC-Checksum": f"SHA1:{hashlib.sha1(edited).hexdigest()}"})
+    differs = rclone(rclone_env, "check", "--differ", "-", str(src), "oc:rc-sum", check=False)
+    assert differs.returncode != 0
+    assert differs.stdout.split() == ["y.txt"]
+    # a version stored without a checksum offers none (rclone then compares sizes only)
+    shared_dav_server.session().put(url_of(shared_dav_server, "/rc-sum/y.txt"), data=edited, timeout=30)
+    unknown = rclone(rclone_env, "check", str(src), "oc:rc-sum", check=False)
+    assert "1 hashes could not be checked" in unknown.stderr, unknown.stderr
 
 
 def test_copyto_cat_ranges_and_purge(rclone_env: dict[str, str],
