@@ -46,7 +46,7 @@ CREATE TABLE versions(
     etag TEXT NOT NULL,
     created REAL NOT NULL,
     orphaned REAL,
-    checksums TEXT);
+    checksums BLOB);
 CREATE INDEX versions_orphaned ON versions(orphaned) WHERE orphaned IS NOT NULL;
 CREATE TABLE version_chunks(
     version_id INTEGER NOT NULL,

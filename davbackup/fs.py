@@ -75,8 +75,13 @@ class PendingFile:
                checksums: Callable[[], str | None] | None = None) -> Entry:
         """``verify`` runs before the commit; ``checksums`` (if given, after it) returns
         the checksum text to keep with the version."""
+        tree = self._ns._tree
+
+        def sealed() -> bytes | None:
+            return tree.seal_checksums(checksums()) if checksums is not None else None
+
         return self.writer.commit(self._ns._linker(self._parts), expected_size=expected_size, verify=verify,
-                                  checksums=checksums)
+                                  checksums=sealed)
 
     def abort(self) -> None:
         self.writer.abort()

@@ -19,6 +19,7 @@ from davbackup.errors import IntegrityError, InvalidPath
 MAX_NAME_BYTES = 1024
 MAX_DEPTH = 256
 NAME_AD = b"davbackup-name-v1"
+CHECKSUMS_AD = b"davbackup-checksums-v1"
 
 NODE_COLUMNS = (
     "n.id, n.parent_id, n.name_enc, n.is_dir, n.version_id, n.created, n.modified, v.size, v.etag, v.checksums"
@@ -83,13 +84,24 @@ class Tree:
         except crypto.DecryptionFailed as exc:
             raise IntegrityError(f"catalog node {node_id}: its encrypted name fails verification") from exc
 
+    def seal_checksums(self, text: str | None) -> bytes | None:
+        return None if text is None else crypto.seal_small(self._name_key, text.encode("ascii"), CHECKSUMS_AD)
+
+    def _open_checksums(self, blob: bytes | None, node_id: int) -> str | None:
+        if blob is None:
+            return None
+        try:
+            return crypto.open_small(self._name_key, blob, CHECKSUMS_AD).decode("ascii")
+        except crypto.DecryptionFailed as exc:
+            raise IntegrityError(f"catalog node {node_id}: its checksums fail verification") from exc
+
     def _node(self, row: tuple) -> Node:
         nid, parent, name_enc, is_dir, version_id, created, modified, size, etag, checksums = row
         if is_dir:
             size, etag, checksums = 0, f"d{nid}-{int(modified * 1000)}", None
         return Node(
             nid, parent, self.open_name(name_enc, nid), bool(is_dir), version_id, created, modified,
-            size or 0, etag or "", checksums,
+            size or 0, etag or "", self._open_checksums(checksums, nid),
         )
 
     # -- queries -----------------------------------------------------------------

@@ -428,7 +428,7 @@ class UploadManager:
             _delete_session(conn, session.id)
             return ns.link_version(conn, session.path, vid, size, etag, now)
 
-        return writer.commit(link, checksums=checksums)
+        return writer.commit(link, checksums=self.repo.tree.seal_checksums(checksums))
 
 
 def _delete_session(conn: sqlite3.Connection, session_id: str) -> None:

@@ -19,7 +19,7 @@ def version_etag(etag_key: bytes, size: int, chunk_ids: Iterable[bytes]) -> str:
 
 def insert_version(
     conn: sqlite3.Connection, size: int, etag: str, chunks: list[tuple[int, int, bytes]], now: float,
-    checksums: str | None = None,
+    checksums: bytes | None = None,
 ) -> int:
     """Insert a version and its ``(offset, length, chunk_id)`` rows; returns its ID."""
     cur = conn.execute(

@@ -172,7 +172,7 @@ class FileWriter:
         *,
         expected_size: int | None = None,
         verify: Callable[[], None] | None = None,
-        checksums: str | Callable[[], str | None] | None = None,
+        checksums: bytes | Callable[[], bytes | None] | None = None,
     ) -> T:
         """Store the rest, make it durable, and link the new version atomically."""
         if self._closed:
