@@ -93,24 +93,14 @@ class VersionReader(io.RawIOBase):
         return data, off
 
     def read(self, n: int = -1) -> bytes:
-        if self.closed:
-            raise ValueError("read from a closed reader")
+        """Exactly ``n`` bytes (all to the end with ``n < 0``) unless the end comes first."""
         end = self.size if n is None or n < 0 else min(self.size, self._pos + n)
+        first = self.read1(end - self._pos)
         if self._pos >= end:
-            return b""
-        data, start = self._chunk_at(self._pos)
-        rel = self._pos - start
-        if end <= start + len(data):
-            out = data[rel : rel + (end - self._pos)]
-            self._pos = end
-            return out
-        parts = []
+            return first
+        parts = [first]
         while self._pos < end:
-            data, start = self._chunk_at(self._pos)
-            rel = self._pos - start
-            piece = data[rel : rel + (end - self._pos)]
-            parts.append(piece)
-            self._pos += len(piece)
+            parts.append(self.read1(end - self._pos))
         return b"".join(parts)
 
     def read1(self, n: int = -1) -> bytes:

@@ -37,12 +37,12 @@ def split_path(path: str) -> list[str]:
             raise InvalidPath(f"{path!r}: '.' and '..' are not allowed in paths")
         if any(unicodedata.category(ch) == "Cc" for ch in part):
             raise InvalidPath(f"{path!r}: control characters in name")
-        if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-            raise InvalidPath(f"{path!r}: name longer than {MAX_NAME_BYTES} bytes")
         try:
-            part.encode("utf-8")
-        except UnicodeEncodeError as exc:
+            encoded = part.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates
             raise InvalidPath(f"{path!r}: not valid Unicode") from exc
+        if len(encoded) > MAX_NAME_BYTES:
+            raise InvalidPath(f"{path!r}: name longer than {MAX_NAME_BYTES} bytes")
     return parts
 
 

@@ -406,9 +406,7 @@ class UploadManager:
                 "UPDATE upload_sessions SET received=?, updated=? WHERE id=?", (received, now, session.id)
             )
 
-        writer.checkpoint(persist)
-        if tail:
-            writer.write(tail)  # keep writing after a mid-stream checkpoint (not used today)
+        writer.checkpoint(persist)  # with a tail this ends the request: the writer is dropped next
         return len(writer.chunks)
 
     def _complete(self, session: UploadSession, writer: FileWriter, digests: Digests | None) -> Entry:

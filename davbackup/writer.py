@@ -14,7 +14,7 @@ from typing import Callable, Iterator, TypeVar
 
 from davbackup.chunker import Chunker, StreamChunker
 from davbackup.chunkstore import ChunkBatch, ChunkStore
-from davbackup.errors import IncompleteBody, PreconditionFailed
+from davbackup.errors import IncompleteBody
 from davbackup.offload import Helper, Offloader
 from davbackup.versions import insert_version, version_etag
 
@@ -216,7 +216,3 @@ class FileWriter:
                 pass
             self._store.release(self._batch)
 
-
-def check_expected(got: int, expected: int | None) -> None:
-    if expected is not None and got != expected:
-        raise PreconditionFailed(f"size mismatch: {got} != {expected}")

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 Environ = dict[str, Any]
 
 PROPERTY_CACHE_KEY = "davbackup.properties"
+CHILD_PROPERTY_CACHE_KEY = "davbackup.child_properties"
 
 
 class CatalogPropertyManager:
@@ -65,7 +66,7 @@ class CatalogPropertyManager:
         if props is None:
             ns, path = self._locate(norm_url, environ)
             if environ is not None and environ.get("HTTP_DEPTH") == "1" and path != "/":
-                props = self._from_parent(ns, path, norm_url, cache)
+                props = self._from_parent(ns, path, environ)
             if props is None:
                 with dav_errors():
                     try:
@@ -76,19 +77,19 @@ class CatalogPropertyManager:
         return props
 
     @staticmethod
-    def _from_parent(ns: Any, path: str, norm_url: str, cache: dict[str, Any]) -> dict[str, str] | None:
+    def _from_parent(ns: Any, path: str, environ: Environ) -> dict[str, str] | None:
         """A Depth 1 PROPFIND asks for every child in turn: the properties of all
         children of the parent are read with one query, once per request."""
         parent_path, _, name = path.rpartition("/")
-        key = ("children", parent_path or "/")
-        by_child = cache.get(key)  # type: ignore[call-overload]
+        parents: dict[str, dict[str, dict[str, str]]] = environ.setdefault(CHILD_PROPERTY_CACHE_KEY, {})
+        by_child = parents.get(parent_path or "/")
         if by_child is None:
             with dav_errors():
                 try:
                     by_child = ns.child_props(parent_path or "/")
                 except NotFound:
                     return None
-            cache[key] = by_child  # type: ignore[index]
+            parents[parent_path or "/"] = by_child
         return by_child.get(name, {})
 
     def write_property(
