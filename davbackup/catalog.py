@@ -13,9 +13,9 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
-from davbackup.errors import RepositoryError, UnsupportedFormat
+from davbackup.errors import DavBackupError, RepositoryError, StorageFull, UnsupportedFormat
 
 T = TypeVar("T")
 
@@ -104,6 +104,20 @@ CREATE INDEX session_chunks_by_chunk ON session_chunks(chunk_id);
 
 # Migrations from version N to N+1, applied in order inside one transaction each.
 MIGRATIONS: dict[int, str] = {}
+
+
+_SQLITE_FULL = 13
+
+
+def _as_catalog_error(exc: BaseException | None, what: str) -> DavBackupError:
+    """A database error as davbackup's error: a full disk is :class:`StorageFull` (507)."""
+    if isinstance(exc, DavBackupError):
+        return exc
+    code = getattr(exc, "sqlite_errorcode", None)
+    detail = f"{what}: {exc}" if exc is not None else what
+    if code is not None and code & 0xFF == _SQLITE_FULL:
+        return StorageFull(f"{what}: no space left for the catalog")
+    return RepositoryError(detail)
 
 
 class _Job:
@@ -199,7 +213,9 @@ class Catalog:
 
         Concurrent callers are batched into one transaction (one fsync). Each job runs
         in its own savepoint, so an exception undoes that job only and is re-raised to
-        its caller.
+        its caller. If the transaction as a whole fails (COMMIT refused, SQLite rolled
+        back on a full disk or an I/O error), every job of the batch gets an error:
+        no caller ever returns as if committed unless the COMMIT succeeded.
         """
         job = _Job(fn)
         with self._cv:
@@ -213,15 +229,23 @@ class Catalog:
                     break
                 self._cv.wait()
             else:
-                if job.error is not None:
-                    raise job.error
-                return job.result  # type: ignore[return-value]
+                return self._outcome(job)
         try:
             self._run_batch(batch)
+        except BaseException as exc:  # never leave a job of the batch undecided
+            for other in batch:
+                if not other.done:
+                    other.error = other.error or _as_catalog_error(exc, "catalog write failed")
+                    other.done = True
         finally:
             with self._cv:
                 self._leader = False
                 self._cv.notify_all()
+        return self._outcome(job)
+
+    @staticmethod
+    def _outcome(job: _Job) -> Any:
+        assert job.done, "a catalog job returned before its batch was decided"
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[return-value]
@@ -231,41 +255,71 @@ class Catalog:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            for job in batch:
-                job.error = RepositoryError(f"catalog busy or unwritable: {exc}")
-                job.done = True
+            self._recover_writer()
+            self._fail(batch, _as_catalog_error(exc, "catalog busy or unwritable"))
             return
         for job in batch:
-            conn.execute("SAVEPOINT job")
+            try:
+                conn.execute("SAVEPOINT job")
+            except sqlite3.Error as exc:
+                self._recover_writer()
+                self._fail(batch, _as_catalog_error(exc, "catalog transaction failed"))
+                return
             try:
                 job.result = job.fn(conn)
                 conn.execute("RELEASE job")
             except BaseException as exc:  # re-raised in the caller's thread
-                try:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                except sqlite3.Error:
-                    pass
                 job.error = exc
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                    except sqlite3.Error:
+                        pass
             if not conn.in_transaction:
                 # SQLite rolled the whole transaction back (disk full, I/O error):
                 # nothing of this batch committed, so every caller gets an error.
-                for other in batch:
-                    if other.error is None:
-                        other.error = RepositoryError("catalog transaction aborted by SQLite; nothing was written")
-                    other.done = True
+                cause = job.error if isinstance(job.error, sqlite3.Error) else None
+                self._fail(batch, _as_catalog_error(cause, "catalog transaction aborted by SQLite; nothing was written"))
                 return
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            for job in batch:
-                if job.error is None:
-                    job.error = RepositoryError(f"catalog commit failed: {exc}")
+            self._recover_writer()
+            self._fail(batch, _as_catalog_error(exc, "catalog commit failed; nothing was written"))
+            return
         for job in batch:
             if isinstance(job.error, sqlite3.Error):
-                job.error = RepositoryError(f"catalog error: {job.error}")
+                job.error = _as_catalog_error(job.error, "catalog error")
             job.done = True
+
+    @staticmethod
+    def _fail(batch: list[_Job], error: DavBackupError) -> None:
+        """The batch's transaction did not commit: every job fails (its own error kept
+        if it had one that is not a database error)."""
+        for job in batch:
+            if job.error is None or isinstance(job.error, sqlite3.Error):
+                job.error = error
+            job.done = True
+
+    def _recover_writer(self) -> None:
+        """After a failed transaction: roll back what SQLite left open; if even that
+        fails, replace the writer connection so the next batch starts clean."""
+        conn = self._writer
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+            return
+        except sqlite3.Error:
+            pass
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
+        self._writer = self._connect()
+        self._writer.execute("PRAGMA cache_size=-16000")
+        self._writer.execute("PRAGMA synchronous=FULL")
 
     def close(self) -> None:
         with self._cv:

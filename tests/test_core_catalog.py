@@ -161,3 +161,80 @@ def test_a_broken_batch_strands_no_caller(catalog: Catalog) -> None:
     # and the catalog is usable afterwards
     catalog.write(lambda conn: conn.execute("INSERT INTO t VALUES (43)"))
     assert 43 in rows(catalog)
+
+
+# -- a COMMIT that fails for real: the catalog on a tiny, full filesystem ----------
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path):
+    """A 4 MiB tmpfs (root only; CI runs as root)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root to mount a tmpfs")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(path: Path) -> None:
+    """Write zeros until the filesystem refuses."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_failed_commit_fails_every_job_of_the_batch(tiny_fs: Path) -> None:
+    """SQLITE_FULL at COMMIT: no caller is told its write committed, every caller
+    gets StorageFull (507), and once space is back writes work on the same object."""
+    from davbackup.errors import StorageFull
+
+    c = Catalog(tiny_fs / "catalog.sqlite", create=True)
+    try:
+        c.write(lambda conn: conn.execute("CREATE TABLE blobs(k INTEGER PRIMARY KEY, v BLOB)"))
+        _fill(tiny_fs / "filler")
+        outcomes: dict[int, object] = {}
+        barrier = threading.Barrier(8)
+
+        def writer(i: int) -> None:
+            barrier.wait()
+            try:
+                c.write(lambda conn: conn.execute("INSERT INTO blobs VALUES (?, ?)", (i, b"x" * 200_000)))
+                outcomes[i] = "ok"
+            except StorageFull as exc:
+                outcomes[i] = exc
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stored = {r[0] for r in c.reader().execute("SELECT k FROM blobs")}
+        acknowledged = {i for i, o in outcomes.items() if o == "ok"}
+        assert len(outcomes) == 8
+        assert acknowledged == stored  # nothing acknowledged that is not there
+        assert len(stored) < 8  # the disk really was full for most of them
+        assert all(isinstance(o, StorageFull) for i, o in outcomes.items() if i not in acknowledged)
+        # a further write on the full disk is refused the same way, not with "cannot rollback"
+        with pytest.raises(StorageFull):
+            c.write(lambda conn: conn.execute("INSERT INTO blobs VALUES (100, ?)", (b"y" * 300_000,)))
+        (tiny_fs / "filler").unlink()
+        c.write(lambda conn: conn.execute("INSERT INTO blobs VALUES (101, ?)", (b"z" * 1000,)))
+        assert 101 in {r[0] for r in c.reader().execute("SELECT k FROM blobs")}
+    finally:
+        c.close()
+    reopened = Catalog(tiny_fs / "catalog.sqlite")
+    try:
+        assert {r[0] for r in reopened.reader().execute("SELECT k FROM blobs")} == acknowledged | {101}
+    finally:
+        reopened.close()
