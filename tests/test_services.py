@@ -1,0 +1,64 @@
+"""tests/services.py: the throwaway PostgreSQL and Ceph RGW really serve what we need.
+
+These pin the facts the scale-out backends rely on (not davbackup code): PostgreSQL
+accepts connections on its socket and its loopback port and has advisory locks; the
+gateway checks S3 signatures, serves ranged GETs and completes multipart uploads.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.services import ThrowawayCeph, ThrowawayPostgres, ceph_rgw, postgres_server, s3_bucket  # noqa: F401
+
+
+def test_postgres_socket_port_and_advisory_lock(postgres_server: ThrowawayPostgres) -> None:
+    import psycopg
+
+    db = postgres_server.create_database()
+    with psycopg.connect(postgres_server.conninfo(db)) as a, psycopg.connect(postgres_server.url(db)) as b:
+        assert a.execute("SHOW server_version").fetchone()[0].startswith("15")
+        assert a.execute("SELECT pg_try_advisory_lock(42)").fetchone()[0] is True
+        assert b.execute("SELECT pg_try_advisory_lock(42)").fetchone()[0] is False  # other session
+        a.execute("SELECT pg_advisory_unlock(42)")
+        assert b.execute("SELECT pg_try_advisory_lock(42)").fetchone()[0] is True
+        a.execute("CREATE TABLE t (k int PRIMARY KEY)")
+        a.execute("INSERT INTO t VALUES (1)")
+        a.commit()
+        assert b.execute("SELECT count(*) FROM t").fetchone()[0] == 1
+
+
+def test_rgw_checks_signatures(ceph_rgw: ThrowawayCeph) -> None:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    wrong = boto3.client(
+        "s3", endpoint_url=ceph_rgw.endpoint, aws_access_key_id=ceph_rgw.access_key,
+        aws_secret_access_key="not-the-secret", region_name=ceph_rgw.region,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+    with pytest.raises(ClientError) as info:
+        wrong.list_buckets()
+    assert info.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+
+
+def test_rgw_ranged_get_and_multipart(s3_bucket) -> None:
+    client = s3_bucket.ceph.client()
+    part = os.urandom(5 * 1024 * 1024)
+    upload = client.create_multipart_upload(Bucket=s3_bucket.name, Key="big")
+    parts = []
+    for number, body in enumerate([part, part[::-1], b"tail"], start=1):
+        etag = client.upload_part(Bucket=s3_bucket.name, Key="big", UploadId=upload["UploadId"],
+                                  PartNumber=number, Body=body)["ETag"]
+        parts.append({"PartNumber": number, "ETag": etag})
+    # invisible until completed
+    assert "Contents" not in client.list_objects_v2(Bucket=s3_bucket.name)
+    client.complete_multipart_upload(Bucket=s3_bucket.name, Key="big", UploadId=upload["UploadId"],
+                                     MultipartUpload={"Parts": parts})
+    size = client.head_object(Bucket=s3_bucket.name, Key="big")["ContentLength"]
+    assert size == 2 * len(part) + 4
+    got = client.get_object(Bucket=s3_bucket.name, Key="big", Range=f"bytes={len(part) - 3}-{len(part) + 2}")
+    assert got["Body"].read() == part[-3:] + part[::-1][:3]
