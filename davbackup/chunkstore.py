@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass, field
 
 from davbackup.catalog import Catalog
-from davbackup.errors import IntegrityError, RepositoryError, StorageFull
+from davbackup.errors import DavBackupError, IntegrityError, RepositoryError, StorageFull
 from davbackup.pack import HEADER_SIZE, BlobCodec, BlobError
-from davbackup.storage import LocalAppender, LocalPackStorage, PackMissing
+from davbackup.storage import PackAppender, PackMissing, PackStorage
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class ChunkStore:
     def __init__(
         self,
         catalog: Catalog,
-        storage: LocalPackStorage,
+        storage: PackStorage,
         codec: BlobCodec,
         pack_target_size: int,
         writable: bool,
@@ -83,8 +83,8 @@ class ChunkStore:
         self.rehash_on_read = False
         self._lock = threading.Lock()
         self._pending: dict[ChunkId, _Pending] = {}
-        self._active: tuple[int, LocalAppender] | None = None
-        self._appenders: dict[int, LocalAppender] = {}
+        self._active: tuple[int, PackAppender] | None = None
+        self._appenders: dict[int, PackAppender] = {}
         self._inflight: dict[int, int] = {}  # pack id -> pending chunks in it
         self._pack_names: dict[int, str] = {}
         if writable:
@@ -140,7 +140,7 @@ class ChunkStore:
                 self._retire_active()
         return ref
 
-    def _active_pack(self) -> tuple[int, LocalAppender]:
+    def _active_pack(self) -> tuple[int, PackAppender]:
         if self._active is None:
             if not self.writable:
                 raise IntegrityError("repository opened read-only: cannot store chunks")
@@ -163,7 +163,8 @@ class ChunkStore:
     def _retire_active(self) -> None:
         """Called with the lock held: the next chunk starts a new pack.
 
-        The full pack is fsynced in the background now, so that the commit of a large
+        The full pack is finished (fsynced; uploaded whole to an object store) in
+        the background now, so that the commit of a large
         upload does not wait for all of its data at once (its own sync then finds
         the bytes already covered)."""
         assert self._active is not None
@@ -172,10 +173,10 @@ class ChunkStore:
         threading.Thread(target=self._sync_quietly, args=(appender,), name="davbackup-pack-sync", daemon=True).start()
 
     @staticmethod
-    def _sync_quietly(appender: LocalAppender) -> None:
+    def _sync_quietly(appender: PackAppender) -> None:
         try:
-            appender.sync()
-        except (OSError, ValueError):
+            appender.finish()
+        except (OSError, ValueError, DavBackupError):
             pass  # the writer's own sync reports the error
 
     def make_durable(self, batch: ChunkBatch) -> None:

@@ -118,3 +118,10 @@ class IntegrityError(DavBackupError):
 class StorageFull(DavBackupError):
     http_status = 507
     exit_code = 21
+
+
+class StorageUnavailable(DavBackupError):
+    """The pack store (an object store) did not answer or failed; retrying later may work."""
+
+    http_status = 503
+    exit_code = 22

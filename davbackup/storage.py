@@ -10,8 +10,12 @@ Guarantees a backend must give (and ``tests/test_storage.py`` checks for each):
 4. ``read(name, offset, length)`` returns exactly those bytes, or raises
    :class:`PackMissing` when the pack does not exist, or ``EOFError`` when short.
 5. ``delete(name)`` removes a pack; callers delete only packs nothing points at.
+6. ``PackAppender.finish()`` says no more appends will follow and makes everything
+   durable; ``close()`` implies it. (An object store uploads the pack whole then.)
 
-The local backend keeps packs as ``packs/<first two hex>/<name>.pack``.
+The local backend keeps packs as ``packs/<first two hex>/<name>.pack``; the S3
+backend is :mod:`davbackup.storage_s3`. ``tests/test_storage_conformance.py`` runs the
+same checks against both.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class PackAppender(Protocol):
 
     def sync(self, upto: int | None = None) -> None: ...
 
+    def finish(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -57,6 +63,8 @@ class PackStorage(Protocol):
     def names(self) -> Iterator[str]: ...
 
     def delete(self, name: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class LocalAppender:
@@ -102,6 +110,9 @@ class LocalAppender:
             target = self._size
             os.fsync(self._fd)
             self._synced = target
+
+    def finish(self) -> None:
+        self.sync()
 
     def close(self) -> None:
         with self._append_lock:
