@@ -48,7 +48,7 @@ class RepoConfig:
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, where: Path) -> "RepoConfig":
+    def from_json(cls, text: str, where: Path | str) -> "RepoConfig":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

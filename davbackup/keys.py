@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from davbackup import crypto
-from davbackup.config import write_atomic
 from davbackup.errors import KeyFileError, UsageError, WrongPassphrase
+from davbackup.metafiles import LocalFiles, MetaFiles
 
 KEY_FORMAT = "davbackup-key"
 KEY_VERSION = 1
@@ -61,7 +61,7 @@ class KeySlot:
     slot: str
     label: str
     created: float
-    path: Path
+    path: Path | str  # where the slot file is (a URL when it is in an object store)
 
 
 def _b64(data: bytes) -> str:
@@ -77,27 +77,37 @@ def _associated(repo_id: str, slot: str) -> bytes:
 
 
 class KeyRing:
-    """The key slot files of one repository."""
+    """The key slot files of one repository: ``keys/*.json`` in its directory (give
+    the ``keys`` directory) or in its object store (give the store's :class:`MetaFiles`)."""
 
-    def __init__(self, directory: Path, repo_id: str) -> None:
-        self.directory = directory
+    def __init__(self, location: Path | MetaFiles, repo_id: str) -> None:
+        if isinstance(location, Path):
+            self.files: MetaFiles = LocalFiles(location.parent)
+            self.folder = location.name
+        else:
+            self.files = location
+            self.folder = "keys"
+        self.directory = self.files.where(self.folder)
         self.repo_id = repo_id
 
-    def _slot_files(self) -> list[Path]:
-        if not self.directory.is_dir():
-            raise KeyFileError(f"{self.directory}: key directory is missing")
-        return sorted(self.directory.glob("*.json"))
+    def _slot_files(self) -> list[str]:
+        try:
+            return self.files.list(self.folder, ".json")
+        except FileNotFoundError as exc:
+            raise KeyFileError(f"{self.directory}: key directory is missing") from exc
 
     def slots(self) -> list[KeySlot]:
         result = []
-        for path in self._slot_files():
-            data = self._load(path)
+        for name in self._slot_files():
+            data = self._load(name)
+            path = self.files.where(name)
             result.append(KeySlot(data["slot"], data.get("label", ""), float(data["created"]), path))
         return result
 
-    def _load(self, path: Path) -> dict:
+    def _load(self, name: str) -> dict:
+        path = self.files.where(name)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(self.files.read(name).decode("utf-8"))
             if data.get("format") != KEY_FORMAT:
                 raise KeyFileError(f"{path}: not a davbackup key file")
             if not isinstance(data.get("version"), int) or data["version"] > KEY_VERSION:
@@ -132,10 +142,9 @@ class KeyRing:
             "nonce": _b64(nonce),
             "wrapped": _b64(wrapped),
         }
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{slot}.json"
-        write_atomic(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
-        return KeySlot(slot, label, created, path)
+        name = f"{self.folder}/{slot}.json"
+        self.files.write(name, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+        return KeySlot(slot, label, created, self.files.where(name))
 
     def unlock(self, passphrase: str) -> tuple[MasterKeys, KeySlot]:
         """Try every slot; the one the passphrase opens gives the master keys."""
@@ -143,9 +152,10 @@ class KeyRing:
         if not files:
             raise KeyFileError(f"{self.directory}: no key slots found")
         problems: list[str] = []
-        for path in files:
+        for name in files:
+            path = self.files.where(name)
             try:
-                data = self._load(path)
+                data = self._load(name)
                 kdf = crypto.KdfParams.from_json(data["kdf"])
                 kek = kdf.derive(passphrase, _unb64(data["salt"]))
                 material = crypto.open_sealed(
@@ -176,4 +186,6 @@ class KeyRing:
         _, used = self.unlock(passphrase_in_use)
         if used.slot == slot:
             raise UsageError("refusing to remove the slot of the passphrase in use; unlock with another one")
-        match[0].path.unlink()
+        for name in self._slot_files():
+            if self._load(name)["slot"] == slot:
+                self.files.delete(name)

@@ -8,6 +8,10 @@ Layout::
     DIR/packs/xx/*.pack  pack files
     DIR/writer.lock      held (flock) by the one process that appends to packs
 
+With packs in an S3-compatible store (``init --packs s3://bucket/prefix``), config,
+key slots and packs are objects there; ``DIR/packs.url`` says where (see
+:mod:`davbackup.location`).
+
 Modes: ``"rw"`` appends chunks and takes ``writer.lock`` exclusively (the server);
 ``"admin"`` changes the catalog only (users, keys, locks) and may run beside a server;
 ``"read"`` never writes packs.
@@ -23,14 +27,14 @@ from pathlib import Path
 from davbackup.catalog import Catalog
 from davbackup.chunker import Chunker
 from davbackup.chunkstore import ChunkStore
-from davbackup.config import RepoConfig, write_atomic
+from davbackup.config import RepoConfig
 from davbackup.errors import Locked, RepositoryError, UsageError
 from davbackup.fs import Namespace
 from davbackup.keys import MASTER_SIZE, KeyRing, MasterKeys
+from davbackup.location import PackLocation, resolve_packs_url
 from davbackup.locks import LockTable
 from davbackup.offload import Offloader
 from davbackup.pack import BlobCodec
-from davbackup.storage import LocalPackStorage
 from davbackup.tree import Tree
 from davbackup.uploads import UploadManager
 from davbackup.users import UserDirectory
@@ -41,10 +45,13 @@ MODES = ("rw", "admin", "read")
 
 
 class Repository:
-    def __init__(self, root: Path, config: RepoConfig, keys: MasterKeys, mode: str) -> None:
+    def __init__(
+        self, root: Path, config: RepoConfig, keys: MasterKeys, mode: str, location: PackLocation | None = None
+    ) -> None:
         if mode not in MODES:
             raise UsageError(f"unknown repository mode {mode!r}")
         self.root = root
+        self.location = location or PackLocation(root)
         self.config = config
         self.keys = keys
         self.mode = mode
@@ -54,7 +61,7 @@ class Repository:
         try:
             self.catalog = Catalog(root / "catalog.sqlite")
             self.tree = Tree(keys.name_key(), keys.name_hash_key())
-            self.storage = LocalPackStorage(root / "packs")
+            self.storage = self.location.storage()
             self.codec = BlobCodec(keys.chunk_subkey_base(), keys.chunk_id_key(), config.compression_level)
             self.chunker = Chunker(config.chunker, keys.chunker_seed())
             self.chunks = ChunkStore(self.catalog, self.storage, self.codec, config.pack_target_size, mode == "rw")
@@ -69,39 +76,62 @@ class Repository:
     # -- creation and opening ------------------------------------------------------
 
     @classmethod
-    def init(cls, root: Path, passphrase: str, *, config: RepoConfig | None = None) -> "Repository":
+    def init(
+        cls, root: Path, passphrase: str, *, config: RepoConfig | None = None, packs_url: str | None = None
+    ) -> "Repository":
+        """Create a repository in ``root``; with ``packs_url`` (``s3://bucket/prefix``)
+        its packs, config and key slots go to that object store."""
         root = Path(root)
         if root.exists() and any(root.iterdir()):
             raise UsageError(f"{root}: directory exists and is not empty")
+        location = PackLocation(root, packs_url)
+        location.check_new()
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        location.prepare()
         config = config or RepoConfig(repo_id=secrets.token_hex(16))
         master = MasterKeys(crypto.random_bytes(MASTER_SIZE))
-        KeyRing(root / "keys", config.repo_id).add(master, passphrase, label="initial")
-        (root / "packs").mkdir(mode=0o700)
+        KeyRing(location.meta, config.repo_id).add(master, passphrase, label="initial")
         Catalog(root / "catalog.sqlite", create=True).close()
-        write_atomic(root / "config.json", config.to_json().encode("utf-8"), 0o644)
-        return cls.open(root, passphrase)
+        location.meta.write("config.json", config.to_json().encode("utf-8"), 0o644)  # last: now it is one
+        location.record()
+        return cls(root, config, master, "rw", location)
 
     @classmethod
-    def read_config(cls, root: Path) -> RepoConfig:
-        path = Path(root) / "config.json"
+    def read_config(cls, root: Path, location: PackLocation | None = None) -> RepoConfig:
+        location = location or PackLocation(Path(root))
+        where = location.meta.where("config.json")
         try:
-            text = path.read_text(encoding="utf-8")
+            text = location.meta.read("config.json").decode("utf-8")
         except FileNotFoundError as exc:
-            raise RepositoryError(f"{root}: not a davbackup repository (no config.json)") from exc
+            raise RepositoryError(f"{location.describe()}: not a davbackup repository (no config.json)") from exc
         except OSError as exc:
-            raise RepositoryError(f"{path}: cannot read ({exc.strerror})") from exc
-        return RepoConfig.from_json(text, path)
+            raise RepositoryError(f"{where}: cannot read ({exc.strerror})") from exc
+        except UnicodeDecodeError as exc:
+            raise RepositoryError(f"{where}: config is not UTF-8 text") from exc
+        return RepoConfig.from_json(text, where)
 
     @classmethod
-    def open(cls, root: Path, passphrase: str, *, mode: str = "rw") -> "Repository":
+    def open(
+        cls,
+        root: Path,
+        passphrase: str,
+        *,
+        mode: str = "rw",
+        packs_url: str | None = None,
+        packs_cache_bytes: int = 0,
+    ) -> "Repository":
+        """Open the repository in ``root``. Where its packs are is recorded there;
+        ``packs_url``, if given, must agree. ``packs_cache_bytes`` bounds the local
+        cache of packs from an object store (0: no cache)."""
         root = Path(root)
-        config = cls.read_config(root)
-        master, _slot = KeyRing(root / "keys", config.repo_id).unlock(passphrase)
-        return cls(root, config, master, mode)
+        url = resolve_packs_url(root, packs_url)
+        location = PackLocation(root, url, cache_bytes=packs_cache_bytes)
+        config = cls.read_config(root, location)
+        master, _slot = KeyRing(location.meta, config.repo_id).unlock(passphrase)
+        return cls(root, config, master, mode, location)
 
     def keyring(self) -> KeyRing:
-        return KeyRing(self.root / "keys", self.config.repo_id)
+        return KeyRing(self.location.meta, self.config.repo_id)
 
     # -- the writer lock -----------------------------------------------------------
 

@@ -60,6 +60,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="allow plain HTTP on a non-loopback address (passwords travel in the clear)",
     )
     parser.add_argument("--config", type=Path, help="YAML configuration file")
+    parser.add_argument(
+        "--packs", metavar="URL", help="where the repository keeps its packs (s3://bucket/prefix); "
+        "recorded by init, so only needed as a check"
+    )
+    parser.add_argument(
+        "--packs-cache-mib", type=int, default=0, metavar="N",
+        help="with packs in an object store: keep up to N MiB of packs in DIR/cache (default 0: off)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -93,11 +101,20 @@ def run(args: argparse.Namespace) -> int:
                      bool(options.get("allow_insecure_http")))
 
     repo_dir = options.get("repo")
+    if repo_dir is None and args.packs:
+        raise UsageError("--packs needs --repo (the directory that holds the catalog)")
     if repo_dir is None:
         repo = _open_default_repository(options.get("passphrase_file"))
         repo_dir = DEFAULT_REPO
     else:
-        repo = Repository.open(repo_dir, _passphrase(options.get("passphrase_file")))
+        if args.packs_cache_mib < 0:
+            raise UsageError("--packs-cache-mib must be 0 or more")
+        repo = Repository.open(
+            repo_dir,
+            _passphrase(options.get("passphrase_file")),
+            packs_url=args.packs,
+            packs_cache_bytes=args.packs_cache_mib * 1024 * 1024,
+        )
     try:
         if self_signed:
             cert, key, created = ensure_self_signed(repo_dir, settings.host)
