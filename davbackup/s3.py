@@ -12,6 +12,7 @@ stores is authenticated by AES-GCM, so a CRC over each body would be CPU spent t
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,7 @@ def _client(max_connections: int) -> Any:
         from botocore.config import Config
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise UsageError("S3 storage needs boto3: pip install 'davbackup[s3]'") from exc
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # not "found credentials in ..."
     config = Config(
         s3={"addressing_style": "path"},
         retries={"max_attempts": 5, "mode": "standard"},
