@@ -19,7 +19,7 @@ from davbackup.errors import DavBackupError, RepositoryError, StorageFull, Unsup
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA_V1 = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -102,8 +102,68 @@ CREATE TABLE session_chunks(
 CREATE INDEX session_chunks_by_chunk ON session_chunks(chunk_id);
 """
 
+# Version 2 (history, quotas; DESIGN.md §15): every node and property row carries the
+# time its state began (``born``); replaced states move to ``node_history`` and
+# ``props_history``; ``moments`` lists the seconds in which each user's tree changed;
+# users get a quota and a running total of their live bytes.
+SCHEMA_V2 = """
+ALTER TABLE nodes ADD COLUMN born REAL NOT NULL DEFAULT 0;
+UPDATE nodes SET born = coalesce((SELECT v.created FROM versions v WHERE v.id = nodes.version_id), created);
+CREATE TABLE node_history(
+    node_id INTEGER NOT NULL,
+    owner INTEGER NOT NULL,
+    parent_id INTEGER,
+    name_hash BLOB NOT NULL,
+    name_enc BLOB NOT NULL,
+    is_dir INTEGER NOT NULL,
+    version_id INTEGER,
+    created REAL NOT NULL,
+    modified REAL NOT NULL,
+    born REAL NOT NULL,
+    died REAL NOT NULL);
+CREATE INDEX node_history_by_parent ON node_history(parent_id, name_hash, died);
+CREATE INDEX node_history_by_node ON node_history(node_id, born);
+CREATE INDEX node_history_by_version ON node_history(version_id) WHERE version_id IS NOT NULL;
+CREATE INDEX node_history_by_owner ON node_history(owner, died);
+ALTER TABLE props ADD COLUMN born REAL NOT NULL DEFAULT 0;
+CREATE TABLE props_history(
+    node_id INTEGER NOT NULL,
+    owner INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value_enc BLOB NOT NULL,
+    born REAL NOT NULL,
+    died REAL NOT NULL);
+CREATE INDEX props_history_by_node ON props_history(node_id, died);
+CREATE INDEX props_history_by_owner ON props_history(owner, died);
+CREATE TABLE moments(owner INTEGER NOT NULL, second INTEGER NOT NULL, PRIMARY KEY (owner, second)) WITHOUT ROWID;
+ALTER TABLE users ADD COLUMN quota INTEGER;
+ALTER TABLE users ADD COLUMN used INTEGER NOT NULL DEFAULT 0;
+"""
+
+
+def _v2_totals(conn: sqlite3.Connection) -> None:
+    """Each user's live bytes and the seconds their current states began in."""
+    for (root,) in conn.execute("SELECT root_id FROM users").fetchall():
+        sub = (
+            "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT n.id FROM nodes n JOIN sub ON n.parent_id = sub.id)"
+        )
+        used = conn.execute(
+            f"{sub} SELECT coalesce(sum(v.size), 0) FROM sub JOIN nodes n ON n.id = sub.id"
+            " JOIN versions v ON v.id = n.version_id",
+            (root,),
+        ).fetchone()[0]
+        conn.execute("UPDATE users SET used=? WHERE root_id=?", (used, root))
+        conn.execute(
+            f"{sub} INSERT OR IGNORE INTO moments(owner, second)"
+            " SELECT ?, CAST(n.born AS INTEGER) FROM sub JOIN nodes n ON n.id = sub.id",
+            (root, root),
+        )
+
+
+Migration = str | Callable[[sqlite3.Connection], None]
+
 # Migrations from version N to N+1, applied in order inside one transaction each.
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, list[Migration]] = {1: [SCHEMA_V2, _v2_totals]}
 
 
 _SQLITE_FULL = 13
@@ -128,6 +188,12 @@ class _Job:
         self.result: object = None
         self.error: BaseException | None = None
         self.done = False
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 class Catalog:
@@ -161,13 +227,12 @@ class Catalog:
         if not has_meta:
             if not create:
                 raise RepositoryError(f"{self.path}: not a davbackup catalog")
+            # A new catalog is made the way an old one is upgraded: version 1, then
+            # every migration, so the upgrade path is exercised by every repository.
             conn.execute("BEGIN IMMEDIATE")
-            for statement in SCHEMA_V1.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            _run_script(conn, SCHEMA_V1)
+            conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
             conn.execute("COMMIT")
-            return
         row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:
@@ -176,12 +241,19 @@ class Catalog:
             )
         while version < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
-            for statement in MIGRATIONS[version].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            version += 1
-            conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
-            conn.execute("COMMIT")
+            try:
+                for step in MIGRATIONS[version]:
+                    if isinstance(step, str):
+                        _run_script(conn, step)
+                    else:
+                        step(conn)
+                version += 1
+                conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     # -- reading -----------------------------------------------------------------
 

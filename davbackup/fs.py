@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
+from davbackup import clock
 from davbackup import crypto
 from davbackup.errors import (
     AlreadyExists,
@@ -22,13 +23,14 @@ from davbackup.errors import (
     IncompleteBody,
     PreconditionFailed,
     RangeError,
+    StorageFull,
 )
 from davbackup.reader import VersionReader
-from davbackup.tree import Node, join_path, split_path
-from davbackup.tree import drop_version_if_unused
+from davbackup.tree import Node, archive_props, join_path, record_moment, split_path
 from davbackup.writer import FileWriter
 
 if TYPE_CHECKING:
+    from davbackup.history import History
     from davbackup.repository import Repository
 
 
@@ -36,6 +38,9 @@ class BodyReader(Protocol):
     def read(self, n: int = -1) -> bytes: ...
 
 PROP_AD = b"davbackup-prop-v1"
+
+#: Names at a user's root that belong to history (DESIGN.md §15): never live files.
+RESERVED_ROOT_NAMES = frozenset({".history", ".versions"})
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,55 @@ class Namespace:
         self._tree = repo.tree
         self._catalog = repo.catalog
 
+    # -- bookkeeping shared by every change ----------------------------------------
+
+    def _changed(self, conn: sqlite3.Connection, now: float, delta: int = 0) -> None:
+        """Record the point in time and charge ``delta`` live bytes to the user's quota.
+
+        Inside the change's transaction: a write that would go over the quota raises
+        :class:`StorageFull` and the job's savepoint undoes everything it did.
+        """
+        record_moment(conn, self.root_id, now)
+        if delta:
+            conn.execute("UPDATE users SET used = used + ? WHERE root_id=?", (delta, self.root_id))
+            if delta > 0:
+                used, quota = conn.execute("SELECT used, quota FROM users WHERE root_id=?", (self.root_id,)).fetchone()
+                if quota is not None and used > quota:
+                    raise StorageFull(
+                        f"quota of user {self.user!r} exceeded: {used} of {quota} bytes; nothing was changed"
+                    )
+
+    def room(self) -> int | None:
+        """Bytes the user may still add (None: no quota)."""
+        row = self._catalog.reader().execute(
+            "SELECT used, quota FROM users WHERE root_id=?", (self.root_id,)
+        ).fetchone()
+        if row is None or row[1] is None:
+            return None
+        return max(0, int(row[1]) - int(row[0]))
+
+    def usage(self) -> tuple[int, int | None]:
+        """(live bytes, quota or None)."""
+        row = self._catalog.reader().execute(
+            "SELECT used, quota FROM users WHERE root_id=?", (self.root_id,)
+        ).fetchone()
+        return (int(row[0]), row[1]) if row else (0, None)
+
+    def check_writable(self, path: str) -> None:
+        """Refuse (403) a path inside the read-only history folders."""
+        self._writable(split_path(path), path)
+
+    @staticmethod
+    def _writable(parts: list[str], path: str) -> None:
+        if parts and parts[0] in RESERVED_ROOT_NAMES:
+            raise PermissionDenied(f"{path}: {parts[0]} is reserved for history and is read-only")
+
+    def history(self) -> "History":
+        """Points in time, file versions and restore for this user (DESIGN.md §15)."""
+        from davbackup.history import History
+
+        return History(self)
+
     # -- reading -----------------------------------------------------------------
 
     def lookup(self, path: str) -> Entry | None:
@@ -150,14 +204,16 @@ class Namespace:
 
     def mkdir(self, path: str) -> Entry:
         parts = split_path(path)
+        self._writable(parts, path)
 
         def txn(conn: sqlite3.Connection) -> Entry:
-            now = time.time()
+            now = clock.now()
             parent = self._parent(conn, parts, path)
             if self._tree.child(conn, parent.id, parts[-1]) is not None:
                 raise AlreadyExists(f"{path}: already exists")
             nid = self._tree.insert(conn, parent.id, parts[-1], True, None, now)
             self._tree.touch(conn, parent.id, now)
+            self._changed(conn, now)
             node = self._tree.get(conn, nid)
             assert node is not None
             return _entry(parts, node)
@@ -166,6 +222,7 @@ class Namespace:
 
     def open_write(self, path: str, *, chunks: list[tuple[int, int, bytes]] | None = None) -> PendingFile:
         parts = split_path(path)
+        self._writable(parts, path)
         conn = self._catalog.reader()
         parent = self._parent(conn, parts, path)
         existing = self._tree.child(conn, parent.id, parts[-1])
@@ -182,13 +239,13 @@ class Namespace:
             if existing is not None:
                 if existing.is_dir:
                     raise Conflict(f"{path}: a folder stands there")
-                conn.execute("UPDATE nodes SET version_id=?, modified=? WHERE id=?", (vid, now, existing.id))
-                if existing.version_id is not None:
-                    drop_version_if_unused(conn, existing.version_id)
+                self._tree.set_version(conn, self.root_id, existing, vid, now)
+                self._changed(conn, now, size - existing.size)
                 nid = existing.id
             else:
                 nid = self._tree.insert(conn, parent.id, parts[-1], False, vid, now)
                 self._tree.touch(conn, parent.id, now)
+                self._changed(conn, now, size)
             node = self._tree.get(conn, nid)
             assert node is not None
             return _entry(parts, node)
@@ -260,18 +317,23 @@ class Namespace:
             raise PermissionDenied("the root folder cannot be deleted")
 
         def txn(conn: sqlite3.Connection) -> None:
+            now = clock.now()
             node = self._tree.resolve(conn, self.root_id, parts)
             if node is None:
                 raise NotFound(f"{path}: no such file or folder")
-            self._tree.delete_subtree(conn, node.id)
+            removed = self._tree.delete_subtree(conn, self.root_id, node.id, now)
             if node.parent_id is not None:
-                self._tree.touch(conn, node.parent_id, time.time())
+                self._tree.touch(conn, node.parent_id, now)
+            self._changed(conn, now, -removed)
 
         self._catalog.write(txn)
 
     def _transfer(self, src: str, dst: str, overwrite: bool, action: str,
-                  apply: Callable[[sqlite3.Connection, Node, Node, str, float], None]) -> bool:
+                  apply: Callable[[sqlite3.Connection, Node, Node, str, float], int]) -> bool:
         sparts, dparts = split_path(src), split_path(dst)
+        self._writable(dparts, dst)
+        if action == "move":
+            self._writable(sparts, src)
         if not sparts or not dparts:
             raise PermissionDenied(f"{action} {src} -> {dst}: the root cannot be {action}d")
         if sparts == dparts:
@@ -282,33 +344,36 @@ class Namespace:
             raise PermissionDenied(f"{action} {src} -> {dst}: destination is a folder holding the source")
 
         def txn(conn: sqlite3.Connection) -> bool:
-            now = time.time()
+            now = clock.now()
             node = self._tree.resolve(conn, self.root_id, sparts)
             if node is None:
                 raise NotFound(f"{action} {src}: no such file or folder")
             parent = self._parent(conn, dparts, dst)
             existing = self._tree.child(conn, parent.id, dparts[-1])
+            removed = 0
             if existing is not None:
                 if not overwrite:
                     raise PreconditionFailed(f"{action} {src} -> {dst}: destination exists")
-                self._tree.delete_subtree(conn, existing.id)
-            apply(conn, node, parent, dparts[-1], now)
+                removed = self._tree.delete_subtree(conn, self.root_id, existing.id, now)
+            added = apply(conn, node, parent, dparts[-1], now)
             self._tree.touch(conn, parent.id, now)
+            self._changed(conn, now, added - removed)
             return existing is None
 
         return self._catalog.write(txn)
 
     def move(self, src: str, dst: str, overwrite: bool) -> bool:
-        def apply(conn: sqlite3.Connection, node: Node, parent: Node, name: str, now: float) -> None:
-            self._tree.rename(conn, node.id, parent.id, name)
+        def apply(conn: sqlite3.Connection, node: Node, parent: Node, name: str, now: float) -> int:
+            self._tree.rename(conn, self.root_id, node.id, parent.id, name, now)
             if node.parent_id is not None:
                 self._tree.touch(conn, node.parent_id, now)
+            return 0
 
         return self._transfer(src, dst, overwrite, "move", apply)
 
     def copy(self, src: str, dst: str, overwrite: bool, recursive: bool = True) -> bool:
-        def apply(conn: sqlite3.Connection, node: Node, parent: Node, name: str, now: float) -> None:
-            self._tree.copy_subtree(conn, node, parent.id, name, recursive, now)
+        def apply(conn: sqlite3.Connection, node: Node, parent: Node, name: str, now: float) -> int:
+            return self._tree.copy_subtree(conn, node, parent.id, name, recursive, now)
 
         return self._transfer(src, dst, overwrite, "copy", apply)
 
@@ -366,14 +431,23 @@ class Namespace:
         blob = crypto.seal_small(self.repo.keys.name_key(), value.encode("utf-8"), PROP_AD)
 
         def txn(conn: sqlite3.Connection) -> None:
+            now = clock.now()
             nid = self._node_id(conn, path)
-            conn.execute("INSERT OR REPLACE INTO props(node_id, name, value_enc) VALUES (?, ?, ?)", (nid, name, blob))
+            archive_props(conn, self.root_id, [nid], name, now)
+            conn.execute(
+                "INSERT OR REPLACE INTO props(node_id, name, value_enc, born) VALUES (?, ?, ?, ?)",
+                (nid, name, blob, now),
+            )
+            self._changed(conn, now)
 
         self._catalog.write(txn)
 
     def remove_prop(self, path: str, name: str) -> None:
         def txn(conn: sqlite3.Connection) -> None:
+            now = clock.now()
             nid = self._node_id(conn, path)
+            archive_props(conn, self.root_id, [nid], name, now)
             conn.execute("DELETE FROM props WHERE node_id=? AND name=?", (nid, name))
+            self._changed(conn, now)
 
         self._catalog.write(txn)

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from davbackup import clock
 from davbackup import crypto
 from davbackup.errors import Conflict, DavBackupError, Locked, NotFound, RangeError
 from davbackup.fs import Entry
@@ -171,7 +172,7 @@ class UploadManager:
         if row is None or row[1] != user:
             raise NotFound("no such upload session (finished, cancelled or expired)")
         session = self._row_to_session(row)
-        if self._expired(session, time.time()):
+        if self._expired(session, clock.now()):
             self._remove(session.id, "expire")
             raise NotFound("the upload session expired")
         return session
@@ -182,7 +183,7 @@ class UploadManager:
             f"SELECT {self._COLUMNS} FROM upload_sessions WHERE user_name=? AND path_hash=? AND protocol=?",
             (user, self._path_hash(path), protocol),
         ).fetchall()
-        now = time.time()
+        now = clock.now()
         for row in rows:
             session = self._row_to_session(row)
             if self._expired(session, now):
@@ -197,6 +198,7 @@ class UploadManager:
         transition("none", "create")
         path = join_path(split_path(path))
         ns = self.repo.namespace(user)
+        ns.check_writable(path)
         existing = ns.lookup(path)
         if existing is not None and existing.is_dir:
             raise Conflict(f"{path}: a folder stands there")
@@ -206,7 +208,7 @@ class UploadManager:
         if total is not None and total < 0:
             raise RangeError("negative upload length")
         sid = secrets.token_urlsafe(24)
-        now = time.time()
+        now = clock.now()
         path_enc = crypto.seal_small(self._seal_key, path.encode("utf-8"), PATH_AD)
         meta_text = json.dumps(meta or {})
 

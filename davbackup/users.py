@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
+from davbackup import clock
 from davbackup import crypto
 from davbackup.catalog import Catalog
 from davbackup.errors import AlreadyExists, NotFound, UsageError
@@ -90,7 +91,7 @@ class UserDirectory:
         rows = self._catalog.reader().execute("SELECT name, role, created FROM users ORDER BY name")
         return [User(*r) for r in rows]
 
-    def add(self, name: str, password: str, role: str = "rw") -> User:
+    def add(self, name: str, password: str, role: str = "rw", quota: int | None = None) -> User:
         if not USER_NAME.fullmatch(name):
             raise UsageError(f"invalid user name {name!r}: use letters, digits, '.', '_', '@', '-' (max 64)")
         if role not in ROLES:
@@ -101,11 +102,11 @@ class UserDirectory:
         def txn(conn: sqlite3.Connection) -> User:
             if conn.execute("SELECT 1 FROM users WHERE name=?", (name,)).fetchone():
                 raise AlreadyExists(f"user {name!r} already exists")
-            now = time.time()
+            now = clock.now()
             root = self._tree.insert(conn, None, "\x00root:" + name, True, None, now)
             conn.execute(
-                "INSERT INTO users(name, pw_hash, role, root_id, created) VALUES (?, ?, ?, ?, ?)",
-                (name, encoded, role, root, now),
+                "INSERT INTO users(name, pw_hash, role, root_id, created, quota) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, encoded, role, root, now, quota),
             )
             return User(name, role, now)
 
@@ -120,6 +121,25 @@ class UserDirectory:
                 raise NotFound(f"no user {name!r}")
 
         self._catalog.write(txn)
+
+    def set_quota(self, name: str, quota: int | None) -> None:
+        """Limit the user's live bytes (None: unlimited). Lowering it below what is
+        stored refuses further growth but deletes nothing."""
+        if quota is not None and quota < 0:
+            raise UsageError("a quota cannot be negative")
+
+        def txn(conn: sqlite3.Connection) -> None:
+            if conn.execute("UPDATE users SET quota=? WHERE name=?", (quota, name)).rowcount != 1:
+                raise NotFound(f"no user {name!r}")
+
+        self._catalog.write(txn)
+
+    def usage(self, name: str) -> tuple[int, int | None]:
+        """(live bytes, quota or None)."""
+        row = self._catalog.reader().execute("SELECT used, quota FROM users WHERE name=?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"no user {name!r}")
+        return int(row[0]), row[1]
 
     def set_role(self, name: str, role: str) -> None:
         if role not in ROLES:
@@ -138,7 +158,7 @@ class UserDirectory:
             row = conn.execute("SELECT root_id FROM users WHERE name=?", (name,)).fetchone()
             if row is None:
                 raise NotFound(f"no user {name!r}")
-            self._tree.delete_subtree(conn, row[0])
+            self._tree.purge_owner(conn, row[0])
             sessions = [r[0] for r in conn.execute("SELECT id FROM upload_sessions WHERE user_name=?", (name,))]
             for sid in sessions:
                 conn.execute("DELETE FROM session_chunks WHERE session_id=?", (sid,))

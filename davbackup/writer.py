@@ -12,6 +12,7 @@ import sqlite3
 import time
 from typing import Callable, Iterator, TypeVar
 
+from davbackup import clock
 from davbackup.chunker import Chunker, StreamChunker
 from davbackup.chunkstore import ChunkBatch, ChunkStore
 from davbackup.errors import IncompleteBody
@@ -115,7 +116,7 @@ class FileWriter:
         batch = self._batch
 
         def txn(conn: sqlite3.Connection) -> None:
-            now = time.time()
+            now = clock.now()
             self._store.record(conn, batch, now)
             persist(conn, now)
 
@@ -197,7 +198,7 @@ class FileWriter:
                 # The pack fsync runs inside the group commit, before COMMIT: writers in
                 # one batch share it (invariant 1 still holds: data before the row).
                 self._store.make_durable(batch)
-                now = time.time()
+                now = clock.now()
                 self._store.record(conn, batch, now)
                 vid = insert_version(conn, size, etag, chunks, now, checksum_text)
                 return on_commit(conn, vid, size, etag, now)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from wsgidav.dav_error import HTTP_UNAUTHORIZED, DAVError
 from wsgidav.dav_provider import DAVProvider
 
+from provider import history
 from provider.errors import dav_errors
 from provider.paths import normalize_path, split_ref_url
 from provider.properties import PROPERTY_CACHE_KEY
@@ -73,6 +74,11 @@ class DavBackupProvider(DAVProvider):
         cache: dict[str, Any] = environ.setdefault(_CACHE_KEY, {})
         if key in cache:
             return cache[key]
+        if history.is_history_path(key):
+            history.refuse_writes(key, environ)
+            resource = history.resolve(self, key, environ)
+            cache[key] = resource
+            return resource
         ns = self.namespace(environ)
         with dav_errors():
             entry = ns.lookup(key)

@@ -17,6 +17,7 @@ from wsgidav import util
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 
 from davbackup.errors import NotFound
+from provider import history
 from provider.errors import dav_errors
 from provider.paths import split_ref_url
 
@@ -65,6 +66,10 @@ class CatalogPropertyManager:
         props = cache.get(norm_url)
         if props is None:
             ns, path = self._locate(norm_url, environ)
+            props = history.dead_props(ns, path)
+            if props is not None:
+                cache[norm_url] = props
+                return props
             if environ is not None and environ.get("HTTP_DEPTH") == "1" and path != "/":
                 props = self._from_parent(ns, path, environ)
             if props is None:
@@ -101,6 +106,8 @@ class CatalogPropertyManager:
         environ: Environ | None = None,
     ) -> None:
         ns, path = self._locate(norm_url, environ)
+        if history.is_history_path(path):
+            raise DAVError(HTTP_FORBIDDEN, f"{path}: history is read-only")
         if dry_run:
             return
         _forget(environ)
@@ -113,6 +120,8 @@ class CatalogPropertyManager:
     ) -> None:
         """Removing a property that does not exist is not an error (RFC 4918)."""
         ns, path = self._locate(norm_url, environ)
+        if history.is_history_path(path):
+            raise DAVError(HTTP_FORBIDDEN, f"{path}: history is read-only")
         if dry_run:
             return
         _forget(environ)

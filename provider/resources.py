@@ -21,12 +21,14 @@ empty file (RFC 4918 §9.10.4).
 from __future__ import annotations
 
 import logging
+import shutil
 from typing import TYPE_CHECKING, Any
 
 from wsgidav import util
 from wsgidav.dav_error import (
     HTTP_BAD_REQUEST,
     HTTP_FORBIDDEN,
+    HTTP_INSUFFICIENT_STORAGE,
     DAVError,
 )
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
@@ -203,6 +205,8 @@ class _Node:
 
 
 OC_CHECKSUMS = "{http://owncloud.org/ns}checksums"
+QUOTA_USED = "{DAV:}quota-used-bytes"
+QUOTA_AVAILABLE = "{DAV:}quota-available-bytes"
 OC_CHECKSUM = "{http://owncloud.org/ns}checksum"
 
 
@@ -257,9 +261,23 @@ class FileResource(_Node, DAVNonCollection):
     def begin_write(self, *, content_type: str | None = None) -> BodyWriter:
         """Start a new version: nothing is visible until ``end_write`` commits it."""
         digests = parse_digests(self.environ)  # a malformed header is a 400 before the body
+        self._check_room()
         with dav_errors():
             self._writer = BodyWriter(self.ns.open_write(self.path), digests, self.path)
         return self._writer
+
+    def _check_room(self) -> None:
+        """Refuse a body that cannot fit the user's quota before reading it (507)."""
+        expected = expected_body_size(self.environ)
+        if expected is None:
+            return
+        with dav_errors():
+            room = self.ns.room()
+        if room is not None and expected - self.get_content_length() > room:
+            raise DAVError(
+                HTTP_INSUFFICIENT_STORAGE,
+                f"{self.path}: {expected} bytes do not fit the {room} bytes left in the quota",
+            )
 
     def end_write(self, *, with_errors: bool) -> None:
         """Commit the new version, or abort it if the body failed or fell short."""
@@ -297,6 +315,18 @@ class CollectionResource(_Node, DAVCollection):
     def __init__(self, path: str, environ: Environ, entry: Entry | None) -> None:
         DAVCollection.__init__(self, path, environ)
         self.entry = entry
+
+    def get_property_value(self, name: str) -> Any:
+        """RFC 4331 quota properties (live, computed; not part of allprop)."""
+        if name in (QUOTA_USED, QUOTA_AVAILABLE):
+            with dav_errors():
+                used, quota = self.ns.usage()
+            if name == QUOTA_USED:
+                return str(used)
+            if quota is not None:
+                return str(max(0, quota - used))
+            return str(shutil.disk_usage(self.provider.repo.root).free)
+        return super().get_property_value(name)
 
     def get_member_list(self) -> list:
         """All members, from one ``Namespace.list`` call (not one lookup each)."""

@@ -14,6 +14,7 @@ from davbackup.maintenance.gc import collect_garbage
 from davbackup.maintenance.stats import repository_stats
 from davbackup.pack import HEADER_SIZE
 from davbackup.repository import Repository
+from davbackup.retention import RetentionPolicy, save_policy
 from tests.core_fixtures import (
     PASSPHRASE,
     USER,
@@ -34,8 +35,11 @@ def pack_bytes(repo: Repository) -> int:
 
 @pytest.fixture
 def repo_dir(tmp_path: Path) -> Path:
+    """A repository whose retention keeps no history: what a test deletes or
+    overwrites is garbage at once (history's own gc tests are in test_core_history)."""
     d = tmp_path / "repo"
     repo = init_repo(d, small=True)
+    save_policy(repo.catalog, RetentionPolicy(0, 0, 0))
     ns = repo.namespace(USER)
     for path, data in FILES.items():
         write_file(ns, path, data, piece=10_000)

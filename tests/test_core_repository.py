@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from davbackup.catalog import SCHEMA_VERSION
 from davbackup.config import FORMAT_VERSION, RepoConfig
 from davbackup.errors import (
     DavBackupError,
@@ -164,7 +165,7 @@ def test_newer_catalog_schema(repo_dir: Path) -> None:
         Repository.open(repo_dir, PASSPHRASE)
     # a refused open must not keep the writer lock
     conn = sqlite3.connect(repo_dir / "catalog.sqlite")
-    conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
     conn.commit()
     conn.close()
     Repository.open(repo_dir, PASSPHRASE).close()

@@ -22,6 +22,8 @@ COMMANDS = (
     "user",
     "check",
     "gc",
+    "history",
+    "restore",
     "stats",
     "rebuild_index",
     "serve",

@@ -63,3 +63,27 @@ def read_secret(prompt: str, *, confirm: bool = False) -> str:
 
 def open_repository(args: argparse.Namespace) -> Repository:
     return Repository.open(args.repo, read_passphrase(args))
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
+
+
+def parse_size(text: str) -> int | None:
+    """``100G`` -> bytes (binary units K, M, G, T, P, with an optional ``B``/``iB``);
+    ``none`` or ``unlimited`` -> None."""
+    raw = text.strip()
+    if raw.lower() in ("none", "unlimited"):
+        return None
+    value = raw.upper()
+    for suffix in ("IB", "B"):
+        if value.endswith(suffix) and len(value) > len(suffix):
+            value = value[: -len(suffix)]
+            break
+    unit = value[-1] if value and value[-1] in "KMGTP" else ""
+    try:
+        amount = float(value[: len(value) - len(unit)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 500M, 100G, 2T or none)") from None
+    if not 0 <= amount < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+    return int(amount * _UNITS[unit])

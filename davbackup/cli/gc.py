@@ -34,6 +34,11 @@ def run(args: argparse.Namespace) -> int:
         f"freed {human(report.bytes_freed)} ({human(report.bytes_before)} -> {human(report.bytes_after)}); "
         f"grace {report.grace_seconds:.0f}s"
     )
+    pr = report.pruned
+    print(
+        f"gc: history retention dropped {pr.moments_dropped} points in time and {pr.states_dropped} old states;"
+        f" {pr.versions_released} versions ({human(pr.bytes_released)}) released"
+    )
     if report.unreadable_chunks:
         print(f"gc: {report.unreadable_chunks} damaged chunks were left in place; run `davbackup check --read-data`")
         return 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from davbackup.cli.common import add_repo_arguments, read_passphrase
+from davbackup.history import history_usage
 from davbackup.maintenance.stats import repository_stats
 from davbackup.repository import Repository
 
@@ -20,12 +21,15 @@ def human(n: float) -> str:
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("stats", help="show repository statistics")
     add_repo_arguments(parser)
+    parser.add_argument("--user", help="show one user's live bytes, quota and history instead")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     repo = Repository.open(args.repo, read_passphrase(args), mode="read")
     try:
+        if args.user:
+            return _user_stats(repo, args.user)
         s = repository_stats(repo)
     finally:
         repo.close()
@@ -40,6 +44,22 @@ def run(args: argparse.Namespace) -> int:
         ("chunks", str(s.chunk_count)),
         ("packs", str(s.pack_count)),
         ("open upload sessions", str(s.open_sessions)),
+    ]
+    for key, value in rows:
+        print(f"{key:22} {value}")
+    return 0
+
+
+def _user_stats(repo: Repository, name: str) -> int:
+    used, quota = repo.users.usage(name)
+    h = history_usage(repo.catalog, repo.users.root_id(name))
+    rows = [
+        ("user", name),
+        ("live files", human(used)),
+        ("quota", "unlimited" if quota is None else f"{human(quota)} ({human(max(0, quota - used))} free)"),
+        ("points in time", str(h.moments)),
+        ("history versions", str(h.versions)),
+        ("history size", f"{human(h.bytes)} (logical; not counted in the quota)"),
     ]
     for key, value in rows:
         print(f"{key:22} {value}")

@@ -20,11 +20,13 @@ import os
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from davbackup import clock
 from davbackup.errors import Locked
 from davbackup.pack import HEADER_SIZE, BlobError
+from davbackup.retention import PruneReport, load_policy, prune
 from davbackup.storage import PackMissing
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ class GcReport:
     bytes_after: int = 0
     grace_seconds: float = 0.0
     unreadable_chunks: int = 0
+    pruned: PruneReport = field(default_factory=PruneReport)
 
     @property
     def bytes_freed(self) -> int:
@@ -88,7 +91,10 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
         grace = DEFAULT_GRACE_WHILE_SERVING if repo.writer_active() else 0.0
     report.grace_seconds = grace
     report.bytes_before = _pack_bytes(repo)
-    now = time.time()
+    now = clock.now()
+    # History first: what retention lets go becomes orphaned versions (reclaimed by
+    # this run once the grace period allows).
+    report.pruned = prune(repo.catalog, load_policy(repo.catalog), now)
 
     def sweep(conn: sqlite3.Connection) -> tuple[int, int]:
         expired = expire_sessions(conn, now - session_ttl)
@@ -96,7 +102,8 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
             r[0]
             for r in conn.execute(
                 "SELECT id FROM versions WHERE orphaned IS NOT NULL AND orphaned <= ?"
-                " AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.version_id = versions.id)",
+                " AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.version_id = versions.id)"
+                " AND NOT EXISTS (SELECT 1 FROM node_history h WHERE h.version_id = versions.id)",
                 (now - grace,),
             )
         ]
@@ -179,7 +186,7 @@ def _rewrite_pack(repo: "Repository", pack_id: int, name: str) -> int:
 
     def txn(conn: sqlite3.Connection) -> bool:
         cur = conn.execute(
-            "INSERT INTO packs(name, state, created) VALUES (?, 'sealed', ?)", (new_name, time.time())
+            "INSERT INTO packs(name, state, created) VALUES (?, 'sealed', ?)", (new_name, clock.now())
         )
         new_id = cur.lastrowid
         conn.executemany(
