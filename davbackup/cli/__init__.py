@@ -4,6 +4,10 @@ Every subcommand module exposes ``register(subparsers) -> None`` which adds its 
 and sets ``handler`` (a function taking the parsed namespace and returning an exit
 code). Errors from the :mod:`davbackup.errors` hierarchy are reported as one line on
 stderr and end the process with their ``exit_code``.
+
+The client commands (``upload``, ``download``, ``ls``) need the optional
+``davbackup[client]`` dependencies. Without them the command is still listed, and
+running it says what to install (exit code 2) instead of failing with a traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import sys
 from typing import Sequence
 
-from davbackup.errors import DavBackupError
+from davbackup.errors import DavBackupError, UsageError
 
 COMMANDS = (
     "init",
@@ -31,6 +35,13 @@ COMMANDS = (
     "download",
     "ls",
 )
+#: commands that need the ``client`` extra, and the top-level modules it provides
+CLIENT_COMMANDS = {
+    "upload": "upload files and folders (resumable)",
+    "download": "download files and folders (resumable)",
+    "ls": "list a remote folder",
+}
+CLIENT_MODULES = frozenset({"requests", "webdav3", "tqdm"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,11 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(f"davbackup.cli.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"davbackup.cli.{name}":
-                continue  # command not built yet
-            raise
+            missing = (exc.name or "").split(".")[0]
+            if name not in CLIENT_COMMANDS or missing not in CLIENT_MODULES:
+                raise
+            _register_without_client(sub, name, missing)
+            continue
         module.register(sub)
     return parser
+
+
+def _register_without_client(sub: argparse._SubParsersAction, name: str, missing: str) -> None:
+    """A stand-in for a client command whose dependencies are not installed."""
+    parser = sub.add_parser(name, help=f"{CLIENT_COMMANDS[name]} (needs davbackup[client])")
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def handler(args: argparse.Namespace) -> int:
+        raise UsageError(
+            f"this command needs the HTTP client, which is not installed (no module {missing!r}): "
+            "pip install 'davbackup[client]'"
+        )
+
+    parser.set_defaults(handler=handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

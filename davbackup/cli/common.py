@@ -1,4 +1,4 @@
-"""Helpers shared by CLI commands: reading secrets and opening the repository."""
+"""Helpers shared by CLI commands: repository options and reading secrets."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from davbackup.errors import UsageError
-from davbackup.repository import Repository
 
 PASSPHRASE_ENV = "DAVBACKUP_PASSPHRASE"
 
@@ -59,10 +58,6 @@ def read_secret(prompt: str, *, confirm: bool = False) -> str:
     if not secret:
         raise UsageError("empty password")
     return secret
-
-
-def open_repository(args: argparse.Namespace) -> Repository:
-    return Repository.open(args.repo, read_passphrase(args))
 
 
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
