@@ -125,3 +125,17 @@ class StorageUnavailable(DavBackupError):
 
     http_status = 503
     exit_code = 22
+
+
+class TooLarge(DavBackupError):
+    """A declared size above the configured limit; nothing was stored."""
+
+    http_status = 413
+    exit_code = 3
+
+
+class TooManyUploads(DavBackupError):
+    """A user already holds the configured number of open upload sessions."""
+
+    http_status = 429
+    exit_code = 6

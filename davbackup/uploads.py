@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from davbackup import clock
 from davbackup import crypto
-from davbackup.errors import Conflict, DavBackupError, Locked, NotFound, RangeError
+from davbackup.errors import Conflict, DavBackupError, Locked, NotFound, TooLarge, TooManyUploads
 from davbackup.fs import Entry
 from davbackup.tree import join_path, split_path
 from davbackup.writer import FileWriter
@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 
 DEFAULT_TTL = 24 * 3600.0
 CHECKPOINT_BYTES = 64 * 1024 * 1024
+#: open (unexpired) sessions one user may hold
+MAX_SESSIONS_PER_USER = 256
+#: the largest length an upload may declare (16 TiB)
+MAX_LENGTH = 16 * 1024**4
 READ_SIZE = 1024 * 1024
 PATH_AD = b"davbackup-upload-path-v1"
 
@@ -69,9 +73,17 @@ class OffsetMismatch(DavBackupError):
     http_status = 409
     exit_code = 3
 
-    def __init__(self, message: str, offset: int) -> None:
+    def __init__(self, message: str, offset: int, provided: int | None = None) -> None:
         super().__init__(message)
         self.offset = offset
+        self.provided = provided
+
+
+class LengthMismatch(DavBackupError):
+    """Bytes or a completion that disagree with the upload's declared length."""
+
+    http_status = 400
+    exit_code = 3
 
 
 class DigestMismatch(DavBackupError):
@@ -145,6 +157,8 @@ class UploadManager:
         self.repo = repo
         self.ttl = ttl
         self.checkpoint_bytes = checkpoint_bytes
+        self.max_sessions = MAX_SESSIONS_PER_USER
+        self.max_length = MAX_LENGTH
         self._active: set[str] = set()
         self._active_lock = threading.Lock()
         self._path_key = repo.keys.name_hash_key()
@@ -205,14 +219,21 @@ class UploadManager:
         parent = ns.lookup(path.rsplit("/", 1)[0] or "/")
         if parent is None or not parent.is_dir:
             raise Conflict(f"{path}: the parent folder does not exist")
-        if total is not None and total < 0:
-            raise RangeError("negative upload length")
+        self.check_length(total)
         sid = secrets.token_urlsafe(24)
         now = clock.now()
         path_enc = crypto.seal_small(self._seal_key, path.encode("utf-8"), PATH_AD)
         meta_text = json.dumps(meta or {})
 
         def txn(conn: sqlite3.Connection) -> None:
+            (open_sessions,) = conn.execute(
+                "SELECT COUNT(*) FROM upload_sessions WHERE user_name=? AND updated>=?", (user, now - self.ttl)
+            ).fetchone()
+            if open_sessions >= self.max_sessions:
+                raise TooManyUploads(
+                    f"{user} has {open_sessions} open uploads (the limit is {self.max_sessions}):"
+                    " finish or cancel one first"
+                )
             conn.execute(
                 "INSERT INTO upload_sessions(id, user_name, path_hash, path_enc, protocol, total, received, state,"
                 " created, updated, meta) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
@@ -260,7 +281,18 @@ class UploadManager:
         return UploadSession(session.id, session.user, session.path, session.protocol, session.total,
                              session.received, session.created, session.updated, merged)
 
+    def check_length(self, total: int | None) -> None:
+        """Refuse a declared upload length that is negative or above :attr:`max_length`."""
+        if total is None:
+            return
+        if total < 0:
+            raise LengthMismatch("negative upload length")
+        if total > self.max_length:
+            raise TooLarge(f"an upload of {total} bytes is larger than the limit of {self.max_length} bytes")
+
     def set_total(self, session: UploadSession, total: int) -> UploadSession:
+        self.check_length(total)
+
         def txn(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE upload_sessions SET total=? WHERE id=?", (total, session.id))
 
@@ -309,9 +341,9 @@ class UploadManager:
             session = self.get(session.id, session.user)  # fresh state
             held = session.received
             if offset > held or (offset < held and not allow_overlap):
-                raise OffsetMismatch(f"offset {offset} does not match the {held} bytes held", held)
+                raise OffsetMismatch(f"offset {offset} does not match the {held} bytes held", held, offset)
             if session.total is not None and length is not None and offset + length > session.total:
-                raise RangeError(f"bytes {offset}+{length} run past the announced length {session.total}")
+                raise LengthMismatch(f"bytes {offset}+{length} run past the announced length {session.total}")
             writer = self._resume_writer(session)
             skip = held - offset
             interrupted = False
@@ -334,7 +366,7 @@ class UploadManager:
                             continue
                         data, skip = data[skip:], 0
                     if session.total is not None and writer.received + len(data) > session.total:
-                        raise RangeError(f"the body runs past the announced length {session.total}")
+                        raise LengthMismatch(f"the body runs past the announced length {session.total}")
                     writer.write(data)
                     since += len(data)
                     if since >= self.checkpoint_bytes:
@@ -354,7 +386,7 @@ class UploadManager:
                 done = complete and not interrupted
             if complete is True and session.total is not None and received != session.total and not interrupted:
                 writer.abort()
-                raise RangeError(f"upload marked complete at {received} bytes but {session.total} were announced")
+                raise LengthMismatch(f"upload marked complete at {received} bytes but {session.total} were announced")
             if done:
                 entry = self._complete(session, writer, digests)
                 return AppendResult(received, entry, False)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from provider import internals
 from provider.auth import RepositoryAuthenticator, RepositoryDomainController
 from provider.dav_provider import DavBackupProvider
 from provider.dir_browser import DavBackupDirBrowser
@@ -87,6 +88,9 @@ def build_app(repo: Repository, settings: ServerSettings) -> WSGIApp:
     """The complete WSGI application serving ``repo``."""
     repo.uploads.ttl = settings.upload_session_ttl
     repo.uploads.checkpoint_bytes = settings.upload_checkpoint_bytes
+    repo.uploads.max_sessions = settings.upload_max_sessions_per_user
+    repo.uploads.max_length = settings.upload_max_length
+    internals.verify()  # fail at start, not mid-request, if WsgiDAV or cheroot changed
     logging.getLogger("wsgidav").setLevel(
         logging.DEBUG if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.WARNING
     )

@@ -28,10 +28,10 @@ from typing import Any, Callable
 
 from wsgidav import util
 from wsgidav.dc.base_dc import BaseDomainController
-from wsgidav.dir_browser._dir_browser import ASSET_SHARE
 from wsgidav.http_authenticator import HTTPAuthenticator
 
 from davbackup.errors import DavBackupError
+from provider.internals import ASSET_SHARE
 
 _log = logging.getLogger(__name__)
 

@@ -41,6 +41,8 @@ SCHEMA: dict[str, type] = {
     "webdav.honor_mtime_header": bool,
     "uploads.session_ttl": float,
     "uploads.checkpoint_bytes": int,
+    "uploads.max_sessions_per_user": int,
+    "uploads.max_length": int,
     "auth.max_failures": int,
     "auth.window_seconds": float,
     "auth.base_delay_seconds": float,
@@ -134,6 +136,8 @@ def settings_from_options(options: dict[str, Any]) -> ServerSettings:
         "webdav.honor_mtime_header": "honor_mtime_header",
         "uploads.session_ttl": "upload_session_ttl",
         "uploads.checkpoint_bytes": "upload_checkpoint_bytes",
+        "uploads.max_sessions_per_user": "upload_max_sessions_per_user",
+        "uploads.max_length": "upload_max_length",
     }
     values = {name: options[key] for key, name in direct.items() if options.get(key) is not None}
     settings = ServerSettings(throttle=throttle, **values)
@@ -144,6 +148,8 @@ def settings_from_options(options: dict[str, Any]) -> ServerSettings:
 def _validate(settings: ServerSettings) -> None:
     if settings.upload_session_ttl <= 0 or settings.upload_checkpoint_bytes < 1024 * 1024:
         raise UsageError("uploads.session_ttl must be positive and uploads.checkpoint_bytes at least 1 MiB")
+    if settings.upload_max_sessions_per_user < 1 or settings.upload_max_length < 1:
+        raise UsageError("uploads.max_sessions_per_user and uploads.max_length must be at least 1")
     if not 0 <= settings.port <= 65535:
         raise UsageError(f"port {settings.port} is out of range")
     if (settings.tls_cert is None) != (settings.tls_key is None):

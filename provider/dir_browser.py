@@ -17,7 +17,7 @@ from provider.auth import is_read_only
 class DavBackupDirBrowser(WsgiDavDirBrowser):
     """The dir browser with per-user read-only state."""
 
-    def _get_context(self, environ: dict[str, Any], dav_res: Any) -> dict[str, Any]:
+    def _get_context(self, environ: dict[str, Any], dav_res: Any) -> dict[str, Any]:  # internals.OVERRIDES
         context = super()._get_context(environ, dav_res)
         if is_read_only(environ):
             context["is_readonly"] = True

@@ -11,6 +11,10 @@ normalizes the header before WsgiDAV sees it (:func:`decide`):
 * several satisfiable ranges are ignored too (200): the server sends no
   ``multipart/byteranges``, and sending only one of them would be wrong;
 * exactly one satisfiable range is handed on in canonical ``bytes=S-E`` form.
+
+Positions of any length are read (a 5,000-digit one too): a number with more than
+18 digits lies beyond every file, so it is read as :data:`BEYOND` instead of being
+converted (Python refuses to convert very long digit strings).
 """
 
 from __future__ import annotations
@@ -19,6 +23,12 @@ import re
 from dataclasses import dataclass
 
 _SPEC = re.compile(r"^(\d*)-(\d*)$")
+#: stands for every position past the end of any file
+BEYOND = 10**18
+
+
+def _position(digits: str) -> int:
+    return int(digits) if len(digits) <= 18 else BEYOND
 
 
 @dataclass(frozen=True)
@@ -47,13 +57,13 @@ def parse(value: str) -> list[tuple[int | None, int | None]] | None:
         if not first and not last:
             return None
         if not first:
-            specs.append((None, int(last)))
+            specs.append((None, _position(last)))
         elif not last:
-            specs.append((int(first), None))
+            specs.append((_position(first), None))
         else:
-            if int(last) < int(first):
+            if _position(last) < _position(first):
                 return None
-            specs.append((int(first), int(last)))
+            specs.append((_position(first), _position(last)))
     return specs or None
 
 

@@ -53,11 +53,12 @@ from davbackup.errors import DavBackupError
 from provider.auth import READ_METHODS, is_read_only
 from provider.dav_provider import DavBackupProvider
 from provider.errors import to_dav_error
+from provider.internals import dav_provider
 from provider.locks import check_write_locks
 from provider import ranges
 from provider.paths import ref_url_to_client_href
 from provider.resources import CREATED_KEY
-from provider import resumable  # resumable uploads (provider/resumable.py)
+from provider import resumable  # resumable uploads (provider/resumable/)
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -92,7 +93,7 @@ class DavBackupRequestServer(RequestServer):
                 guard_xml_body(environ, self._max_xml_body)
             elif method == "PUT":
                 environ["wsgi.input"] = _GuardedInput(environ["wsgi.input"])
-            # --- resumable uploads: range PUT, PATCH, IETF uploads (provider/resumable.py) ---
+            # --- resumable uploads: range PUT, PATCH, IETF uploads (provider/resumable/) ---
             handled = resumable.dispatch(self, environ, start_response)
             if handled is not None:
                 yield from handled
@@ -110,7 +111,7 @@ class DavBackupRequestServer(RequestServer):
 
     def do_HEAD(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """HEAD on a collection is 200 even without the dir browser (webdavclient3)."""
-        res = self._davProvider.get_resource_inst(environ["PATH_INFO"], environ)
+        res = dav_provider(self).get_resource_inst(environ["PATH_INFO"], environ)
         if res is not None and res.is_collection:
             return util.send_status_response(environ, start_response, HTTP_OK, is_head=True)
         self._check_range(environ)
@@ -125,7 +126,7 @@ class DavBackupRequestServer(RequestServer):
         """
         if "HTTP_RANGE" not in environ:
             return
-        res = self._davProvider.get_resource_inst(environ["PATH_INFO"], environ)
+        res = dav_provider(self).get_resource_inst(environ["PATH_INFO"], environ)
         if res is None or res.is_collection:
             return
         size = res.get_content_length()
@@ -137,7 +138,7 @@ class DavBackupRequestServer(RequestServer):
         else:
             environ["HTTP_RANGE"] = decision.header
 
-    def _evaluate_if_headers(self, res: Any, environ: Environ) -> None:
+    def _evaluate_if_headers(self, res: Any, environ: Environ) -> None:  # see provider.internals.OVERRIDES
         """WsgiDAV's evaluation, except If-Modified-Since (RFC 9110 §13.1.3, §13.2.2).
 
         WsgiDAV answers 200 when the date equals Last-Modified, and applies the header
@@ -164,15 +165,15 @@ class DavBackupRequestServer(RequestServer):
     def do_PUT(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if "HTTP_IF_MATCH" in environ:
             path = environ["PATH_INFO"]
-            if self._davProvider.get_resource_inst(path, environ) is None:
-                self._fail(HTTP_PRECONDITION_FAILED, context_info="If-Match: no such resource")
+            if dav_provider(self).get_resource_inst(path, environ) is None:
+                raise DAVError(HTTP_PRECONDITION_FAILED, context_info="If-Match: no such resource")
         result = super().do_PUT(environ, start_response)
         resumable.after_whole_put(self, environ)  # resumable uploads: a whole PUT supersedes sessions
         return result
 
-    def _check_write_permission(self, res: Any, depth: str, environ: Environ) -> None:
+    def _check_write_permission(self, res: Any, depth: str, environ: Environ) -> None:  # internals.OVERRIDES
         """Like WsgiDAV's, but submitted tokens also unlock members (depth infinity)."""
-        lock_manager = self._davProvider.lock_manager
+        lock_manager = dav_provider(self).lock_manager
         if lock_manager is None or res is None:
             return
         if "wsgidav.conditions.if" not in environ:
@@ -185,7 +186,7 @@ class DavBackupRequestServer(RequestServer):
             principal=environ["wsgidav.user_name"],
         )
 
-    def _send_response(
+    def _send_response(  # see provider.internals.OVERRIDES
         self,
         environ: Environ,
         start_response: StartResponse,
@@ -206,7 +207,8 @@ class DavBackupRequestServer(RequestServer):
         """Replace ref URLs in a lock-conflict condition by client hrefs (once)."""
         condition = exc.err_condition
         if condition is not None and not getattr(exc, _CLIENT_HREFS, False):
-            prefix = self._davProvider.mount_path + self._davProvider.share_path
+            provider = dav_provider(self)
+            prefix = provider.mount_path + provider.share_path
             condition.hrefs = [ref_url_to_client_href(h, prefix) for h in condition.hrefs]
             setattr(exc, _CLIENT_HREFS, True)
         return exc

@@ -46,6 +46,10 @@ class ServerSettings:
     upload_session_ttl: float = 24 * 3600.0
     #: bytes of a long upload request between two durable checkpoints of its session
     upload_checkpoint_bytes: int = 64 * MiB
+    #: open (unexpired) upload sessions one user may hold; one more is a 429
+    upload_max_sessions_per_user: int = 256
+    #: the largest length an upload may declare (413 above); 16 TiB
+    upload_max_length: int = 16 * 1024 * MiB * 1024
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
 
     @property

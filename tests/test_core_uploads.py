@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from davbackup.errors import Conflict, Locked, NotFound, RangeError
+from davbackup.errors import Conflict, Locked, NotFound, RangeError, TooLarge, TooManyUploads
 from davbackup.repository import Repository
 from davbackup.uploads import (
     TRANSITIONS,
     Digests,
     DigestMismatch,
+    LengthMismatch,
     OffsetMismatch,
     transition,
 )
@@ -146,7 +147,7 @@ def test_gap_and_exact_offset_rules(repo: Repository):
 def test_body_past_total_is_refused_without_change(repo: Repository):
     up = repo.uploads
     session = up.create("alice", "/t", "range", 100)
-    with pytest.raises(RangeError):
+    with pytest.raises(LengthMismatch):
         up.append(session, 0, io.BytesIO(b"x" * 200), 200, allow_overlap=True)
     assert up.get(session.id, "alice").received == 0
 
@@ -246,3 +247,29 @@ def test_patch_rewrites_only_touched_chunks(repo: Repository):
     assert ns.open_read("/p").read() == bytes(data) + b"END"
     with pytest.raises(RangeError):
         ns.patch("/p", len(data) + 100, io.BytesIO(b"x"), 1)
+
+
+def test_open_sessions_per_user_are_limited(repo: Repository):
+    up = repo.uploads
+    up.max_sessions = 2
+    first = up.create("alice", "/a", "ietf", None)
+    up.create("alice", "/b", "range", None)
+    with pytest.raises(TooManyUploads) as refused:
+        up.create("alice", "/c", "ietf", None)
+    assert refused.value.http_status == 429 and "limit is 2" in refused.value.message
+    up.cancel(first)
+    up.create("alice", "/c", "ietf", None)
+
+
+def test_declared_lengths_are_limited(repo: Repository):
+    up = repo.uploads
+    up.max_length = 1000
+    with pytest.raises(TooLarge):
+        up.create("alice", "/big", "ietf", 1001)
+    with pytest.raises(LengthMismatch):
+        up.create("alice", "/neg", "ietf", -1)
+    session = up.create("alice", "/big", "ietf", None)
+    with pytest.raises(TooLarge):
+        up.set_total(session, 10**15)
+    assert up.get(session.id, "alice").total is None
+    assert up.set_total(session, 1000).total == 1000

@@ -1,4 +1,4 @@
-"""Parsing of the resume protocols' request headers (provider/resumable_headers.py)."""
+"""Parsing of the resume protocols' request headers (provider/resumable/headers.py, provider/digests.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from wsgidav.dav_error import DAVError
 
-from provider.resumable_headers import (
+from provider.resumable.headers import (
     ContentRange,
     UpdateRange,
     parse_content_range,

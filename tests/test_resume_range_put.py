@@ -1,5 +1,5 @@
 """Range PUT (``Content-Range: bytes S-E/T``) against a real server: every answer of the
-table in provider/resumable.py, and that a refused request changes nothing."""
+table in provider/resumable/range_put.py, and that a refused request changes nothing."""
 
 from __future__ import annotations
 

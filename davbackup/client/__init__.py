@@ -11,7 +11,7 @@ Modules:
 ``progress``     tqdm bars on a terminal
 ``errors``       HTTP answers → :mod:`davbackup.errors` (exit codes)
 
-The wire protocol of the resumable upload is documented in ``provider/resumable.py``
+The wire protocol of the resumable upload is documented in ``provider/resumable/range_put.py``
 and the curl recipe in README.md.
 """
 

@@ -1,4 +1,4 @@
-"""Uploading files and trees with range PUTs that resume (protocol: provider/resumable.py).
+"""Uploading files and trees with range PUTs that resume (protocol: provider/resumable/range_put.py).
 
 A file of T bytes goes up as parts ``PUT`` with ``Content-Range: bytes S-E/T`` (64 MiB
 by default), each carrying ``Repr-Digest: sha-256=:…:`` of the whole file so the

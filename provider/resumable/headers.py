@@ -1,26 +1,30 @@
-"""Request headers of the resume protocols, parsed without I/O (see provider/resumable.py).
+"""Request headers of the resume protocols, parsed without I/O (see provider/resumable/).
 
 ``Content-Range`` of a range PUT (RFC 9110 §14.4), ``X-Update-Range`` of a SabreDAV
 PATCH, the RFC 9651 structured items of the IETF draft (``Upload-Complete``,
 ``Upload-Offset``, ``Upload-Length``) and the whole-file digests ``Repr-Digest``
-(RFC 9530) and ``OC-Checksum`` (ownCloud). Each parser returns None for a value it
-cannot read; only the digest parser raises (a 400), because a digest the client
-sent but the server ignored would defeat its purpose.
+(RFC 9530) and ``OC-Checksum`` (ownCloud), parsed in :mod:`provider.digests` (whole
+PUTs check them too). Each parser returns None for a value it
+cannot read, including numbers above 2**63 - 1 (the catalog stores 64-bit
+integers, and no real file comes near); only the digest parser raises (a 400),
+because a digest the client sent but the server ignored would defeat its purpose.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass
-from typing import Any
 
-from wsgidav.dav_error import DAVError
+from provider.digests import parse_digests
 
-from davbackup.uploads import Digests
 
-Environ = dict[str, Any]
+__all__ = [
+    "ContentRange", "UpdateRange", "parse_content_range", "parse_digests", "parse_sf_boolean",
+    "parse_sf_integer", "parse_update_range",
+]
+
+#: the largest offset or length a header may carry (SQLite's INTEGER)
+MAX_INT64 = (1 << 63) - 1
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,12 @@ def parse_content_range(value: str) -> ContentRange | None:
         return None
     start_s, end_s, star, total_s = match.groups()
     total = None if total_s == "*" else int(total_s)
+    if total is not None and total > MAX_INT64:
+        return None
     if star:
         return ContentRange(None, None, total)
     start, end = int(start_s), int(end_s)
-    if end < start or (total is not None and end >= total):
+    if end < start or end > MAX_INT64 or (total is not None and end >= total):
         return None
     return ContentRange(start, end, total)
 
@@ -103,45 +109,3 @@ def parse_sf_integer(value: str | None) -> int | None:
     if not item.isdigit() or len(item) > 15:
         return None
     return int(item)
-
-
-_REPR_DIGEST_MEMBER = re.compile(r"^\s*([a-z][a-z0-9_.*-]*)\s*=\s*:([A-Za-z0-9+/=]*):\s*(?:;.*)?$")
-
-
-def parse_digests(environ: Environ) -> Digests | None:
-    """Whole-file digests from ``Repr-Digest`` (RFC 9530) and ``OC-Checksum`` (ownCloud).
-
-    Unknown algorithms are ignored; a malformed value is a 400.
-    """
-    sha256 = sha1 = None
-    repr_digest = environ.get("HTTP_REPR_DIGEST")
-    if repr_digest:
-        for member in repr_digest.split(","):
-            match = _REPR_DIGEST_MEMBER.match(member)
-            if not match:
-                raise DAVError(400, f"malformed Repr-Digest member {member.strip()!r}")
-            algorithm, encoded = match.groups()
-            try:
-                raw = base64.b64decode(encoded, validate=True)
-            except (binascii.Error, ValueError):
-                raise DAVError(400, f"Repr-Digest {algorithm}: invalid base64") from None
-            if algorithm == "sha-256":
-                if len(raw) != 32:
-                    raise DAVError(400, "Repr-Digest sha-256 must be 32 bytes")
-                sha256 = raw
-    checksum = environ.get("HTTP_OC_CHECKSUM")
-    if checksum:
-        for token in checksum.split():
-            algorithm, _, hexvalue = token.partition(":")
-            if algorithm.upper() != "SHA1":
-                continue
-            try:
-                raw = bytes.fromhex(hexvalue)
-            except ValueError:
-                raise DAVError(400, f"OC-Checksum: invalid hex {hexvalue!r}") from None
-            if len(raw) != 20:
-                raise DAVError(400, "OC-Checksum SHA1 must be 20 bytes")
-            sha1 = raw
-    if sha256 is None and sha1 is None:
-        return None
-    return Digests(sha256=sha256, sha1=sha1)

@@ -1,0 +1,167 @@
+"""Every private member of WsgiDAV and cheroot that davbackup relies on, in one place.
+
+WsgiDAV offers no public hook for some things a provider needs (checking ``If``
+headers and locks the way its own PUT does, holding a write transaction), and
+cheroot none for reading one transfer-coding chunk at a time. Code elsewhere calls
+the wrappers below instead of the private names, and subclasses that override a
+private method are listed in :data:`OVERRIDES`. :func:`verify` checks that all of
+them still exist; the server calls it at start and ``tests/test_provider_internals.py``
+runs it, so an upgrade that removes or renames one fails loudly instead of silently
+bypassing an override. ``pyproject.toml`` pins the versions this was checked against.
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+from cheroot.server import ChunkedRFile
+from wsgidav.dir_browser import _dir_browser
+from wsgidav.dir_browser import WsgiDavDirBrowser
+from wsgidav.request_server import RequestServer
+
+Environ = dict[str, Any]
+
+#: the share of WsgiDAV's dir browser assets (``wsgidav.dir_browser._dir_browser``)
+ASSET_SHARE: str = _dir_browser.ASSET_SHARE
+
+
+# --- WsgiDAV RequestServer ------------------------------------------------------------
+
+
+def dav_provider(server: RequestServer) -> Any:
+    """The provider a request server works on (``RequestServer._davProvider``)."""
+    return server._davProvider
+
+
+def evaluate_if_headers(server: RequestServer, res: Any, environ: Environ) -> None:
+    """Evaluate ``If``, ``If-Match``, ``If-None-Match`` ... for ``res`` (None: no resource)
+    as WsgiDAV does before a write; raises ``DAVError`` 412/304."""
+    server._evaluate_if_headers(res, environ)
+
+
+def check_write_permission(server: RequestServer, res: Any, depth: str, environ: Environ) -> None:
+    """Raise ``DAVError`` 423 unless the request may write ``res`` (locks, submitted tokens)."""
+    server._check_write_permission(res, depth, environ)
+
+
+def write_transaction(server: RequestServer, res: Any, environ: Environ) -> AbstractContextManager[Any]:
+    """WsgiDAV's write transaction around a change of ``res`` (the context manager its
+    PUT holds while writing: ``begin_write``/``end_write`` bookkeeping and errors)."""
+    return server._write_transaction(res, environ)
+
+
+# --- cheroot request bodies ------------------------------------------------------------
+
+
+def chunked_source(stream: Any, depth: int = 4) -> ChunkedRFile | None:
+    """cheroot's ``ChunkedRFile`` behind ``wsgi.input`` and its wrappers, or None.
+
+    davbackup's own wrappers keep the stream they wrap in ``_stream``; it is looked up
+    in the instance dict, not with ``getattr``, because they forward unknown
+    attributes to the wrapped stream.
+    """
+    for _ in range(depth):
+        if isinstance(stream, ChunkedRFile):
+            return stream
+        stream = vars(stream).get("_stream") if hasattr(stream, "__dict__") else None
+        if stream is None:
+            return None
+    return None
+
+
+def read_one_chunk(source: ChunkedRFile, n: int | None) -> bytes:
+    """At most ``n`` bytes of the current transfer-coding chunk (b"" at the end).
+
+    cheroot's own ``read(n)`` collects several chunks and loses all of them when the
+    body breaks off in the next one; ``_fetch`` reads exactly one into ``buffer``.
+    """
+    if not source.buffer:
+        source._fetch()
+    take = len(source.buffer) if n is None or n < 0 else n
+    data, source.buffer = source.buffer[:take], source.buffer[take:]
+    return bytes(data)
+
+
+#: attributes that lead from ``wsgi.input`` to the socket: davbackup's wrappers
+#: (``_stream``), cheroot's rfiles (``rfile``), ``io.BufferedReader`` (``raw``) and
+#: ``socket.SocketIO`` (``_sock``)
+_SOCKET_PATH = ("_stream", "rfile", "raw", "_sock")
+
+
+def connection_socket(stream: Any, depth: int = 6) -> socket.socket | None:
+    """The connection's socket behind ``wsgi.input``; None if the layout differs."""
+    for _ in range(depth):
+        if isinstance(stream, socket.socket):
+            return stream
+        stream = next((getattr(stream, name) for name in _SOCKET_PATH
+                       if getattr(stream, name, None) is not None), None)
+        if stream is None:
+            return None
+    return stream if isinstance(stream, socket.socket) else None
+
+
+# --- what verify() checks ----------------------------------------------------------------
+
+#: (class, private method, its parameters after ``self``) called through the wrappers above
+CALLED: tuple[tuple[type, str, tuple[str, ...]], ...] = (
+    (RequestServer, "_evaluate_if_headers", ("res", "environ")),
+    (RequestServer, "_check_write_permission", ("res", "depth", "environ")),
+    (RequestServer, "_write_transaction", ("res", "environ")),
+    (ChunkedRFile, "_fetch", ()),
+)
+
+#: (class, private method, parameters) that davbackup's subclasses override: if the
+#: upstream name changed, the override would silently never run
+OVERRIDES: tuple[tuple[type, str, tuple[str, ...]], ...] = (
+    (RequestServer, "_evaluate_if_headers", ("res", "environ")),
+    (RequestServer, "_check_write_permission", ("res", "depth", "environ")),
+    (RequestServer, "_send_response", ("environ", "start_response", "root_res", "success_code", "error_list")),
+    (WsgiDavDirBrowser, "_get_context", ("environ", "dav_res")),
+)
+
+#: instance attributes set by constructors: (class, attribute)
+ATTRIBUTES: tuple[tuple[type, str], ...] = (
+    (RequestServer, "_davProvider"),
+    (ChunkedRFile, "buffer"),
+    (ChunkedRFile, "rfile"),
+)
+
+
+class InternalsChanged(RuntimeError):
+    """An upgraded WsgiDAV or cheroot lacks a private member davbackup relies on."""
+
+
+Member = tuple[type, str, tuple[str, ...]]
+
+
+def problems(methods: tuple[Member, ...] = CALLED + OVERRIDES,
+             attributes: tuple[tuple[type, str], ...] = ATTRIBUTES) -> Iterator[str]:
+    """What is missing or changed, one line each (nothing when all is as expected)."""
+    for cls, name, params in methods:
+        member = getattr(cls, name, None)
+        if not callable(member):
+            yield f"{cls.__module__}.{cls.__qualname__}.{name} is gone"
+            continue
+        found = tuple(inspect.signature(member).parameters)[1:]
+        if found != params:
+            yield f"{cls.__module__}.{cls.__qualname__}.{name}{found} != {params}"
+    for cls, attribute in attributes:
+        source = inspect.getsource(cls.__init__)
+        if f"self.{attribute} =" not in source:
+            yield f"{cls.__module__}.{cls.__qualname__} no longer sets self.{attribute}"
+    if not isinstance(ASSET_SHARE, str) or not ASSET_SHARE.startswith("/"):
+        yield f"wsgidav.dir_browser._dir_browser.ASSET_SHARE is {ASSET_SHARE!r}"
+
+
+def verify() -> None:
+    """Raise :class:`InternalsChanged` naming every private member that changed."""
+    found = list(problems())
+    if found:
+        raise InternalsChanged(
+            "this WsgiDAV/cheroot differs from the versions davbackup was tested with "
+            "(see pyproject.toml): " + "; ".join(found)
+        )
