@@ -59,7 +59,25 @@ _FACADE = {
     "StorageFull": "davbackup.errors",
 }
 
-__all__ = sorted(_FACADE)
+__all__ = [
+    "Conflict",
+    "DavBackupError",
+    "Digests",
+    "Entry",
+    "IntegrityError",
+    "Locked",
+    "Namespace",
+    "NotFound",
+    "RangeError",
+    "Repository",
+    "StorageFull",
+    "UploadSession",
+    "UsageError",
+    "check_repository",
+    "collect_garbage",
+    "rebuild_index",
+    "repository_stats",
+]
 
 
 def __getattr__(name: str) -> Any:

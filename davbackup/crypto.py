@@ -1,4 +1,4 @@
-"""Cryptographic primitives, each under a stable name (see DESIGN.md, "Algorithms").
+"""Cryptographic primitives, each under a stable name (DESIGN.md §3 keys, §5 blobs).
 
 - ``blake3-keyed``: chunk IDs, name hashes and per-chunk subkeys (keyed BLAKE3).
 - ``aes-256-gcm``: authenticated encryption of chunks, names, properties, key slots.
@@ -98,9 +98,9 @@ class KdfParams:
         if data.get("name") != "argon2id":
             raise ValueError(f"unknown KDF {data.get('name')!r}")
         return cls(
-            memory_kib=int(data["memory_kib"]),  # type: ignore[arg-type]
-            iterations=int(data["iterations"]),  # type: ignore[arg-type]
-            lanes=int(data["lanes"]),  # type: ignore[arg-type]
+            memory_kib=int(data["memory_kib"]),  # type: ignore[call-overload]
+            iterations=int(data["iterations"]),  # type: ignore[call-overload]
+            lanes=int(data["lanes"]),  # type: ignore[call-overload]
         )
 
 

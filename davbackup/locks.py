@@ -1,4 +1,4 @@
-"""WebDAV lock records, kept in the catalog so they survive a restart (DESIGN.md §7.5).
+"""WebDAV lock records, kept in the catalog so they survive a restart (DESIGN.md §7.4).
 
 The core stores opaque JSON records under their token and lock root; the semantics
 (conflicts, depth, timeouts) belong to the WebDAV layer.

@@ -24,6 +24,7 @@ import os
 import secrets
 from pathlib import Path
 
+from davbackup import crypto
 from davbackup.catalog import Catalog
 from davbackup.chunker import Chunker
 from davbackup.chunkstore import ChunkStore
@@ -39,7 +40,6 @@ from davbackup.tree import Tree
 from davbackup.uploads import UploadManager
 from davbackup.users import UserDirectory
 from davbackup.writer import FileWriter
-from davbackup import crypto
 
 MODES = ("rw", "admin", "read")
 

@@ -1,6 +1,6 @@
 """Pack storage: where pack files live, behind one small interface (DESIGN.md §6).
 
-Guarantees a backend must give (and ``tests/test_storage.py`` checks for each):
+Guarantees a backend must give (and ``tests/test_core_storage.py`` checks for each):
 
 1. ``create(name)`` makes a new, empty pack that no other pack shares a name with.
 2. ``PackAppender.append`` returns the offset at which its bytes start; the bytes are

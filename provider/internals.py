@@ -19,8 +19,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from cheroot.server import ChunkedRFile
-from wsgidav.dir_browser import _dir_browser
-from wsgidav.dir_browser import WsgiDavDirBrowser
+from wsgidav.dir_browser import WsgiDavDirBrowser, _dir_browser
 from wsgidav.request_server import RequestServer
 
 Environ = dict[str, Any]
@@ -80,7 +79,7 @@ def read_one_chunk(source: ChunkedRFile, n: int | None) -> bytes:
     body breaks off in the next one; ``_fetch`` reads exactly one into ``buffer``.
     """
     if not source.buffer:
-        source._fetch()
+        source._fetch()  # type: ignore[attr-defined]  # the private member this module wraps
     take = len(source.buffer) if n is None or n < 0 else n
     data, source.buffer = source.buffer[:take], source.buffer[take:]
     return bytes(data)
@@ -150,7 +149,7 @@ def problems(methods: tuple[Member, ...] = CALLED + OVERRIDES,
         if found != params:
             yield f"{cls.__module__}.{cls.__qualname__}.{name}{found} != {params}"
     for cls, attribute in attributes:
-        source = inspect.getsource(cls.__init__)
+        source = inspect.getsource(cls)
         if f"self.{attribute} =" not in source:
             yield f"{cls.__module__}.{cls.__qualname__} no longer sets self.{attribute}"
     if not isinstance(ASSET_SHARE, str) or not ASSET_SHARE.startswith("/"):

@@ -37,7 +37,6 @@ from wsgidav.lock_man.lock_manager import (
     validate_lock,
 )
 
-
 if TYPE_CHECKING:
     from davbackup.repository import Repository
 

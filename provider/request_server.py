@@ -39,8 +39,8 @@ from wsgidav.dav_error import (
     HTTP_BAD_REQUEST,
     HTTP_CREATED,
     HTTP_NO_CONTENT,
-    HTTP_OK,
     HTTP_NOT_MODIFIED,
+    HTTP_OK,
     HTTP_PRECONDITION_FAILED,
     HTTP_REQUEST_ENTITY_TOO_LARGE,
     HTTP_REQUEST_TIMEOUT,
@@ -50,15 +50,17 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.request_server import RequestServer
 
 from davbackup.errors import DavBackupError
+from provider import (
+    ranges,
+    resumable,  # resumable uploads (provider/resumable/)
+)
 from provider.auth import READ_METHODS, is_read_only
 from provider.dav_provider import DavBackupProvider
 from provider.errors import to_dav_error
 from provider.internals import dav_provider
 from provider.locks import check_write_locks
-from provider import ranges
 from provider.paths import ref_url_to_client_href
 from provider.resources import CREATED_KEY
-from provider import resumable  # resumable uploads (provider/resumable/)
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -103,7 +105,8 @@ class DavBackupRequestServer(RequestServer):
         except DavBackupError as exc:
             raise self._client_error(to_dav_error(exc)) from exc
         except DAVError as exc:
-            raise self._client_error(exc)
+            self._client_error(exc)  # adjusts the hrefs of the same error
+            raise
 
     def do_GET(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         self._check_range(environ)
@@ -246,7 +249,7 @@ class DavBackupRequestResolver(RequestResolver):
 
 
 def _tolerate_client_depths(environ: Environ) -> None:
-    """Accept the Depth values webdavclient3 sends (REFERENCE §3).
+    """Accept the Depth values webdavclient3 sends (tests/test_interop_webdavclient3.py).
 
     It sends ``Depth: 1`` with every PROPPATCH (where Depth means nothing; WsgiDAV
     answers 400) and with COPY of a collection, meaning "with its content" (RFC 4918

@@ -35,10 +35,10 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 from wsgidav.xml_tools import etree
 
 from davbackup.uploads import Digests, verify_digests
+from provider.digests import parse_digests
 from provider.errors import dav_errors
 from provider.locks import check_write_locks
 from provider.paths import normalize_path, ref_url
-from provider.digests import parse_digests
 
 if TYPE_CHECKING:
     from davbackup.fs import Entry, Namespace

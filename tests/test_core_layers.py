@@ -83,7 +83,7 @@ def test_client_does_not_load_the_store():
 
 
 def test_facade_names_resolve():
-    assert davbackup.__all__ == sorted(davbackup.__all__)
+    assert davbackup.__all__ == sorted(davbackup._FACADE)
     for name in davbackup.__all__:
         value = getattr(davbackup, name)
         assert getattr(value, "__name__", name) == name

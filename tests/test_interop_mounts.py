@@ -4,7 +4,7 @@ A tree is copied in through the mount, read back through the mount and with plai
 HTTP GET, and compared byte for byte; then edited (overwrite, rename, delete) through
 the mount and checked again over HTTP.
 
-davfs2 (REFERENCE §3) needs ``buf_size 64`` on recent kernels and uploads a file some
+davfs2 needs ``buf_size 64`` on recent kernels and uploads a file some
 seconds after close; unmounting flushes, so HTTP checks come after ``umount``. To read
 back from the server rather than from davfs2's cache, the second mount uses a fresh
 cache directory. davfs2 runs its daemon as the ``davfs2`` user, so its cache lives in
@@ -239,7 +239,7 @@ def test_rclone_mount_writes_cache_in_place_edits(shared_dav_server: DavServer, 
                                                   tmp_path: Path) -> None:
     """``--vfs-cache-mode writes`` allows random-access writes; the upload happens after
     close (write-back), so the test waits until the server has the final bytes before
-    it unmounts (REFERENCE §3: unmounting at once loses them)."""
+    it unmounts (unmounting at once loses them)."""
     original = os.urandom(3 * 1024 * 1024 + 7)
     session = shared_dav_server.session()
     assert session.request("MKCOL", url_of(shared_dav_server, "/rcwrites/"),

@@ -6,7 +6,7 @@ temporary file, so the user's own rclone configuration is never read or written.
 
 Two remotes: ``plain`` (vendor ``other``: rclone compares sizes only and sets no
 modification times) and ``oc`` (vendor ``owncloud``: ``X-OC-Mtime`` on PUT, so times
-survive and a same-size edit is noticed). See REFERENCE §3.
+survive and a same-size edit is noticed).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """webdavclient3 (``webdav3.client.Client``) against a real server.
 
 webdavclient3 is also what ``davbackup upload/download/ls`` is built on, so its quirks
-(REFERENCE §3) are pinned here: existence checks are HEAD and only 200 counts (also
+are pinned here: existence checks are HEAD and only 200 counts (also
 for collections), an upload with a progress callback is sent chunked, and ``copy()``
 of a directory sends ``Depth: 1``. Every transfer is compared byte for byte, and
 what the client uploaded is read back with plain PROPFIND/GET as well.
@@ -96,7 +96,7 @@ def test_upload_and_download_tree_byte_for_byte(
 def test_upload_sync_replaces_existing_directory(
         client: Client, tree: tuple[Path, dict[str, bytes]],
         shared_dav_server: DavServer, tmp_path: Path) -> None:  # noqa: F811
-    """upload_directory deletes an existing remote directory first (REFERENCE §3)."""
+    """upload_directory deletes an existing remote directory first."""
     root, files = tree
     client.mkdir("/replace")
     client.upload_sync(remote_path="/replace/tree", local_path=str(root))
@@ -193,7 +193,7 @@ def test_copy_file(client: Client, shared_dav_server: DavServer) -> None:  # noq
 def test_copy_directory_with_default_depth(
         client: Client, tree: tuple[Path, dict[str, bytes]],
         shared_dav_server: DavServer) -> None:  # noqa: F811
-    """``Client.copy`` of a collection sends ``Depth: 1`` (REFERENCE §3); the server
+    """``Client.copy`` of a collection sends ``Depth: 1``; the server
     must still copy the whole tree (RFC 4918 allows only 0 and infinity for COPY, and a
     client that says 1 means "the directory with its content")."""
     root, files = tree

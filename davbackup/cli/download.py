@@ -19,7 +19,7 @@ from davbackup.cli.client_common import (
     open_state,
     progress_for,
 )
-from davbackup.client import DownloadOptions, Downloader, format_bytes
+from davbackup.client import Downloader, DownloadOptions, format_bytes
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -21,7 +21,7 @@ from davbackup.cli.client_common import (
     open_state,
     progress_for,
 )
-from davbackup.client import UploadOptions, Uploader, format_bytes, parse_size
+from davbackup.client import Uploader, UploadOptions, format_bytes, parse_size
 from davbackup.client.upload import DEFAULT_PART_SIZE
 from davbackup.errors import UsageError
 

@@ -16,12 +16,12 @@ and the curl recipe in README.md.
 """
 
 from davbackup.client.credentials import Credentials, resolve_credentials
-from davbackup.client.download import DownloadOptions, Downloader, DownloadStats
+from davbackup.client.download import Downloader, DownloadOptions, DownloadStats
 from davbackup.client.errors import ConnectionFailed, ServerError, TransferFailed
 from davbackup.client.progress import Progress
 from davbackup.client.remote import Remote, RemoteEntry, split_url
 from davbackup.client.state import ClientState
-from davbackup.client.upload import UploadOptions, Uploader, UploadStats, format_bytes, parse_size
+from davbackup.client.upload import Uploader, UploadOptions, UploadStats, format_bytes, parse_size
 
 __all__ = [
     "ClientState",

@@ -7,6 +7,7 @@ shares one connection pool.
 
 from __future__ import annotations
 
+import builtins
 import email.utils
 import importlib.metadata
 import posixpath
@@ -26,7 +27,7 @@ from webdav3.exceptions import (
 )
 
 from davbackup.client.credentials import Credentials
-from davbackup.client.errors import ConnectionFailed, RETRYABLE, ServerError, error_for
+from davbackup.client.errors import RETRYABLE, ConnectionFailed, ServerError, error_for
 from davbackup.errors import (
     AuthenticationFailed,
     Conflict,
@@ -141,9 +142,9 @@ class Remote:
         entries.sort(key=lambda e: e.name)
         return entries
 
-    def walk(self, path: str) -> list[RemoteEntry]:
+    def walk(self, path: str) -> builtins.list[RemoteEntry]:
         """Every entry below the folder ``path``, parents before children."""
-        result: list[RemoteEntry] = []
+        result: builtins.list[RemoteEntry] = []
         for entry in self.list(path) or []:
             result.append(entry)
             if entry.is_dir:

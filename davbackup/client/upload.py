@@ -132,7 +132,7 @@ class Uploader:
             if record.mtime_ns == st.st_mtime_ns:
                 self.stats.files_skipped += 1
                 return record.etag
-            if _sha256_file(local).hex() == record.sha256:
+            if _sha256_file(local).hex() == record.sha256 and self.state is not None:
                 self.state.record_upload(key, UploadRecord(st.st_size, st.st_mtime_ns, record.sha256, record.etag))
                 self.stats.files_skipped += 1
                 return record.etag

@@ -79,7 +79,7 @@ def dispatch(server: Any, environ: Environ, start_response: StartResponse) -> It
     if method in ("COPY", "MOVE") and _destination_reserved(environ):
         raise DAVError(HTTP_FORBIDDEN, f"{UPLOAD_PREFIX} is reserved for upload resources")
     if method == "OPTIONS":
-        return server.do_OPTIONS(environ, _with_resume_headers(start_response))  # type: ignore[no-any-return]
+        return server.do_OPTIONS(environ, _with_resume_headers(start_response))
     upload_complete = parse_sf_boolean(environ.get("HTTP_UPLOAD_COMPLETE"))
     if method == "PUT":
         if "HTTP_CONTENT_RANGE" in environ:

@@ -13,14 +13,14 @@ The error element is an RFC 9457 problem type: the IETF draft's registered types
 (``mismatching-upload-offset``, ``inconsistent-upload-length``) and davbackup's own
 ``tag:`` URI for a digest mismatch. Rows without one answer in ``text/plain``.
 Each row's status is the one the exception class itself declares (checked by
-``tests/test_provider_units.py``), so the same core error gets the same status in
+``tests/test_resume_errors.py``), so the same core error gets the same status in
 every protocol: ``RangeError`` (a range that does not fit the file) is always 416,
 ``LengthMismatch`` (bytes that disagree with the declared length) always 400.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +96,8 @@ def row_for(exc: DavBackupError) -> ErrorAnswer | None:
     return None
 
 
-def answer_error(start_response: StartResponse, exc: DavBackupError, state: Headers = ()) -> list[bytes]:
+def answer_error(start_response: StartResponse, exc: DavBackupError,
+                 state: Sequence[tuple[str, str]] = ()) -> list[bytes]:
     """Answer ``exc`` by the table; ``state`` headers are added unless the row sets them."""
     row = row_for(exc)
     if row is None:

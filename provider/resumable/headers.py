@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from provider.digests import parse_digests
 
-
 __all__ = [
     "ContentRange", "UpdateRange", "parse_content_range", "parse_digests", "parse_sf_boolean",
     "parse_sf_integer", "parse_update_range",
