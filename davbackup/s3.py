@@ -12,6 +12,7 @@ stores is authenticated by AES-GCM, so a CRC over each body would be CPU spent t
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import threading
@@ -219,7 +220,7 @@ class ObjectStore:
         except (self._ClientError, self._BotoCoreError) as exc:
             raise self._fail("LIST", prefix, exc) from exc
 
-    def delete(self, keys: list[str]) -> None:
+    def delete(self, keys: builtins.list[str]) -> None:
         """Delete objects (missing ones are no error)."""
         for start in range(0, len(keys), 1000):
             batch = [{"Key": self._key(k)} for k in keys[start : start + 1000]]

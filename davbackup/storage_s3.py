@@ -313,7 +313,7 @@ class S3PackStorage:
         return bytes(out)
 
     def open_stream(self, name: str) -> BinaryIO:
-        return io.BufferedReader(S3PackStream(self, name), buffer_size=4 * 1024 * 1024)  # type: ignore[return-value]
+        return io.BufferedReader(S3PackStream(self, name), buffer_size=4 * 1024 * 1024)
 
     def _stat(self, name: str) -> tuple[int, float]:
         appender = self._open.get(name)
