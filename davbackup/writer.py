@@ -9,7 +9,6 @@ leaves at most unreferenced chunks behind, which gc reclaims.
 from __future__ import annotations
 
 import sqlite3
-import time
 from typing import Callable, Iterator, TypeVar
 
 from davbackup import clock
