@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
+from davbackup import chunklists
 from davbackup.errors import DavBackupError, RepositoryError, StorageFull, UnsupportedFormat
 
 T = TypeVar("T")
@@ -163,7 +164,7 @@ def _v2_totals(conn: sqlite3.Connection) -> None:
 Migration = str | Callable[[sqlite3.Connection], None]
 
 # Migrations from version N to N+1, applied in order inside one transaction each.
-MIGRATIONS: dict[int, list[Migration]] = {1: [SCHEMA_V2, _v2_totals]}
+MIGRATIONS: dict[int, list[Migration]] = {1: [SCHEMA_V2, _v2_totals, chunklists.migrate]}
 
 
 _SQLITE_FULL = 13

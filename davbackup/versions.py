@@ -1,4 +1,5 @@
-"""File versions: ordered chunk lists with byte offsets (DESIGN.md §7.3)."""
+"""File versions: ordered chunk lists with byte offsets, stored as shared segments
+(DESIGN.md §7.3, :mod:`davbackup.chunklists`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import sqlite3
 from typing import Iterable
 
 import blake3
+
+from davbackup import chunklists
 
 
 def version_etag(etag_key: bytes, size: int, chunk_ids: Iterable[bytes]) -> str:
@@ -26,8 +29,5 @@ def insert_version(
         "INSERT INTO versions(size, etag, created, checksums) VALUES (?, ?, ?, ?)", (size, etag, now, checksums)
     )
     vid = int(cur.lastrowid)  # type: ignore[arg-type]
-    conn.executemany(
-        "INSERT INTO version_chunks(version_id, offset, length, chunk_id) VALUES (?, ?, ?, ?)",
-        [(vid, off, length, cid) for off, length, cid in chunks],
-    )
+    chunklists.store(conn, vid, chunks)
     return vid

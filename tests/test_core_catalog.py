@@ -30,7 +30,9 @@ def test_schema_and_wal(catalog: Catalog) -> None:
     assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(SCHEMA_VERSION),)
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"users", "nodes", "versions", "version_chunks", "packs", "chunks", "props", "locks"} <= tables
+    assert {"users", "nodes", "versions", "segments", "version_segments", "packs", "chunks", "props", "locks"} <= tables
+    views = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='view'")}
+    assert views == {"version_chunks"}
 
 
 def test_not_a_catalog(tmp_path: Path) -> None:

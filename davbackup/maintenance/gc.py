@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from davbackup import clock
+from davbackup import chunklists
 from davbackup.errors import Locked
 from davbackup.pack import HEADER_SIZE, BlobError
 from davbackup.retention import PruneReport, load_policy, prune
@@ -108,7 +109,7 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
             )
         ]
         for vid in orphans:
-            conn.execute("DELETE FROM version_chunks WHERE version_id=?", (vid,))
+            chunklists.drop(conn, vid)
             conn.execute("DELETE FROM versions WHERE id=?", (vid,))
         cur = conn.execute(
             "DELETE FROM chunks WHERE touched <= ?"
