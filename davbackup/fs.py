@@ -26,6 +26,7 @@ from davbackup.errors import (
     StorageFull,
 )
 from davbackup.reader import VersionReader
+from davbackup.versions import verify_version
 from davbackup.tree import Node, archive_props, join_path, record_moment, split_path
 from davbackup.writer import FileWriter
 
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 class BodyReader(Protocol):
     def read(self, n: int = -1) -> bytes: ...
 
-PROP_AD = b"davbackup-prop-v1"
 
 #: Names at a user's root that belong to history (DESIGN.md §15): never live files.
 RESERVED_ROOT_NAMES = frozenset({".history", ".versions"})
@@ -190,7 +190,13 @@ class Namespace:
     def open_read(self, path: str) -> VersionReader:
         parts = split_path(path)
         node, version_id = self._file_node(self._catalog.reader(), parts, path)
-        return VersionReader(self._catalog, self.repo.chunks, version_id, node.size, join_path(parts))
+        return self.version_reader(version_id, node.size, node.etag, join_path(parts))
+
+    def version_reader(self, version_id: int, size: int, etag: str, path: str) -> VersionReader:
+        """A reader of one version, after checking that the catalog's chunk list and size
+        are the ones its keyed ETag was computed from (DESIGN.md §14)."""
+        verify_version(self._catalog.reader(), self.repo.keys.etag_key(), version_id, size, etag, path)
+        return VersionReader(self._catalog, self.repo.chunks, version_id, size, path)
 
     # -- writing -----------------------------------------------------------------
 
@@ -364,7 +370,7 @@ class Namespace:
 
     def move(self, src: str, dst: str, overwrite: bool) -> bool:
         def apply(conn: sqlite3.Connection, node: Node, parent: Node, name: str, now: float) -> int:
-            self._tree.rename(conn, self.root_id, node.id, parent.id, name, now)
+            self._tree.rename(conn, self.root_id, node, parent.id, name, now)
             if node.parent_id is not None:
                 self._tree.touch(conn, node.parent_id, now)
             return 0
@@ -401,10 +407,7 @@ class Namespace:
         nid = self._node_id(conn, path)
         result = {}
         for name, blob in conn.execute("SELECT name, value_enc FROM props WHERE node_id=?", (nid,)):
-            try:
-                result[name] = crypto.open_small(self.repo.keys.name_key(), blob, PROP_AD).decode("utf-8")
-            except crypto.DecryptionFailed as exc:
-                raise IntegrityError(f"{path}: property {name} fails verification") from exc
+            result[name] = self._tree.open_prop(blob, nid, name, path)
         return result
 
     def child_props(self, path: str) -> dict[str, dict[str, str]]:
@@ -412,27 +415,22 @@ class Namespace:
         conn = self._catalog.reader()
         nid = self._node_id(conn, path)
         rows = conn.execute(
-            "SELECT n.id, n.name_enc, p.name, p.value_enc FROM nodes n JOIN props p ON p.node_id = n.id"
+            "SELECT n.id, n.parent_id, n.version_id, n.name_enc, p.name, p.value_enc"
+            " FROM nodes n JOIN props p ON p.node_id = n.id"
             " WHERE n.parent_id=?",
             (nid,),
         ).fetchall()
         result: dict[str, dict[str, str]] = {}
-        key = self.repo.keys.name_key()
-        for node_id, name_enc, prop, blob in rows:
-            child = self._tree.open_name(name_enc, node_id)
-            try:
-                value = crypto.open_small(key, blob, PROP_AD).decode("utf-8")
-            except crypto.DecryptionFailed as exc:
-                raise IntegrityError(f"{path}/{child}: property {prop} fails verification") from exc
-            result.setdefault(child, {})[prop] = value
+        for node_id, parent_id, version_id, name_enc, prop, blob in rows:
+            child = self._tree.open_name(name_enc, node_id, parent_id, version_id)
+            result.setdefault(child, {})[prop] = self._tree.open_prop(blob, node_id, prop, f"{path}/{child}")
         return result
 
     def set_prop(self, path: str, name: str, value: str) -> None:
-        blob = crypto.seal_small(self.repo.keys.name_key(), value.encode("utf-8"), PROP_AD)
-
         def txn(conn: sqlite3.Connection) -> None:
             now = clock.now()
             nid = self._node_id(conn, path)
+            blob = self._tree.seal_prop(nid, name, value)
             archive_props(conn, self.root_id, [nid], name, now)
             conn.execute(
                 "INSERT OR REPLACE INTO props(node_id, name, value_enc, born) VALUES (?, ?, ?, ?)",

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from davbackup import clock, crypto
-from davbackup.errors import Conflict, IntegrityError, InvalidPath, NotFound, PreconditionFailed
+from davbackup import clock
+from davbackup.errors import Conflict, InvalidPath, NotFound, PreconditionFailed
 from davbackup.reader import VersionReader
 from davbackup.tree import Node, archive_props, join_path, split_path
 
@@ -132,7 +132,6 @@ class History:
         self.catalog = ns.repo.catalog
         self.tree = ns.repo.tree
         self.root_id = ns.root_id
-        self._name_key = ns.repo.keys.name_key()
 
     # -- shared helpers --------------------------------------------------------------
 
@@ -144,23 +143,13 @@ class History:
     def reader(self, node: Node, path: str) -> VersionReader:
         if node.is_dir or node.version_id is None:
             raise Conflict(f"{path}: is a folder")
-        return VersionReader(self.catalog, self.ns.repo.chunks, node.version_id, node.size, path)
+        return self.ns.version_reader(node.version_id, node.size, node.etag, path)
 
     def props_at(self, conn: sqlite3.Connection, node_id: int, t: float, path: str) -> dict[str, str]:
-        from davbackup.fs import PROP_AD
-
-        rows = conn.execute(
-            "SELECT name, value_enc FROM props WHERE node_id=? AND born < ?"
-            " UNION ALL SELECT name, value_enc FROM props_history WHERE node_id=? AND born < ? AND died >= ?",
-            (node_id, t, node_id, t, t),
-        ).fetchall()
-        result = {}
-        for name, blob in rows:
-            try:
-                result[name] = crypto.open_small(self._name_key, blob, PROP_AD).decode("utf-8")
-            except crypto.DecryptionFailed as exc:
-                raise IntegrityError(f"{path}: property {name} fails verification") from exc
-        return result
+        return {
+            name: self.tree.open_prop(blob, node_id, name, path)
+            for name, blob in self._sealed_props_at(conn, node_id, t).items()
+        }
 
     # -- points in time --------------------------------------------------------------
 
@@ -213,9 +202,7 @@ class History:
 
     def open_version(self, path: str, name: str) -> VersionReader:
         v = self.version(path, name)
-        return VersionReader(
-            self.catalog, self.ns.repo.chunks, self._version_id(path, v), v.entry.size, f"{path}@{name}"
-        )
+        return self.ns.version_reader(self._version_id(path, v), v.entry.size, v.entry.etag, f"{path}@{name}")
 
     def _version_id(self, path: str, v: FileVersion) -> int:
         conn = self.catalog.reader()
@@ -294,12 +281,16 @@ class History:
                 return node
         return None
 
-    def _set_props(self, conn: sqlite3.Connection, node_id: int, props: dict[str, bytes], now: float) -> None:
+    def _set_props(self, conn: sqlite3.Connection, node_id: int, src_id: int, t: float, now: float) -> None:
+        """Give ``node_id`` the properties ``src_id`` had at ``t`` (sealed again for it)."""
+        old = self._sealed_props_at(conn, src_id, t)
+        if src_id == node_id and old == self._sealed_props_at(conn, node_id, now + 1):
+            return
         archive_props(conn, self.root_id, [node_id], None, now)
         conn.execute("DELETE FROM props WHERE node_id=?", (node_id,))
         conn.executemany(
             "INSERT INTO props(node_id, name, value_enc, born) VALUES (?, ?, ?, ?)",
-            [(node_id, name, blob, now) for name, blob in props.items()],
+            [(node_id, name, self.tree.reseal_prop(blob, src_id, node_id, name), now) for name, blob in old.items()],
         )
 
     def _sealed_props_at(self, conn: sqlite3.Connection, node_id: int, t: float) -> dict[str, bytes]:
@@ -315,7 +306,7 @@ class History:
         new_id = self.tree.insert(conn, parent_id, name, src.is_dir, src.version_id, now)
         if not src.is_dir:
             conn.execute("UPDATE nodes SET modified=? WHERE id=?", (src.modified, new_id))
-        self._set_props(conn, new_id, self._sealed_props_at(conn, src.id, t), now)
+        self._set_props(conn, new_id, src.id, t, now)
         added = 0 if src.is_dir else src.size
         if src.is_dir:
             for child in self.tree.children_at(conn, src.id, t):
@@ -328,8 +319,7 @@ class History:
             assert dest.parent_id is not None
             removed = self.tree.delete_subtree(conn, self.root_id, dest.id, now)
             return self._copy_from(conn, src, dest.parent_id, dest.name, t, now) - removed
-        if src.id != dest.id or self._sealed_props_at(conn, src.id, t) != self._sealed_props_at(conn, dest.id, now + 1):
-            self._set_props(conn, dest.id, self._sealed_props_at(conn, src.id, t), now)
+        self._set_props(conn, dest.id, src.id, t, now)
         if not src.is_dir:
             if src.version_id == dest.version_id:
                 return 0

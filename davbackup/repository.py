@@ -36,7 +36,7 @@ from davbackup.location import PackLocation, resolve_packs_url
 from davbackup.locks import LockTable
 from davbackup.offload import Offloader
 from davbackup.pack import BlobCodec
-from davbackup.tree import Tree
+from davbackup.tree import Tree, authenticate_rows
 from davbackup.uploads import UploadManager
 from davbackup.users import UserDirectory
 from davbackup.writer import FileWriter
@@ -61,6 +61,7 @@ class Repository:
         try:
             self.catalog = Catalog(root / "catalog.sqlite")
             self.tree = Tree(keys.name_key(), keys.name_hash_key())
+            self._authenticate_rows()
             self.storage = self.location.storage()
             self.codec = BlobCodec(keys.chunk_subkey_base(), keys.chunk_id_key(), config.compression_level)
             self.chunker = Chunker(config.chunker, keys.chunker_seed())
@@ -72,6 +73,17 @@ class Repository:
             self._release_writer_lock()
             raise
         self.uploads = UploadManager(self)
+
+    def _authenticate_rows(self) -> None:
+        """A catalog from before row authentication is upgraded on its first writable
+        open; read-only opens accept its old sealing without changing it."""
+        upgraded = self.catalog.reader().execute("SELECT 1 FROM meta WHERE key='row_auth'").fetchone()
+        if upgraded:
+            return
+        if self.mode == "read":
+            self.tree.legacy_names = True
+            return
+        self.catalog.write(lambda conn: authenticate_rows(conn, self.tree))
 
     # -- creation and opening ------------------------------------------------------
 

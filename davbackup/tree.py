@@ -19,7 +19,8 @@ from davbackup.errors import IntegrityError, InvalidPath
 
 MAX_NAME_BYTES = 1024
 MAX_DEPTH = 256
-NAME_AD = b"davbackup-name-v1"
+NAME_AD_V1 = b"davbackup-name-v1"  # schema 1 and before the row upgrade: not bound to the row
+NAME_AD = b"davbackup-name-v2"  # + node id, parent id, version id (8 bytes BE each; 0 for none)
 CHECKSUMS_AD = b"davbackup-checksums-v1"
 
 NODE_COLUMNS = (
@@ -67,10 +68,27 @@ class Node:
     checksums: str | None = None  # "SHA1:<hex> MD5:<hex>" when the client sent a verified SHA-1
 
 
+PROP_AD_V1 = b"davbackup-prop-v1"  # before the row upgrade: not bound to the row
+PROP_AD = b"davbackup-prop-v2"  # + node id (8 bytes BE) + the property's name (UTF-8)
+
+
+def prop_ad(node_id: int, name: str) -> bytes:
+    return PROP_AD + node_id.to_bytes(8, "big") + name.encode("utf-8")
+
+
+def name_ad(node_id: int, parent_id: int | None, version_id: int | None) -> bytes:
+    """Associated data of a sealed name: the name is valid only on its own row, under
+    its own parent, pointing at its own version (DESIGN.md §7.2)."""
+    return NAME_AD + node_id.to_bytes(8, "big") + (parent_id or 0).to_bytes(8, "big") + (version_id or 0).to_bytes(8, "big")
+
+
 class Tree:
-    def __init__(self, name_key: bytes, name_hash_key: bytes) -> None:
+    def __init__(self, name_key: bytes, name_hash_key: bytes, *, legacy_names: bool = False) -> None:
         self._name_key = name_key
         self._hash_key = name_hash_key
+        #: True only while a catalog from before row authentication is read without
+        #: being upgraded (read-only mode): names sealed the old way are accepted.
+        self.legacy_names = legacy_names
 
     # -- names -------------------------------------------------------------------
 
@@ -78,14 +96,41 @@ class Tree:
         prefix = (parent_id or 0).to_bytes(8, "big")
         return crypto.keyed_hash(self._hash_key, prefix + name.encode("utf-8"), 16)
 
-    def seal_name(self, name: str) -> bytes:
-        return crypto.seal_small(self._name_key, name.encode("utf-8"), NAME_AD)
+    def seal_name(self, name: str, node_id: int, parent_id: int | None, version_id: int | None) -> bytes:
+        return crypto.seal_small(self._name_key, name.encode("utf-8"), name_ad(node_id, parent_id, version_id))
 
-    def open_name(self, blob: bytes, node_id: int) -> str:
+    def open_name(self, blob: bytes, node_id: int, parent_id: int | None, version_id: int | None) -> str:
         try:
-            return crypto.open_small(self._name_key, blob, NAME_AD).decode("utf-8")
+            return crypto.open_small(self._name_key, blob, name_ad(node_id, parent_id, version_id)).decode("utf-8")
         except crypto.DecryptionFailed as exc:
-            raise IntegrityError(f"catalog node {node_id}: its encrypted name fails verification") from exc
+            if self.legacy_names:
+                try:
+                    return crypto.open_small(self._name_key, blob, NAME_AD_V1).decode("utf-8")
+                except crypto.DecryptionFailed:
+                    pass
+            raise IntegrityError(
+                f"catalog node {node_id}: its name fails verification (the row was altered or moved)"
+            ) from exc
+
+    # -- dead property values -------------------------------------------------------
+
+    def seal_prop(self, node_id: int, name: str, value: str) -> bytes:
+        return crypto.seal_small(self._name_key, value.encode("utf-8"), prop_ad(node_id, name))
+
+    def open_prop(self, blob: bytes, node_id: int, name: str, where: str) -> str:
+        try:
+            return crypto.open_small(self._name_key, blob, prop_ad(node_id, name)).decode("utf-8")
+        except crypto.DecryptionFailed as exc:
+            if self.legacy_names:
+                try:
+                    return crypto.open_small(self._name_key, blob, PROP_AD_V1).decode("utf-8")
+                except crypto.DecryptionFailed:
+                    pass
+            raise IntegrityError(f"{where}: property {name} fails verification (the row was altered or moved)") from exc
+
+    def reseal_prop(self, blob: bytes, from_node: int, to_node: int, name: str) -> bytes:
+        """A property value copied to another node is sealed again for that node."""
+        return self.seal_prop(to_node, name, self.open_prop(blob, from_node, name, f"catalog node {from_node}"))
 
     def seal_checksums(self, text: str | None) -> bytes | None:
         return None if text is None else crypto.seal_small(self._name_key, text.encode("ascii"), CHECKSUMS_AD)
@@ -103,7 +148,7 @@ class Tree:
         if is_dir:
             size, etag, checksums = 0, f"d{nid}-{int(modified * 1000)}", None
         return Node(
-            nid, parent, self.open_name(name_enc, nid), bool(is_dir), version_id, created, modified,
+            nid, parent, self.open_name(name_enc, nid, parent, version_id), bool(is_dir), version_id, created, modified,
             size or 0, etag or "", self._open_checksums(checksums, nid),
         )
 
@@ -225,25 +270,30 @@ class Tree:
         self, conn: sqlite3.Connection, parent_id: int | None, name: str, is_dir: bool,
         version_id: int | None, now: float, created: float | None = None,
     ) -> int:
-        cur = conn.execute(
-            "INSERT INTO nodes(parent_id, name_hash, name_enc, is_dir, version_id, created, modified, born)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (parent_id, self.name_hash(parent_id, name), self.seal_name(name), int(is_dir), version_id,
-             created if created is not None else now, now, now),
+        nid = new_node_id(conn)
+        conn.execute(
+            "INSERT INTO nodes(id, parent_id, name_hash, name_enc, is_dir, version_id, created, modified, born)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (nid, parent_id, self.name_hash(parent_id, name), self.seal_name(name, nid, parent_id, version_id),
+             int(is_dir), version_id, created if created is not None else now, now, now),
         )
-        return int(cur.lastrowid)  # type: ignore[arg-type]
+        return nid
 
-    def rename(self, conn: sqlite3.Connection, owner: int, node_id: int, parent_id: int, name: str, now: float) -> None:
-        archive_nodes(conn, owner, [node_id], now)
+    def rename(self, conn: sqlite3.Connection, owner: int, node: Node, parent_id: int, name: str, now: float) -> None:
+        archive_nodes(conn, owner, [node.id], now)
         conn.execute(
             "UPDATE nodes SET parent_id=?, name_hash=?, name_enc=?, born=? WHERE id=?",
-            (parent_id, self.name_hash(parent_id, name), self.seal_name(name), now, node_id),
+            (parent_id, self.name_hash(parent_id, name), self.seal_name(name, node.id, parent_id, node.version_id),
+             now, node.id),
         )
 
     def set_version(self, conn: sqlite3.Connection, owner: int, node: Node, version_id: int, now: float) -> None:
         """Make ``version_id`` the node's content; the replaced version stays in history."""
         archive_nodes(conn, owner, [node.id], now)
-        conn.execute("UPDATE nodes SET version_id=?, modified=?, born=? WHERE id=?", (version_id, now, now, node.id))
+        conn.execute(
+            "UPDATE nodes SET version_id=?, name_enc=?, modified=?, born=? WHERE id=?",
+            (version_id, self.seal_name(node.name, node.id, node.parent_id, version_id), now, now, node.id),
+        )
         if node.version_id is not None and node.version_id != version_id:
             drop_version_if_unused(conn, node.version_id, now)
 
@@ -280,9 +330,10 @@ class Tree:
         """Copy a live node (and, if ``recursive``, its descendants): versions are shared,
         not copied. Returns the logical bytes of the files copied."""
         new_id = self.insert(conn, parent_id, name, source.is_dir, source.version_id, now)
-        conn.execute(
-            "INSERT INTO props(node_id, name, value_enc, born) SELECT ?, name, value_enc, ? FROM props WHERE node_id=?",
-            (new_id, now, source.id),
+        props = conn.execute("SELECT name, value_enc FROM props WHERE node_id=?", (source.id,)).fetchall()
+        conn.executemany(
+            "INSERT INTO props(node_id, name, value_enc, born) VALUES (?, ?, ?, ?)",
+            [(new_id, prop, self.reseal_prop(blob, source.id, new_id, prop), now) for prop, blob in props],
         )
         copied = source.size if not source.is_dir else 0
         if source.is_dir and recursive:
@@ -307,6 +358,15 @@ class Tree:
         conn.execute("DELETE FROM moments WHERE owner=?", (root_id,))
         for vid in versions:
             drop_version_if_unused(conn, vid)
+
+
+def new_node_id(conn: sqlite3.Connection) -> int:
+    """A node ID never used before, live or in history (SQLite would reuse the ID of a
+    deleted last row, and history must never mix two nodes)."""
+    row = conn.execute(
+        "SELECT max(coalesce((SELECT max(id) FROM nodes), 0), coalesce((SELECT max(node_id) FROM node_history), 0))"
+    ).fetchone()
+    return int(row[0]) + 1
 
 
 def visible_second(born: float, now: float) -> bool:
@@ -359,3 +419,43 @@ def drop_version_if_unused(conn: sqlite3.Connection, version_id: int, now: float
     if conn.execute("SELECT 1 FROM node_history WHERE version_id=? LIMIT 1", (version_id,)).fetchone():
         return
     conn.execute("UPDATE versions SET orphaned=? WHERE id=?", (now if now is not None else clock.now(), version_id))
+
+
+def authenticate_rows(conn: sqlite3.Connection, tree: Tree) -> int:
+    """Seal every name and property value again bound to its row (DESIGN.md §7.2, §7.4).
+
+    Catalogs written before row authentication sealed names and values with a
+    constant associated data; this runs once, in one transaction, when such a
+    repository is first opened for writing, and records ``meta.row_auth``. Returns
+    the number of values sealed again.
+    """
+    if conn.execute("SELECT 1 FROM meta WHERE key='row_auth'").fetchone():
+        return 0
+    legacy = Tree(tree._name_key, tree._hash_key, legacy_names=True)
+    count = 0
+    for nid, parent, version, blob in conn.execute(
+        "SELECT id, parent_id, version_id, name_enc FROM nodes"
+    ).fetchall():
+        name = legacy.open_name(blob, nid, parent, version)
+        conn.execute("UPDATE nodes SET name_enc=? WHERE id=?", (tree.seal_name(name, nid, parent, version), nid))
+        count += 1
+    for rowid, nid, parent, version, blob in conn.execute(
+        "SELECT rowid, node_id, parent_id, version_id, name_enc FROM node_history"
+    ).fetchall():
+        name = legacy.open_name(blob, nid, parent, version)
+        conn.execute(
+            "UPDATE node_history SET name_enc=? WHERE rowid=?", (tree.seal_name(name, nid, parent, version), rowid)
+        )
+        count += 1
+    for nid, prop, blob in conn.execute("SELECT node_id, name, value_enc FROM props").fetchall():
+        value = legacy.open_prop(blob, nid, prop, f"catalog node {nid}")
+        conn.execute(
+            "UPDATE props SET value_enc=? WHERE node_id=? AND name=?", (tree.seal_prop(nid, prop, value), nid, prop)
+        )
+        count += 1
+    for rowid, nid, prop, blob in conn.execute("SELECT rowid, node_id, name, value_enc FROM props_history").fetchall():
+        value = legacy.open_prop(blob, nid, prop, f"catalog node {nid}")
+        conn.execute("UPDATE props_history SET value_enc=? WHERE rowid=?", (tree.seal_prop(nid, prop, value), rowid))
+        count += 1
+    conn.execute("INSERT INTO meta(key, value) VALUES ('row_auth', '1')")
+    return count

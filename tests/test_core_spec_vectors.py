@@ -177,9 +177,11 @@ def test_name_vector():
                                   key=keys.name_hash_key()).digest(16)
     assert expected_hash == v.hex("name-hash")
     nonce = v.hex("nonce")
-    sealed = nonce + AESGCM(keys.name_key()).encrypt(nonce, name.encode("utf-8"), b"davbackup-name-v1")
+    ids = (v.int("node-id"), v.int("parent-id"), v.int("version-id"))
+    ad = b"davbackup-name-v2" + b"".join(i.to_bytes(8, "big") for i in ids)
+    sealed = nonce + AESGCM(keys.name_key()).encrypt(nonce, name.encode("utf-8"), ad)
     assert sealed == v.hex("name-enc")
-    assert tree.open_name(v.hex("name-enc"), 1) == name
+    assert tree.open_name(v.hex("name-enc"), *ids) == name
 
 
 def test_etag_and_upload_path_vectors():

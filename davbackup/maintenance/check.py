@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+from davbackup.versions import verify_version
 from davbackup.errors import IntegrityError
 from davbackup.maintenance.paths import node_path, version_paths
 from davbackup.pack import HEADER_SIZE, BlobError
@@ -52,11 +53,28 @@ def check_repository(
         " AND NOT EXISTS (SELECT 1 FROM nodes p WHERE p.id = n.parent_id)"
     ).fetchall():
         report.problems.append(f"catalog node {nid}: parent {parent} does not exist")
-    for nid, name_enc in conn.execute("SELECT id, name_enc FROM nodes WHERE parent_id IS NOT NULL").fetchall():
+    for nid, parent, version_id, name_enc in conn.execute(
+        "SELECT id, parent_id, version_id, name_enc FROM nodes WHERE parent_id IS NOT NULL"
+        " UNION ALL SELECT node_id, parent_id, version_id, name_enc FROM node_history"
+    ).fetchall():
         try:
-            tree.open_name(name_enc, nid)
+            tree.open_name(name_enc, nid, parent, version_id)
+        except IntegrityError as exc:
+            report.problems.append(f"{node_path(conn, tree, parent) if parent else '?'}/…: {exc}")
+    for nid, prop, blob in conn.execute(
+        "SELECT node_id, name, value_enc FROM props UNION ALL SELECT node_id, name, value_enc FROM props_history"
+    ).fetchall():
+        try:
+            tree.open_prop(blob, nid, prop, node_path(conn, tree, nid))
         except IntegrityError as exc:
             report.problems.append(str(exc))
+    # versions: the keyed ETag covers the size and the chunk list
+    for vid, size, etag in conn.execute("SELECT id, size, etag FROM versions").fetchall():
+        try:
+            verify_version(conn, repo.keys.etag_key(), vid, size, etag, f"version {vid}")
+        except IntegrityError:
+            for path in version_paths(conn, tree, vid):
+                report.problems.append(f"{path}: its size or chunk list does not match its ETag (catalog altered)")
     for nid, in conn.execute(
         "SELECT id FROM nodes WHERE is_dir=0 AND (version_id IS NULL"
         " OR NOT EXISTS (SELECT 1 FROM versions v WHERE v.id = nodes.version_id))"

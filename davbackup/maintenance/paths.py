@@ -14,15 +14,15 @@ def node_path(conn: sqlite3.Connection, tree: Tree, node_id: int) -> str:
     current: int | None = node_id
     seen = 0
     while current is not None and seen < 300:
-        row = conn.execute("SELECT parent_id, name_enc FROM nodes WHERE id=?", (current,)).fetchone()
+        row = conn.execute("SELECT parent_id, name_enc, version_id FROM nodes WHERE id=?", (current,)).fetchone()
         if row is None:
             return "<detached>/" + "/".join(reversed(parts))
-        parent, name_enc = row
+        parent, name_enc, version_id = row
         if parent is None:
             user = conn.execute("SELECT name FROM users WHERE root_id=?", (current,)).fetchone()
             return f"{user[0] if user else '?'}:/" + "/".join(reversed(parts))
         try:
-            parts.append(tree.open_name(name_enc, current))
+            parts.append(tree.open_name(name_enc, current, parent, version_id))
         except IntegrityError:
             parts.append(f"<node {current}: bad name>")
         current = parent
