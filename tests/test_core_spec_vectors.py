@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from davbackup import crypto
 from davbackup.chunker import Chunker, StreamChunker
 from davbackup.config import ChunkerParams
-from davbackup.fs import PROP_AD
+
 from davbackup.keys import KeyRing, MasterKeys
 from davbackup.pack import BlobCodec, BlobHeader
-from davbackup.tree import CHECKSUMS_AD, NAME_AD, Tree
+from davbackup.tree import CHECKSUMS_AD, NAME_AD, PROP_AD, Tree
 from davbackup.uploads import PATH_AD, UploadManager
 from davbackup.users import check_password
 from davbackup.versions import version_etag
