@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from davbackup import crypto
 from davbackup.errors import KeyFileError, UsageError, WrongPassphrase
@@ -104,10 +105,10 @@ class KeyRing:
             result.append(KeySlot(data["slot"], data.get("label", ""), float(data["created"]), path))
         return result
 
-    def _load(self, name: str) -> dict:
+    def _load(self, name: str) -> dict[str, Any]:
         path = self.files.where(name)
         try:
-            data = json.loads(self.files.read(name).decode("utf-8"))
+            data: dict[str, Any] = json.loads(self.files.read(name).decode("utf-8"))
             if data.get("format") != KEY_FORMAT:
                 raise KeyFileError(f"{path}: not a davbackup key file")
             if not isinstance(data.get("version"), int) or data["version"] > KEY_VERSION:

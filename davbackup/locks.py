@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import Any
 
 from davbackup.catalog import Catalog
 
@@ -16,7 +17,7 @@ class LockTable:
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
 
-    def put(self, token: str, root: str, expire: float, data: dict) -> None:
+    def put(self, token: str, root: str, expire: float, data: dict[str, Any]) -> None:
         text = json.dumps(data)
 
         def txn(conn: sqlite3.Connection) -> None:
@@ -27,14 +28,14 @@ class LockTable:
 
         self._catalog.write(txn)
 
-    def get(self, token: str) -> dict | None:
+    def get(self, token: str) -> dict[str, Any] | None:
         row = self._catalog.reader().execute("SELECT data FROM locks WHERE token=?", (token,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def delete(self, token: str) -> None:
         self._catalog.write(lambda conn: conn.execute("DELETE FROM locks WHERE token=?", (token,)))
 
-    def list(self, root_prefix: str | None = None) -> list[dict]:
+    def list(self, root_prefix: str | None = None) -> list[dict[str, Any]]:
         conn = self._catalog.reader()
         if root_prefix is None:
             rows = conn.execute("SELECT data FROM locks")

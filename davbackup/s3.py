@@ -166,7 +166,8 @@ class ObjectStore:
     def get(self, key: str) -> bytes:
         try:
             answer = self._client.get_object(Bucket=self.url.bucket, Key=self._key(key))
-            return answer["Body"].read()
+            data: bytes = answer["Body"].read()
+            return data
         except (self._ClientError, self._BotoCoreError) as exc:
             if self._code(exc) in ("NoSuchKey", "404"):
                 raise ObjectMissing(key) from exc
@@ -178,7 +179,8 @@ class ObjectStore:
             answer = self._client.get_object(
                 Bucket=self.url.bucket, Key=self._key(key), Range=f"bytes={start}-{start + length - 1}"
             )
-            return answer["Body"].read()
+            data: bytes = answer["Body"].read()
+            return data
         except (self._ClientError, self._BotoCoreError) as exc:
             code = self._code(exc)
             if code in ("NoSuchKey", "404"):
