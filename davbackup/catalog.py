@@ -20,7 +20,7 @@ from davbackup.errors import DavBackupError, RepositoryError, StorageFull, Unsup
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA_V1 = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -164,7 +164,8 @@ def _v2_totals(conn: sqlite3.Connection) -> None:
 Migration = str | Callable[[sqlite3.Connection], None]
 
 # Migrations from version N to N+1, applied in order inside one transaction each.
-MIGRATIONS: dict[int, list[Migration]] = {1: [SCHEMA_V2, _v2_totals, chunklists.migrate]}
+# Version 3: chunk lists stored as shared segments (DESIGN.md §7.3, davbackup/chunklists.py).
+MIGRATIONS: dict[int, list[Migration]] = {1: [SCHEMA_V2, _v2_totals], 2: [chunklists.migrate]}
 
 
 _SQLITE_FULL = 13

@@ -105,7 +105,7 @@ def drop(conn: sqlite3.Connection, version_id: int) -> None:
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Schema 1 -> 2: move every flat chunk list into segments, then replace the
+    """Schema 2 -> 3: move every flat chunk list into segments, then replace the
     ``version_chunks`` table by the view."""
     for statement in SCHEMA.split(";"):
         if statement.strip():

@@ -291,7 +291,7 @@ def test_repository_from_before_history_upgrades(tmp_path: Path) -> None:
     root = tmp_path / "repo"
     with Repository.open(root, "fixture passphrase v1") as repo:
         conn = repo.catalog.reader()
-        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("3",)
         ns = repo.namespace("alice")
         assert names(ns.list("/")) == ["docs", "ünï cödé.txt"]
         assert read_file(ns, "/docs/a.txt") == b"second version of a\n"
@@ -317,3 +317,22 @@ def test_user_removal_removes_their_history(repo: Repository, ns: Namespace, at)
     conn: sqlite3.Connection = repo.catalog.reader()
     for table in ("node_history", "props_history", "moments"):
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+
+
+def test_repository_from_the_first_history_release_upgrades(tmp_path: Path) -> None:
+    """Schema 2 (history with flat chunk lists; kept as a fixture) becomes schema 3:
+    chunk lists in segments, history, quotas and contents unchanged."""
+    with tarfile.open(FIXTURES / "repo_schema2.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    with Repository.open(tmp_path / "repo", "fixture passphrase v2") as repo:
+        conn = repo.catalog.reader()
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("3",)
+        assert conn.execute("SELECT type FROM sqlite_master WHERE name='version_chunks'").fetchone() == ("view",)
+        ns = repo.namespace("alice")
+        assert read_file(ns, "/docs/a.txt") == b"third version of a\n"
+        assert read_file(ns, "/docs/sub/b.bin") == bytes(range(256)) * 4000
+        versions = ns.history().versions("/docs/a.txt")
+        assert [ns.history().open_version("/docs/a.txt", v.name).read() for v in versions][-2:] == [
+            b"second version of a\n", b"third version of a\n"]
+        assert repo.users.usage("alice") == (len(b"third version of a\n") + 256 * 4000 + len("héllo".encode()), 10**9)
+        assert check_repository(repo, read_data=True).ok
