@@ -80,6 +80,9 @@ class Server:
 
     label = "?"
 
+    #: extra environment for the server and its preparation commands
+    extra_env: dict[str, str] = {}
+
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
@@ -98,7 +101,7 @@ class Server:
 
     def start(self) -> None:
         self.prepare()
-        env = dict(os.environ, DAVBACKUP_PASSPHRASE=PASSPHRASE, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, DAVBACKUP_PASSPHRASE=PASSPHRASE, PYTHONUNBUFFERED="1", **self.extra_env)
         self.proc = subprocess.Popen(
             self.command(),
             stdout=subprocess.PIPE,
@@ -162,17 +165,31 @@ class DavbackupServer(Server):
     #: a Python file run instead of the ``davbackup`` entry point (``--serve-wrapper``)
     wrapper: str | None = None
 
+    def entry(self) -> list[str]:
+        return [str(PYTHON), self.wrapper] if self.wrapper else [str(DAVBACKUP)]
+
     def prepare(self) -> None:
-        self.repo = self.workdir / "davbackup-repo"
-        env = dict(os.environ, DAVBACKUP_PASSPHRASE=PASSPHRASE)
-        subprocess.run([str(DAVBACKUP), "init", "--repo", str(self.repo)], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        subprocess.run([str(DAVBACKUP), "user", "add", USER, "--repo", str(self.repo)], env=env,
-                       input=(PASSWORD + "\n").encode(), check=True, stdout=subprocess.DEVNULL)
+        self.repo = self.workdir / f"{self.key}-repo"
+        env = dict(os.environ, DAVBACKUP_PASSPHRASE=PASSPHRASE, **self.extra_env)
+        cli = [str(PYTHON), "-m", "davbackup"]
+        # cwd: ``python -m`` puts the working directory first on sys.path
+        subprocess.run([*cli, "init", "--repo", str(self.repo)], env=env, check=True,
+                       stdout=subprocess.DEVNULL, cwd=self.workdir)
+        subprocess.run([*cli, "user", "add", USER, "--repo", str(self.repo)], env=env,
+                       input=(PASSWORD + "\n").encode(), check=True, stdout=subprocess.DEVNULL, cwd=self.workdir)
 
     def command(self) -> list[str]:
-        entry = [str(PYTHON), self.wrapper] if self.wrapper else [str(DAVBACKUP)]
-        return [*entry, "serve", "--repo", str(self.repo), "--port", "0"]
+        return [*self.entry(), "serve", "--repo", str(self.repo), "--port", "0"]
+
+
+class BaseBuildServer(DavbackupServer):
+    """davbackup from another checkout (``--baseline-build DIR``), same interpreter and
+    libraries: the build a change is compared with, in the same run."""
+
+    label = "base build"
+
+    def entry(self) -> list[str]:
+        return [str(PYTHON), "-m", "davbackup"]
 
 
 class WsgidavFsServer(Server):
@@ -415,6 +432,9 @@ def run_repeat(r: int, args: argparse.Namespace, work: Path, files: dict[str, Pa
     rdir.mkdir()
     dav, fs = DavbackupServer(rdir), WsgidavFsServer(rdir)
     servers: list[Server] = [dav, fs] if r % 2 == 0 else [fs, dav]
+    if args.baseline_build:
+        base = BaseBuildServer(rdir)
+        servers.insert(r % 3, base)
     big, mid = files["big"], files["mid"]
     big_size = big.stat().st_size
     try:
@@ -552,7 +572,32 @@ def table(s: Samples, args: argparse.Namespace) -> str:
                  + " (other work on the machine makes every figure noisier)")
     if s.profiled:
         notes.append(f"rows marked (profiled) ran under py-spy: their davbackup timings are perturbed")
-    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes)
+    out = "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes)
+    if args.baseline_build:
+        out += "\n\n" + base_table(s, args)
+    return out
+
+
+def base_table(s: Samples, args: argparse.Namespace) -> str:
+    """This build against ``--baseline-build``, measured in the same run."""
+    m = s.median
+    head = "| measurement | this build | base build | ratio | target | met? |\n|---|---|---|---|---|---|"
+    lines = [f"base build: {args.baseline_build}", "", head]
+    for label, key, unit, higher_better in (
+        ("PUT, unique data", "put", "MB/s", True), ("re-PUT (dedup)", "reput", "MB/s", True),
+        ("GET", "get", "MB/s", True), ("4 KiB PUTs, parallel", "small", "files/s", True),
+        ("PROPFIND Depth 1 (allprop)", "propfind", "ms", False),
+        ("PROPFIND Depth 1 (rclone props)", "propfind_rc", "ms", False),
+    ):
+        d, b = m(f"{key}/davbackup"), m(f"{key}/base")
+        if d is None or b is None:
+            continue
+        ratio = d / b
+        ok = ratio >= 0.95 if higher_better else ratio <= 1.05
+        target = "≥ 0.95×" if higher_better else "≤ 1.05×"
+        lines.append(f"| {label} | {fmt(d, 1)} {unit} | {fmt(b, 1)} {unit} | {ratio:.2f}× | {target} | "
+                     f"{'yes' if ok else '**no**'} |")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -569,12 +614,20 @@ def main() -> int:
     parser.add_argument("--py-spy-gil", action="store_true", help="record only threads holding the GIL")
     parser.add_argument("--serve-wrapper", help="run davbackup serve through this Python file "
                         "(e.g. scripts/bench_traced_serve.py); its stderr is kept with --keep")
+    parser.add_argument("--baseline-build", help="also measure davbackup from this checkout (e.g. a git worktree"
+                        " of the previous commit) in the same run, rotated with the others")
     parser.add_argument("--json", help="also write raw samples to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
     if args.quick:
         args.size_mib, args.small_files, args.repeat = 128, 300, 1
     DavbackupServer.wrapper = str(Path(args.serve_wrapper).resolve()) if args.serve_wrapper else None
+    if args.baseline_build:
+        base_dir = Path(args.baseline_build).resolve()
+        if not (base_dir / "davbackup" / "__init__.py").exists():
+            parser.error(f"{base_dir}: not a davbackup checkout")
+        BaseBuildServer.extra_env = {"PYTHONPATH": str(base_dir)}
+        DavbackupServer.extra_env = {"PYTHONPATH": str(ROOT)}
     which = set(filter(None, args.only.split(","))) or set(ALL_MEASUREMENTS)
     unknown = which - set(ALL_MEASUREMENTS)
     if unknown:
