@@ -165,7 +165,12 @@ Migration = str | Callable[[sqlite3.Connection], None]
 
 # Migrations from version N to N+1, applied in order inside one transaction each.
 # Version 3: chunk lists stored as shared segments (DESIGN.md §7.3, davbackup/chunklists.py).
-MIGRATIONS: dict[int, list[Migration]] = {1: [SCHEMA_V2, _v2_totals], 2: [chunklists.migrate]}
+# Also version 3: chunks found damaged (by a read or by check --read-data), so that a
+# client uploading the same content stores a fresh copy (DESIGN.md §12.1).
+SCHEMA_V3_DAMAGED = """
+CREATE TABLE damaged_chunks(id BLOB PRIMARY KEY, found REAL NOT NULL, reason TEXT NOT NULL) WITHOUT ROWID;
+"""
+MIGRATIONS: dict[int, list[Migration]] = {1: [SCHEMA_V2, _v2_totals], 2: [chunklists.migrate, SCHEMA_V3_DAMAGED]}
 
 
 _SQLITE_FULL = 13

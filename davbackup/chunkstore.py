@@ -114,10 +114,14 @@ class ChunkStore:
                 pending.holders += 1
                 batch.new[chunk_id] = (pending.location, pending.plain_len)
                 return ref
-        row = self.catalog.reader().execute("SELECT 1 FROM chunks WHERE id=?", (chunk_id,)).fetchone()
-        if row is not None:
+        row = self.catalog.reader().execute(
+            "SELECT d.id IS NOT NULL FROM chunks c LEFT JOIN damaged_chunks d ON d.id = c.id WHERE c.id=?",
+            (chunk_id,),
+        ).fetchone()
+        if row is not None and not row[0]:
             batch.existing.add(chunk_id)
             return ref
+        # New, or stored but found damaged: store this copy (self-healing, §12.1).
         blob = self.codec.seal(chunk_id, data)
         with self._lock:
             pending = self._pending.get(chunk_id)
@@ -193,14 +197,19 @@ class ChunkStore:
     @staticmethod
     def record(conn: sqlite3.Connection, batch: ChunkBatch, now: float) -> None:
         """Inside a write transaction: index new chunks, check deduplicated ones exist."""
+        # A chunk already indexed here was found damaged: the fresh copy replaces it.
         conn.executemany(
-            "INSERT OR IGNORE INTO chunks(id, pack_id, offset, stored_len, plain_len, touched)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO chunks(id, pack_id, offset, stored_len, plain_len, touched) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET pack_id=excluded.pack_id, offset=excluded.offset,"
+            " stored_len=excluded.stored_len, touched=excluded.touched"
+            " WHERE chunks.id IN (SELECT id FROM damaged_chunks)",
             [
                 (cid, loc.pack_id, loc.offset, loc.stored_len, plain_len, now)
                 for cid, (loc, plain_len) in batch.new.items()
             ],
         )
+        healed = [(cid,) for cid in batch.new]
+        conn.executemany("DELETE FROM damaged_chunks WHERE id=?", healed)
         existing = list(batch.existing)
         for start in range(0, len(existing), 500):
             part = existing[start : start + 500]
@@ -276,6 +285,7 @@ class ChunkStore:
             except (PackMissing, EOFError) as exc:
                 if attempt == 0:
                     continue  # gc may have moved the chunk: look it up again
+                self.mark_damaged(chunk_id, f"pack {name} is missing or short")
                 raise IntegrityError(
                     f"{context}: chunk {chunk_id.hex()[:16]}: pack {name} is missing or short ({exc})"
                 ) from exc
@@ -286,11 +296,25 @@ class ChunkStore:
                     fresh = self.locate(chunk_id)
                     if fresh is not None and fresh != location:
                         continue
+                self.mark_damaged(chunk_id, f"failed verification in pack {name} at offset {location.offset}")
                 raise IntegrityError(
                     f"{context}: chunk {chunk_id.hex()[:16]} in pack {name} at offset {location.offset}"
                     f" failed verification: {exc}"
                 ) from exc
         raise AssertionError("unreachable")
+
+    def mark_damaged(self, chunk_id: ChunkId, reason: str) -> None:
+        """Remember a chunk that failed to read, so the next upload of the same
+        content stores a fresh copy (best effort: the read already failed)."""
+        try:
+            self.catalog.write(
+                lambda conn: conn.execute(
+                    "INSERT OR REPLACE INTO damaged_chunks(id, found, reason) VALUES (?, ?, ?)",
+                    (chunk_id, time.time(), reason),
+                )
+            )
+        except DavBackupError:
+            log.warning("could not record damaged chunk %s", chunk_id.hex()[:16], exc_info=True)
 
     def close(self) -> None:
         """Close own packs; a clean shutdown leaves none of them ``open``."""

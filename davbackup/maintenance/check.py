@@ -30,6 +30,7 @@ class CheckReport:
     chunks: int = 0
     packs: int = 0
     chunks_verified: int = 0
+    healed: int = 0  # chunks recorded damaged before that now read back fine
 
     @property
     def ok(self) -> bool:
@@ -146,16 +147,22 @@ def check_repository(
             if progress:
                 progress(i, total)
             if pid not in sizes_on_disk:
+                repo.chunks.mark_damaged(cid, "its pack file is missing")
                 continue
             try:
                 blob = repo.storage.read(packs[pid], off, HEADER_SIZE + slen)
                 repo.codec.open(blob, expected_id=cid)
                 report.chunks_verified += 1
             except (BlobError, EOFError, PackMissing) as exc:
+                repo.chunks.mark_damaged(cid, f"check --read-data: {exc}")
                 where = _describe(conn, tree, users_of_chunk, cid)
                 report.problems.append(
                     f"chunk {cid.hex()[:16]} in pack {packs[pid]} at offset {off} ({where}): {exc}"
                 )
+        if report.ok:
+            report.healed = conn.execute("SELECT count(*) FROM damaged_chunks").fetchone()[0]
+            if report.healed:  # every chunk read back fine: earlier damage was healed
+                repo.catalog.write(lambda c: c.execute("DELETE FROM damaged_chunks"))
     return report
 
 
@@ -167,10 +174,13 @@ def _chunk_users(conn) -> Callable[[bytes], list[int]]:  # type: ignore[no-untyp
 
 
 def _describe(conn, tree, users_of_chunk, cid: bytes) -> str:  # type: ignore[no-untyped-def]
+    """Every file version that needs the chunk: user, path, and when it was current."""
     versions = users_of_chunk(cid)
     if not versions:
         return "unreferenced"
     paths: list[str] = []
-    for vid in versions[:3]:
+    for vid in versions:
         paths.extend(version_paths(conn, tree, vid))
-    return "used by " + ", ".join(paths[:5])
+    shown = paths[:20]
+    more = f" and {len(paths) - len(shown)} more" if len(paths) > len(shown) else ""
+    return "needed by " + "; ".join(shown) + more

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from davbackup.errors import IntegrityError
+from davbackup.history import format_moment
 from davbackup.tree import Tree
 
 
@@ -31,5 +32,20 @@ def node_path(conn: sqlite3.Connection, tree: Tree, node_id: int) -> str:
 
 
 def version_paths(conn: sqlite3.Connection, tree: Tree, version_id: int) -> list[str]:
-    ids = [r[0] for r in conn.execute("SELECT id FROM nodes WHERE version_id=?", (version_id,))]
-    return [node_path(conn, tree, i) for i in ids] or [f"<version {version_id}>"]
+    """Where a version is used: ``user:/path`` (current) and ``user:/path@<T> (history)``
+    for each state that had it; the path is the node's current or last one."""
+    found = [node_path(conn, tree, r[0]) + " (current)"
+             for r in conn.execute("SELECT id FROM nodes WHERE version_id=?", (version_id,))]
+    for node_id, parent, name_enc, born, died in conn.execute(
+        "SELECT node_id, parent_id, name_enc, born, died FROM node_history WHERE version_id=? ORDER BY born",
+        (version_id,),
+    ).fetchall():
+        try:
+            name = tree.open_name(name_enc, node_id, parent, version_id)
+        except IntegrityError:
+            name = f"<node {node_id}: bad name>"
+        live_parent = conn.execute("SELECT 1 FROM nodes WHERE id=?", (parent,)).fetchone()
+        folder = node_path(conn, tree, parent) if live_parent else f"<deleted folder {parent}>"
+        found.append(f"{folder.rstrip('/')}/{name} as of {format_moment(int(born))}"
+                     f" (history, replaced {format_moment(int(died))})")
+    return found or [f"<version {version_id}>"]
