@@ -2,6 +2,7 @@
 
 The middleware stack, outermost first::
 
+    OptionsPath                 percent-decodes OPTIONS paths (provider.client_compat)
     RequestLog                  one access log line per request (provider.request_log)
     WsgiDAVApp                  routing, path normalization
       ErrorPrinter              DAVError -> HTTP error response
@@ -23,6 +24,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from provider import internals
 from provider.auth import RepositoryAuthenticator, RepositoryDomainController
+from provider.client_compat import OptionsPath
 from provider.dav_provider import DavBackupProvider
 from provider.dir_browser import DavBackupDirBrowser
 from provider.locks import RepositoryLockStorage
@@ -80,6 +82,7 @@ def build_config(repo: Repository, settings: ServerSettings) -> dict[str, Any]:
             "throttle": settings.throttle,
             "allow_propfind_infinity": settings.allow_propfind_infinity,
             "max_xml_body": settings.max_xml_body,
+            "os_metadata": settings.os_metadata,
         },
     }
 
@@ -94,4 +97,4 @@ def build_app(repo: Repository, settings: ServerSettings) -> WSGIApp:
     logging.getLogger("wsgidav").setLevel(
         logging.DEBUG if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.WARNING
     )
-    return RequestLog(WsgiDAVApp(build_config(repo, settings)))
+    return OptionsPath(RequestLog(WsgiDAVApp(build_config(repo, settings))))

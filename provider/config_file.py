@@ -18,6 +18,7 @@ import yaml
 
 from davbackup.errors import UsageError
 from provider.auth import ThrottleSettings
+from provider.client_compat import OS_METADATA_MODES
 from provider.settings import ServerSettings
 
 #: dotted key -> value type. ``Path`` values are resolved against the file's directory.
@@ -39,6 +40,7 @@ SCHEMA: dict[str, type] = {
     "webdav.max_xml_body": int,
     "webdav.dir_browser": bool,
     "webdav.honor_mtime_header": bool,
+    "webdav.os_metadata": str,
     "uploads.session_ttl": float,
     "uploads.checkpoint_bytes": int,
     "uploads.max_sessions_per_user": int,
@@ -134,6 +136,7 @@ def settings_from_options(options: dict[str, Any]) -> ServerSettings:
         "webdav.max_xml_body": "max_xml_body",
         "webdav.dir_browser": "dir_browser",
         "webdav.honor_mtime_header": "honor_mtime_header",
+        "webdav.os_metadata": "os_metadata",
         "uploads.session_ttl": "upload_session_ttl",
         "uploads.checkpoint_bytes": "upload_checkpoint_bytes",
         "uploads.max_sessions_per_user": "upload_max_sessions_per_user",
@@ -160,5 +163,7 @@ def _validate(settings: ServerSettings) -> None:
     for name in ("socket_timeout", "shutdown_timeout"):
         if getattr(settings, name) <= 0:
             raise UsageError(f"{name} must be positive")
+    if settings.os_metadata not in OS_METADATA_MODES:
+        raise UsageError(f"webdav.os_metadata must be one of: {', '.join(OS_METADATA_MODES)}")
     if settings.throttle.max_failures < 1 or settings.throttle.address_factor < 1:
         raise UsageError("auth.max_failures and auth.address_factor must be at least 1")

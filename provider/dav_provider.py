@@ -18,7 +18,8 @@ from provider import history
 from provider.errors import dav_errors
 from provider.paths import normalize_path, split_ref_url
 from provider.properties import PROPERTY_CACHE_KEY
-from provider.resources import CollectionResource, FileResource
+from provider.client_compat import skipped_lock_target
+from provider.resources import CollectionResource, FileResource, PendingFile
 
 if TYPE_CHECKING:
     from davbackup.fs import Entry, Namespace
@@ -83,6 +84,10 @@ class DavBackupProvider(DAVProvider):
         with dav_errors():
             entry = ns.lookup(key)
         resource = None if entry is None else self._make(key, entry, environ)
+        if resource is None and key != "/" and skipped_lock_target(key, environ):
+            parent = self.get_resource_inst(key.rsplit("/", 1)[0] or "/", environ)
+            if parent is not None and parent.is_collection:  # locked, never stored
+                resource = PendingFile(key, environ)
         cache[key] = resource
         return resource
 

@@ -18,6 +18,7 @@ from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 
 from davbackup.errors import NotFound
 from provider import history
+from provider.client_compat import WIN32_MTIME, win32_modified
 from provider.errors import dav_errors
 from provider.paths import split_ref_url
 
@@ -114,6 +115,12 @@ class CatalogPropertyManager:
         value = util.to_str(property_value)
         with dav_errors():
             ns.set_prop(path, name, value)
+            if name == WIN32_MTIME:  # Explorer's modification time: shown in listings too
+                mtime = win32_modified(value)
+                if mtime is not None:
+                    ns.set_modified(path, mtime)
+        if environ is not None and name == WIN32_MTIME:
+            environ.pop("davbackup.resources", None)
 
     def remove_property(
         self, norm_url: str, name: str, dry_run: bool = False, environ: Environ | None = None

@@ -22,6 +22,10 @@
 * GET/HEAD ranges are checked strictly (:mod:`provider.ranges`), and
   If-Modified-Since equal to Last-Modified is a 304 (WsgiDAV sends 200).
 * PROPPATCH ignores Depth and COPY takes ``Depth: 1`` as infinity (webdavclient3).
+* PROPFIND answers are serialized compactly (:mod:`provider.propfind`): Windows
+  refuses answers over 1,000,000 bytes.
+* ``.DS_Store``, ``._*``, ``Thumbs.db`` and ``desktop.ini`` are stored, refused or
+  skipped as configured (:class:`provider.client_compat.OsMetadataPolicy`).
 * OPTIONS advertises ``DAV: 1, 2``, and to read-only users only read methods; HEAD on a collection is 200 also when the dir
   browser is off (webdavclient3 tests existence with HEAD).
 """
@@ -51,10 +55,12 @@ from wsgidav.request_server import RequestServer
 
 from davbackup.errors import DavBackupError
 from provider import (
+    propfind,
     ranges,
     resumable,  # resumable uploads (provider/resumable/)
 )
 from provider.auth import READ_METHODS, is_read_only
+from provider.client_compat import OS_METADATA_KEY, OsMetadataPolicy
 from provider.dav_provider import DavBackupProvider
 from provider.errors import to_dav_error
 from provider.internals import dav_provider
@@ -82,10 +88,12 @@ class DavBackupRequestServer(RequestServer):
         *,
         allow_propfind_infinite: bool = False,
         max_xml_body: int = DEFAULT_MAX_XML_BODY,
+        os_metadata: OsMetadataPolicy | None = None,
     ) -> None:
         super().__init__(provider)
         self.allow_propfind_infinite = allow_propfind_infinite
         self._max_xml_body = max_xml_body
+        self.os_metadata = os_metadata or OsMetadataPolicy("store")
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
         try:
@@ -95,6 +103,11 @@ class DavBackupRequestServer(RequestServer):
                 guard_xml_body(environ, self._max_xml_body)
             elif method == "PUT":
                 environ["wsgi.input"] = _GuardedInput(environ["wsgi.input"])
+            environ[OS_METADATA_KEY] = self.os_metadata
+            decided = self.os_metadata.check(self, environ, start_response)
+            if decided is not None:
+                yield from decided
+                return
             # --- resumable uploads: range PUT, PATCH, IETF uploads (provider/resumable/) ---
             handled = resumable.dispatch(self, environ, start_response)
             if handled is not None:
@@ -107,6 +120,10 @@ class DavBackupRequestServer(RequestServer):
         except DAVError as exc:
             self._client_error(exc)  # adjusts the hrefs of the same error
             raise
+
+    def do_PROPFIND(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """WsgiDAV's PROPFIND with a compact answer (:mod:`provider.propfind`)."""
+        return propfind.do_propfind(self, environ, start_response)
 
     def do_GET(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         self._check_range(environ)
@@ -225,6 +242,7 @@ class DavBackupRequestResolver(RequestResolver):
         options = config.get("davbackup", {})
         self._allow_infinite = bool(options.get("allow_propfind_infinity", False))
         self._max_xml_body = int(options.get("max_xml_body", DEFAULT_MAX_XML_BODY))
+        self._os_metadata = OsMetadataPolicy(str(options.get("os_metadata", "store")))
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
         if environ["REQUEST_METHOD"] == "OPTIONS":
@@ -238,6 +256,7 @@ class DavBackupRequestResolver(RequestResolver):
             provider,
             allow_propfind_infinite=self._allow_infinite,
             max_xml_body=self._max_xml_body,
+            os_metadata=self._os_metadata,
         )
         app_iter = server(environ, start_response)
         try:

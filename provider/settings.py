@@ -42,6 +42,8 @@ class ServerSettings:
     dir_browser: bool = True
     #: take the modification time from an X-OC-Mtime header on PUT/MKCOL (rclone, ownCloud)
     honor_mtime_header: bool = True
+    #: .DS_Store, ._*, Thumbs.db, desktop.ini: "store" (like any file), "refuse" (403), "skip"
+    os_metadata: str = "store"
     #: seconds an unfinished resumable upload may stay idle before it expires
     upload_session_ttl: float = 24 * 3600.0
     #: bytes of a long upload request between two durable checkpoints of its session
