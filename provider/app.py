@@ -26,7 +26,7 @@ from provider import internals
 from provider.auth import RepositoryAuthenticator, RepositoryDomainController
 from provider.client_compat import OptionsPath
 from provider.dav_provider import DavBackupProvider
-from provider.dir_browser import DavBackupDirBrowser
+from provider.dir_browser import TEMPLATES, DavBackupDirBrowser
 from provider.locks import RepositoryLockStorage
 from provider.properties import CatalogPropertyManager
 from provider.request_log import RequestLog
@@ -69,10 +69,8 @@ def build_config(repo: Repository, settings: ServerSettings) -> dict[str, Any]:
             "davmount": True,
             "davmount_links": True,
             "directory_slash": True,
-            "show_user": True,
-            "icon": True,
-            "response_trailer": "davbackup",
-            "ignore": [".DS_Store", "._*", "Thumbs.db"],
+            "htdocs_path": str(TEMPLATES),  # davbackup's own page (provider/templates)
+            "ignore": [".DS_Store", "._*", "Thumbs.db", "desktop.ini"],
         },
         # WsgiDAV's own per-request lines are replaced by provider.request_log.
         "verbose": 2,

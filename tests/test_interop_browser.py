@@ -160,6 +160,6 @@ def test_listing_states_read_only_access_for_reader(shared_dav_server: DavServer
     assert refused.status_code == 403
     dom = chromium(browser_dir, with_credentials(shared_dav_server, "/", "reader"),
                    "--dump-dom")
-    assert 'Authenticated user: "reader"' in html.unescape(dom)
+    assert 'Signed in as <span class="user" id="user-name">reader</span>' in html.unescape(dom)
     assert "read-only" in dom, "the reader's listing does not say read-only"
     assert "read-write" not in dom, "the reader's listing claims read-write access"
