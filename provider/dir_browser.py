@@ -11,14 +11,12 @@ list) and replaces the page with davbackup's own templates in
 * ``connect.html`` (``GET <folder>/?connect``): the folder's address and the steps
   to connect it as a drive, the visitor's platform (from the User-Agent) first.
 
-Usage is the sum of the user's current file sizes, computed by walking the tree and
-kept for :data:`USAGE_TTL` seconds per user; the quota work (issue 9) will replace
-it with the catalog's own count.
+Usage is the catalog's count of the user's live bytes (what the quota limits), with
+the quota when one is set.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +31,6 @@ Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-USAGE_TTL = 60.0
 
 PLATFORMS = [
     ("windows", "Windows Explorer"),
@@ -78,8 +75,6 @@ class DavBackupDirBrowser(WsgiDavDirBrowser):
     def __init__(self, wsgidav_app: Any, next_app: Any, config: dict[str, Any]) -> None:
         super().__init__(wsgidav_app, next_app, config)
         self._connect = self.template.environment.get_template("connect.html")
-        self._usage: dict[str, tuple[float, int]] = {}
-        self._usage_lock = threading.Lock()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Any:
         if (
@@ -116,25 +111,13 @@ class DavBackupDirBrowser(WsgiDavDirBrowser):
         user = environ.get("wsgidav.auth.user_name")
         if not user:
             return {"user_name": None, "usage": None}
+        used, quota = environ["wsgidav.provider"].namespace(environ).usage()
+        usage = human_size(used) if quota is None else f"{human_size(used)} of {human_size(quota)}"
         return {
             "user_name": user,
             "access": "read-only" if is_read_only(environ) else "read-write",
-            "usage": human_size(self._used_bytes(environ, user)),
+            "usage": usage,
         }
-
-    def _used_bytes(self, environ: Environ, user: str) -> int:
-        now = time.monotonic()
-        with self._usage_lock:
-            cached = self._usage.get(user)
-        if cached is not None and now - cached[0] < USAGE_TTL:
-            return cached[1]
-        ns = environ["wsgidav.provider"].namespace(environ)
-        used = sum(entry.size for entry in ns.walk("/") if not entry.is_dir)
-        with self._usage_lock:
-            if len(self._usage) > 10_000:
-                self._usage.clear()
-            self._usage[user] = (now, used)
-        return used
 
     # --- the connect page -----------------------------------------------------------
 
