@@ -11,8 +11,9 @@ with:
 * every namespace declared once, on ``<D:multistatus>``, with short fixed prefixes
   for the namespaces clients use (``D`` for DAV:, ``Z`` for Microsoft's, ``oc`` for
   ownCloud's) and ``n0``, ``n1``, ... for others;
-* dead property values re-created under that root, so they use its prefixes
-  instead of carrying the declarations they were stored with;
+* property values appended under that root: lxml then drops the declarations they
+  were parsed or created with and uses the root's prefixes (a namespace that only
+  occurs inside a value keeps a declaration of its own);
 * empty elements written as ``<x/>``.
 
 What is returned is exactly what WsgiDAV returns (the same property lists from
@@ -140,41 +141,20 @@ def _add_value(parent: Any, name: str, value: Any) -> None:
     if value is None:
         etree.SubElement(parent, name)
     elif isinstance(value, etree._Element):
-        _adopt(parent, value)
+        if value.text == "" and len(value) == 0:
+            value.text = None  # <x/>, not <x></x>
+        parent.append(value)  # lxml re-uses the root's declarations
     else:
         text = util.to_unicode_safe(value)
         etree.SubElement(parent, name).text = text or None
 
 
-def _adopt(parent: Any, source: Any) -> None:
-    """Re-create ``source`` (and its subtree) below ``parent``, with the root's prefixes."""
-    if not isinstance(source.tag, str):  # a comment or processing instruction
-        parent.append(_copy_special(source))
-        return
-    element = etree.SubElement(parent, source.tag, attrib=dict(source.attrib))
-    element.text = source.text or None
-    for child in source:
-        _adopt(element, child)
-        element[-1].tail = child.tail or None
-
-
-def _copy_special(node: Any) -> Any:
-    if isinstance(node, etree._Comment):
-        return etree.Comment(node.text)
-    return etree.ProcessingInstruction(node.target, node.text)
-
-
 def _namespaces(answers: list[tuple[str, PropList]]) -> dict[str, str]:
-    """Prefix -> namespace for every namespace used in ``answers``."""
+    """Prefix -> namespace for every property name in ``answers``."""
     uris: set[str] = {"DAV:"}
     for _href, props in answers:
-        for name, value in props:
+        for name, _value in props:
             uris.add(_namespace_of(name))
-            if isinstance(value, etree._Element):
-                for node in value.iter():
-                    if isinstance(node.tag, str):
-                        uris.add(_namespace_of(node.tag))
-                        uris.update(_namespace_of(a) for a in node.attrib)
     uris.discard("")
     uris.discard(_XML_NS)
     nsmap: dict[str, str] = {}
