@@ -15,10 +15,10 @@ from wsgidav.dav_error import HTTP_UNAUTHORIZED, DAVError
 from wsgidav.dav_provider import DAVProvider
 
 from provider import history
+from provider.client_compat import skipped_lock_target
 from provider.errors import dav_errors
 from provider.paths import normalize_path, split_ref_url
 from provider.properties import PROPERTY_CACHE_KEY
-from provider.client_compat import skipped_lock_target
 from provider.resources import CollectionResource, FileResource, PendingFile
 
 if TYPE_CHECKING:
