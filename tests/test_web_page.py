@@ -18,7 +18,8 @@ import pytest
 
 from tests.chromium_cdp import Browser
 from tests.interop_fixtures import require_tool
-from tests.server_fixtures import DavServer, shared_dav_server  # noqa: F401
+from provider.dir_browser import human_size
+from tests.server_fixtures import DavServer, dav_server, davbackup, shared_dav_server  # noqa: F401
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(240)]
 
@@ -173,3 +174,17 @@ def test_assets_need_no_login_and_pages_do(shared_dav_server: DavServer,  # noqa
     for page in (folder, folder + "?connect"):
         assert requests.get(shared_dav_server.url + quote(page, safe="/?"),
                             timeout=30).status_code == 401
+
+
+def test_usage_shows_the_quota(dav_server: DavServer, browser: Browser) -> None:  # noqa: F811
+    """With a quota (``davbackup user quota``) the account line says how much of it is used."""
+    server = dav_server
+    server.stop()
+    davbackup(["user", "quota", "bob", "--quota", "2M", "--repo", str(server.repo)], server.env)
+    server.start()
+    session = server.session("bob")
+    assert session.put(f"{server.url}/half.bin", data=b"b" * 1_000_000).status_code == 201
+    browser.viewport(*DESKTOP)
+    facts = open_page(browser, server, "/", user="bob")
+    assert facts["usage"] == f"1.0 MB of {human_size(2 * 1024 * 1024)} used"
+    assert browser.problems() == []
