@@ -17,7 +17,8 @@ intermediate sync (a large upload) is uploaded once, straight as ``.pack``.
 Readers prefer ``.pack``; a pack left in segment form by a crash stays readable as
 the union of its segments (exactly the synced bytes). Reads are ranged GETs, or
 ``pread`` of the spool while this process still has the pack open, or of the
-optional bounded local cache (:class:`PackCache`).
+optional bounded local cache (:class:`PackCache`); without the cache, reads that
+continue the previous one fetch whole windows ahead (:mod:`davbackup.readahead`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from davbackup.pack import PACK_MAGIC
+from davbackup.readahead import ReadAhead
 from davbackup.s3 import ObjectMissing, ObjectStore, RangeNotSatisfiable, S3Url
 from davbackup.storage import PackMissing
 from davbackup.storage_cache import PackCache
@@ -200,6 +202,8 @@ class S3PackStorage:
         self.spool_dir = spool_dir
         spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.cache = cache
+        #: without a cache, sequential reads of a pack fetch 8 MiB windows ahead
+        self._readahead = ReadAhead(self.store.get_range) if cache is None else None
         self._open: dict[str, S3Appender] = {}
         self._segments: dict[str, Segments] = {}  # packs seen in segment form
         self._lock = threading.Lock()
@@ -254,6 +258,10 @@ class S3PackStorage:
             if data is not None:
                 return self._exact(name, offset, length, data)
         if name not in self._segments:
+            if self._readahead is not None:
+                data = self._readahead.read(pack_key(name), offset, length)
+                if data is not None:
+                    return data
             try:
                 data = self.store.get_range(pack_key(name), offset, length)
                 return self._exact(name, offset, length, data)
@@ -357,6 +365,8 @@ class S3PackStorage:
             self._segments.pop(name, None)
         if self.cache is not None:
             self.cache.evict(name)
+        if self._readahead is not None:
+            self._readahead.forget(pack_key(name))
 
     def delete(self, name: str) -> None:
         self.forget(name)
@@ -368,4 +378,6 @@ class S3PackStorage:
             appenders = list(self._open.values())
         for appender in appenders:
             appender.close()
+        if self._readahead is not None:
+            self._readahead.close()
         self.store.close()

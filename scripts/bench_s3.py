@@ -93,17 +93,34 @@ def make_bucket() -> str:
     return name
 
 
+CEPH_PIDS: list[int] = []
+
+
+def cpu(pids: list[int]) -> float:
+    return sum(sum(bs.cpu_seconds(p)) for p in pids)
+
+
+def timed(server: bs.DavbackupServer, result: dict[str, float], key: str, run) -> float:
+    """Run one measurement; note the CPU seconds the server and the Ceph daemons used."""
+    before = cpu([server.pid]), cpu(CEPH_PIDS)
+    secs = run()
+    result[f"{key}_cpu_server"] = cpu([server.pid]) - before[0]
+    result[f"{key}_cpu_ceph"] = cpu(CEPH_PIDS) - before[1]
+    return secs
+
+
 def measure(server: bs.DavbackupServer, data: Path, size: int, small: list[bytes]) -> dict[str, float]:
     result: dict[str, float] = {}
     server.start()
     try:
         name = f"big-{secrets.token_hex(3)}.bin"
-        result["put"] = size / bs.curl_put(server.url + name, data) / MB
+        result["put"] = size / timed(server, result, "put", lambda: bs.curl_put(server.url + name, data)) / MB
         server.stop()
         server.start()  # cold: nothing of the file in the server's memory
-        result["get"] = size / bs.curl_get(server.url + name, size) / MB
+        result["get"] = size / timed(server, result, "get", lambda: bs.curl_get(server.url + name, size)) / MB
         if small:
-            result["small"] = len(small) / bs.small_puts(server.url, small, 8)
+            result["small"] = len(small) / timed(server, result, "small",
+                                                  lambda: bs.small_puts(server.url, small, 8))
     finally:
         server.stop()
     return result
@@ -123,6 +140,7 @@ def main() -> int:
     try:
         t0 = time.monotonic()
         state = start_ceph(ceph_dir)
+        CEPH_PIDS.extend(state["pids"].values())
         bs.log(f"Ceph RGW up at {state['endpoint']} in {time.monotonic() - t0:.1f} s")
         bucket = make_bucket()
         size = args.size_mib * MiB
@@ -154,6 +172,18 @@ def main() -> int:
                 continue
             a, b = statistics.median(samples["local"][key]), statistics.median(samples["s3"][key])
             print(f"| {label} | {a:.0f} | {b:.0f} | {b / a:.2f} |")
+        print("\nCPU seconds per measurement (medians): davbackup server / Ceph daemons (mon+osd+rgw)\n")
+        print("| measurement | embedded default | packs on Ceph RGW |")
+        print("|---|---|---|")
+        for label, key in rows:
+            if f"{key}_cpu_server" not in samples["local"]:
+                continue
+            cells = []
+            for side in ("local", "s3"):
+                srv = statistics.median(samples[side][f"{key}_cpu_server"])
+                ceph = statistics.median(samples[side][f"{key}_cpu_ceph"])
+                cells.append(f"{srv:.1f} / {ceph:.1f}")
+            print(f"| {label} | {cells[0]} | {cells[1]} |")
         if args.json:
             args.json.write_text(json.dumps(report, indent=1))
     finally:
