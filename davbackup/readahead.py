@@ -4,8 +4,10 @@ A download reads a file's chunks one after another, and the chunks of one upload
 one after another in its packs, so reads of a pack object tend to continue exactly
 where the previous one ended. A remote store pays a round trip per read; once a
 read continues the previous one, this class fetches a whole *window* (8 MiB) instead
-and already asks for the next window in the background, so transfer overlaps the
-caller's decryption and the round trips are paid per window, not per chunk. A read
+and, half-way through a window, asks for the next ``depth`` windows in the background,
+so transfer overlaps the caller's decryption and round trips are paid per window, not
+per chunk (measured on the throwaway Ceph RGW: 1 MiB reads one by one ~200 MB/s,
+through windows ~300 MB/s, about what one GET of the whole object reaches). A read
 that does not continue anything is left to the caller (one exact ranged read), so
 random access costs no extra bytes.
 
@@ -31,10 +33,12 @@ class ReadAhead:
         *,
         window: int = WINDOW,
         max_windows: int = MAX_WINDOWS,
-        threads: int = 2,
+        threads: int = 3,
+        depth: int = 2,
     ) -> None:
         self._fetch = fetch
         self.window = window
+        self.depth = depth
         self.max_windows = max_windows
         self._windows: OrderedDict[tuple[str, int], Future[bytes]] = OrderedDict()
         self._last_end: OrderedDict[str, int] = OrderedDict()
@@ -72,10 +76,13 @@ class ReadAhead:
             pos = min(end, have)
             full = len(data) == self.window
             if full and end > start + self.window // 2:
-                with self._lock:  # half-way through a window: ask for the next one now
+                with self._lock:  # half-way through a window: ask for the next ones now
                     following = self._windows.get((key, have))
                     if following is None:
                         following = self._start(key, have)
+                    for ahead in range(1, self.depth):
+                        if (key, have + ahead * self.window) not in self._windows:
+                            self._start(key, have + ahead * self.window)
             if pos >= end:
                 return bytes(out)
             if not full:
