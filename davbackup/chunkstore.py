@@ -247,7 +247,12 @@ class ChunkStore:
     def _seal(self, pack_id: int) -> None:
         appender = self._appenders.pop(pack_id, None)
         if appender is not None:
-            appender.close()
+            try:
+                appender.close()
+            except (OSError, DavBackupError) as exc:
+                # Every committed chunk of this pack was made durable before its commit;
+                # what a failed close loses was never referenced (aborted writes).
+                log.warning("closing pack %s failed: %s", appender.name, exc)
 
         def mark(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE packs SET state='sealed' WHERE id=?", (pack_id,))

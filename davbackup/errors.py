@@ -125,6 +125,8 @@ class StorageUnavailable(DavBackupError):
 
     http_status = 503
     exit_code = 22
+    #: seconds a client should wait before retrying (HTTP ``Retry-After``)
+    retry_after = 10
 
 
 class TooLarge(DavBackupError):

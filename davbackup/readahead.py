@@ -74,18 +74,16 @@ class ReadAhead:
                 return None  # past the end of the object: the exact read says so
             out += data[pos - start : min(end, have) - start]
             pos = min(end, have)
-            full = len(data) == self.window
-            if full and end > start + self.window // 2:
+            following: Future[bytes] | None = None
+            if len(data) == self.window and end > start + self.window // 2:
                 with self._lock:  # half-way through a window: ask for the next ones now
-                    following = self._windows.get((key, have))
-                    if following is None:
-                        following = self._start(key, have)
+                    following = self._windows.get((key, have)) or self._start(key, have)
                     for ahead in range(1, self.depth):
                         if (key, have + ahead * self.window) not in self._windows:
                             self._start(key, have + ahead * self.window)
             if pos >= end:
                 return bytes(out)
-            if not full:
+            if following is None:
                 return None  # the object ends before the range does
             found = (have, following)
 

@@ -24,17 +24,21 @@ continue the previous one fetch whole windows ahead (:mod:`davbackup.readahead`)
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
 import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from davbackup.errors import StorageUnavailable
 from davbackup.pack import PACK_MAGIC
 from davbackup.readahead import ReadAhead
 from davbackup.s3 import ObjectMissing, ObjectStore, RangeNotSatisfiable, S3Url
 from davbackup.storage import PackMissing
 from davbackup.storage_cache import PackCache
+
+log = logging.getLogger(__name__)
 
 PACKS = "packs/"
 
@@ -147,9 +151,16 @@ class S3Appender:
                 self._segments.clear()
 
     def close(self) -> None:
+        """Finish the pack. If the store fails the whole-pack upload, the pack stays in
+        segment form as long as every byte is durable there; else this raises, and
+        the spool stays open (readable) for a later close to try again."""
         if self._closed:
             return
-        self.finish()
+        try:
+            self.finish()
+        except StorageUnavailable as exc:
+            self.sync()  # raises if not even the segments can be written
+            log.warning("pack %s stays in segment form: %s", self.name, exc.message)
         self._closed = True
         with self._fd_lock:
             os.close(self._fd)

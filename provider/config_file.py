@@ -25,6 +25,8 @@ from provider.settings import ServerSettings
 SCHEMA: dict[str, type] = {
     "repo": Path,
     "passphrase_file": Path,
+    "packs.url": str,
+    "packs.cache_mib": int,
     "host": str,
     "port": int,
     "allow_insecure_http": bool,

@@ -37,7 +37,9 @@ def to_dav_error(exc: DavBackupError) -> DAVError:
     status = int(getattr(exc, "http_status", 500) or 500)
     if status >= 500:
         _log.error("%s: %s", type(exc).__name__, exc.message)
-    return DAVError(status, exc.message, src_exception=exc)
+    retry_after = getattr(exc, "retry_after", None)
+    headers = [("Retry-After", str(retry_after))] if retry_after else None
+    return DAVError(status, exc.message, src_exception=exc, add_headers=headers)
 
 
 @contextmanager

@@ -1,9 +1,9 @@
 """Real throwaway services on loopback for the scale-out tests: PostgreSQL and Ceph RGW.
 
-Import the fixtures by name where they are needed (never in conftest, so that only
-the tests that use a service pay for starting it)::
-
-    from tests.services import ceph_rgw, postgres_server, s3_bucket  # noqa: F401
+``tests/conftest.py`` registers this module as a plugin, so the fixtures below are
+available to every test and each session fixture exists once per test run (a module
+that imported them by name would get instances of its own); a service starts only
+when a test asks for it.
 
 * ``postgres_server`` (session): Debian's PostgreSQL 15, ``initdb`` into a temp dir
   and ``pg_ctl start`` as the ``postgres`` user (the server refuses to run as root),
@@ -177,6 +177,14 @@ class ThrowawayCeph:
             "AWS_REGION": self.region,
         }
 
+    def stop_gateway(self) -> None:
+        """Kill radosgw only: the S3 service is down, the cluster keeps its data."""
+        _ceph_command("rgw-stop", self.dir)
+
+    def start_gateway(self) -> None:
+        """Start radosgw again on the same port; returns once it answers."""
+        _ceph_command("rgw-start", self.dir)
+
     def client(self):  # -> botocore S3 client
         import boto3
         from botocore.config import Config
@@ -189,6 +197,12 @@ class ThrowawayCeph:
             region_name=self.region,
             config=Config(s3={"addressing_style": "path"}),
         )
+
+
+def _ceph_command(verb: str, base: Path) -> None:
+    result = subprocess.run([str(CEPH_SCRIPT), verb, str(base)], capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"scripts/ceph-throwaway {verb} failed: {result.stderr}")
 
 
 def start_ceph(base: Path) -> ThrowawayCeph:

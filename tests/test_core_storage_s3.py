@@ -14,7 +14,7 @@ from davbackup.pack import PACK_MAGIC
 from davbackup.s3 import ObjectStore, S3Url
 from davbackup.storage_cache import PackCache
 from davbackup.storage_s3 import S3PackStorage, pack_key, segment_prefix
-from tests.services import S3Bucket, ceph_rgw, free_port, s3_bucket  # noqa: F401
+from tests.services import S3Bucket, free_port
 
 M = len(PACK_MAGIC)
 NAME = "c3" + "0" * 30

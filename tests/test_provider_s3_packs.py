@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from tests.server_fixtures import DEFAULT_USERS, DavServer, _env, davbackup, free_port
-from tests.services import S3Bucket, ceph_rgw, s3_bucket  # noqa: F401
+from tests.services import S3Bucket
 
 MiB = 1024 * 1024
 

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from tests.services import ThrowawayCeph, ThrowawayPostgres, ceph_rgw, postgres_server, s3_bucket  # noqa: F401
+from tests.services import S3Bucket, ThrowawayCeph, ThrowawayPostgres
 
 
 def test_postgres_socket_port_and_advisory_lock(postgres_server: ThrowawayPostgres) -> None:
@@ -45,7 +45,7 @@ def test_rgw_checks_signatures(ceph_rgw: ThrowawayCeph) -> None:
     assert info.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
 
 
-def test_rgw_ranged_get_and_multipart(s3_bucket) -> None:
+def test_rgw_ranged_get_and_multipart(s3_bucket: S3Bucket) -> None:
     client = s3_bucket.ceph.client()
     part = os.urandom(5 * 1024 * 1024)
     upload = client.create_multipart_upload(Bucket=s3_bucket.name, Key="big")

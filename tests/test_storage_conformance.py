@@ -21,7 +21,7 @@ import pytest
 
 from davbackup.pack import PACK_MAGIC
 from davbackup.storage import PackMissing
-from tests.services import ROOT, S3Bucket, ceph_rgw, s3_bucket  # noqa: F401
+from tests.services import ROOT, S3Bucket
 from tests.storage_backends import open_storage
 
 MiB = 1024 * 1024

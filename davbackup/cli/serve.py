@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "recorded by init, so only needed as a check"
     )
     parser.add_argument(
-        "--packs-cache-mib", type=int, default=0, metavar="N",
+        "--packs-cache-mib", type=int, metavar="N",
         help="with packs in an object store: keep up to N MiB of packs in DIR/cache (default 0: off)",
     )
     parser.set_defaults(handler=run)
@@ -101,19 +101,20 @@ def run(args: argparse.Namespace) -> int:
                      bool(options.get("allow_insecure_http")))
 
     repo_dir = options.get("repo")
-    if repo_dir is None and args.packs:
-        raise UsageError("--packs needs --repo (the directory that holds the catalog)")
+    if repo_dir is None and options.get("packs.url"):
+        raise UsageError("--packs (packs.url) needs --repo (the directory that holds the catalog)")
     if repo_dir is None:
         repo = _open_default_repository(options.get("passphrase_file"))
         repo_dir = DEFAULT_REPO
     else:
-        if args.packs_cache_mib < 0:
-            raise UsageError("--packs-cache-mib must be 0 or more")
+        cache_mib = options.get("packs.cache_mib") or 0
+        if cache_mib < 0:
+            raise UsageError("the pack cache size (packs.cache_mib, --packs-cache-mib) must be 0 or more")
         repo = Repository.open(
             repo_dir,
             _passphrase(options.get("passphrase_file")),
-            packs_url=args.packs,
-            packs_cache_bytes=args.packs_cache_mib * 1024 * 1024,
+            packs_url=options.get("packs.url"),
+            packs_cache_bytes=cache_mib * 1024 * 1024,
         )
     try:
         if self_signed:
@@ -139,6 +140,8 @@ def _merged_options(args: argparse.Namespace, options: dict[str, Any]) -> dict[s
     from_cli = {
         "repo": args.repo,
         "passphrase_file": args.passphrase_file,
+        "packs.url": args.packs,
+        "packs.cache_mib": args.packs_cache_mib,
         "host": args.host,
         "port": args.port,
         "tls.cert": args.tls_cert,
