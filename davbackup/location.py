@@ -82,11 +82,12 @@ class PackLocation:
         if self.url is not None:
             write_atomic(self.root / PACKS_URL_FILE, (self.url + "\n").encode("utf-8"), 0o644)
 
-    def storage(self) -> PackStorage:
+    def storage(self, *, writer: bool = False) -> PackStorage:
+        """``writer``: the caller holds the repository's writer lock."""
         if self._store is None:
             return LocalPackStorage(self.root / "packs")
         from davbackup.storage_cache import PackCache
         from davbackup.storage_s3 import S3PackStorage
 
         cache = PackCache(self.root / "cache", self.cache_bytes) if self.cache_bytes > 0 else None
-        return S3PackStorage(self._store, self.root / "spool", cache)
+        return S3PackStorage(self._store, self.root / "spool", cache, writer=writer)

@@ -62,7 +62,7 @@ class Repository:
             self.catalog = Catalog(root / "catalog.sqlite")
             self.tree = Tree(keys.name_key(), keys.name_hash_key())
             self._authenticate_rows()
-            self.storage = self.location.storage()
+            self.storage = self.location.storage(writer=mode == "rw")
             self.codec = BlobCodec(keys.chunk_subkey_base(), keys.chunk_id_key(), config.compression_level)
             self.chunker = Chunker(config.chunker, keys.chunker_seed())
             self.chunks = ChunkStore(self.catalog, self.storage, self.codec, config.pack_target_size, mode == "rw")

@@ -208,10 +208,18 @@ class S3PackStorage:
     each); ``cache`` optionally keeps whole packs locally for fast reads.
     """
 
-    def __init__(self, store: ObjectStore, spool_dir: Path, cache: PackCache | None = None) -> None:
+    def __init__(
+        self, store: ObjectStore, spool_dir: Path, cache: PackCache | None = None, *, writer: bool = False
+    ) -> None:
+        """``writer``: this process is the repository's one writer (it holds the writer
+        lock), so spool files found now are a crashed predecessor's and are removed
+        (what they held that was ever synced is in the store)."""
         self.store = store
         self.spool_dir = spool_dir
         spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if writer:
+            for leftover in spool_dir.glob("*.spool"):
+                leftover.unlink(missing_ok=True)
         self.cache = cache
         #: without a cache, sequential reads of a pack fetch 8 MiB windows ahead
         self._readahead = ReadAhead(self.store.get_range) if cache is None else None

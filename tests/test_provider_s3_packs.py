@@ -86,7 +86,10 @@ def test_put_get_through_a_server_on_ceph(tmp_path: Path, s3_bucket: S3Bucket) -
         assert any(".seg/" in k for k in packs), "the open pack's commits are segment objects"
 
         # Acknowledged means in the object store: a SIGKILLed server loses nothing.
-        server.restart(crash=True)
+        server.kill()
+        assert list((repo / "spool").glob("*.spool")), "the crash left the open pack's spool"
+        server.start()
+        assert not list((repo / "spool").glob("*.spool")), "the next writer removes a dead one's spool"
         alice = server.session("alice")
         for path, body in small.items():
             assert alice.get(server.url + path).content == body
