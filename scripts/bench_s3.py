@@ -44,32 +44,37 @@ MiB = bs.MiB
 MB = bs.MB
 
 
-class S3DavbackupServer(bs.DavbackupServer):
-    label = "davbackup-s3"
-    packs_url = ""
-    cache_mib = 0
-
-    def prepare(self) -> None:
-        self.repo = self.workdir / "davbackup-repo"
-        if self.repo.exists():
-            return
-        env = dict(os.environ, DAVBACKUP_PASSPHRASE=bs.PASSPHRASE)
-        subprocess.run([str(bs.DAVBACKUP), "init", "--repo", str(self.repo), "--packs", self.packs_url],
-                       env=env, check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([str(bs.DAVBACKUP), "user", "add", bs.USER, "--repo", str(self.repo)], env=env,
-                       input=(bs.PASSWORD + "\n").encode(), check=True, stdout=subprocess.DEVNULL)
-
-    def command(self) -> list[str]:
-        return [*super().command(), "--packs-cache-mib", str(self.cache_mib)]
+def init_repo(repo: Path, extra: list[str]) -> None:
+    """``davbackup init`` (plus ``extra``) and one user, unless ``repo`` exists."""
+    if repo.exists():
+        return
+    env = dict(os.environ, DAVBACKUP_PASSPHRASE=bs.PASSPHRASE)
+    cli = [str(bs.PYTHON), "-m", "davbackup"]
+    subprocess.run([*cli, "init", "--repo", str(repo), *extra], env=env, check=True,
+                   stdout=subprocess.DEVNULL, cwd=repo.parent)
+    subprocess.run([*cli, "user", "add", bs.USER, "--repo", str(repo)], env=env,
+                   input=(bs.PASSWORD + "\n").encode(), check=True, stdout=subprocess.DEVNULL, cwd=repo.parent)
 
 
 class LocalDavbackupServer(bs.DavbackupServer):
     label = "davbackup-local"
 
     def prepare(self) -> None:
-        self.repo = self.workdir / "davbackup-repo"
-        if not self.repo.exists():
-            super().prepare()
+        self.repo = self.workdir / "repo"
+        init_repo(self.repo, [])
+
+
+class S3DavbackupServer(bs.DavbackupServer):
+    label = "davbackup-s3"
+    packs_url = ""
+    cache_mib = 0
+
+    def prepare(self) -> None:
+        self.repo = self.workdir / "repo"
+        init_repo(self.repo, ["--packs", self.packs_url])
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--packs-cache-mib", str(self.cache_mib)]
 
 
 def start_ceph(base: Path) -> dict:
