@@ -18,13 +18,15 @@ the quota when one is set.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from wsgidav import util
 from wsgidav.dir_browser import WsgiDavDirBrowser
 
+from davbackup.history import history_usage
 from provider.auth import is_read_only
 
 Environ = dict[str, Any]
@@ -87,7 +89,30 @@ class DavBackupDirBrowser(WsgiDavDirBrowser):
             res = provider.get_resource_inst(environ["PATH_INFO"], environ) if provider else None
             if res is not None and res.is_collection:
                 return self._connect_page(environ, start_response, res)
+        query = environ.get("QUERY_STRING", "")
+        if environ["REQUEST_METHOD"] == "GET" and query.startswith("asof=") and not self.is_disabled():
+            return self._as_of(environ, start_response, query)
         return super().__call__(environ, start_response)
+
+    # --- history: "this folder as it was on ..." ----------------------------------------
+
+    def _as_of(self, environ: Environ, start_response: StartResponse, query: str) -> list[bytes]:
+        """``GET <folder>/?asof=2026-12-01T12:00`` (a date field, UTC) redirects to the
+        folder in ``/.history/<T>/``."""
+        value = unquote(query[len("asof="):].split("&", 1)[0].replace("+", " ")).strip()
+        try:
+            moment = as_of_moment(value)
+        except ValueError:
+            body = f"not a date and time: {value!r} (use YYYY-MM-DDTHH:MM, UTC)".encode()
+            start_response("400 Bad Request", [("Content-Type", "text/plain; charset=utf-8"),
+                                               ("Content-Length", str(len(body)))])
+            return [body]
+        path = environ["PATH_INFO"]
+        live = live_path(path)
+        location = f"{environ.get('SCRIPT_NAME', '')}/.history/{moment}{quote(live)}"
+        start_response("302 Found", [("Location", location), ("Content-Length", "0"),
+                                     ("Cache-Control", "no-store")])
+        return [b""]
 
     # --- the listing ----------------------------------------------------------------
 
@@ -105,18 +130,22 @@ class DavBackupDirBrowser(WsgiDavDirBrowser):
                 else time.strftime("%Y-%m-%d %H:%M", time.gmtime(modified)))
         context.update(self._account(environ))
         context["crumbs"] = _crumbs(dav_res.get_href())
+        context["history"] = history_context(unquote(dav_res.get_href()), context["rows"])
         return context
 
     def _account(self, environ: Environ) -> dict[str, Any]:
         user = environ.get("wsgidav.auth.user_name")
         if not user:
             return {"user_name": None, "usage": None}
-        used, quota = environ["wsgidav.provider"].namespace(environ).usage()
+        ns = environ["wsgidav.provider"].namespace(environ)
+        used, quota = ns.usage()
         usage = human_size(used) if quota is None else f"{human_size(used)} of {human_size(quota)}"
+        kept = history_usage(ns.repo.catalog, ns.root_id)
         return {
             "user_name": user,
             "access": "read-only" if is_read_only(environ) else "read-write",
             "usage": usage,
+            "history_size": human_size(kept.bytes),
         }
 
     # --- the connect page -----------------------------------------------------------
@@ -162,3 +191,43 @@ def _crumbs(href: str) -> list[dict[str, str]]:
                        "href": "/" + "/".join(parts[: i + 1]) + "/"})
     return crumbs
 
+
+
+def as_of_moment(value: str) -> str:
+    """A date field's value (``2026-12-01T12:00``, seconds optional, UTC) as a point in
+    time's name (``2026-12-01T120000Z``)."""
+    for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            moment = datetime.strptime(value, fmt)
+        except ValueError:
+            continue
+        return moment.strftime("%Y-%m-%dT%H%M%SZ")
+    raise ValueError(value)
+
+
+def live_path(path: str) -> str:
+    """The live folder a page of history shows (``/.history/<T>/a/`` -> ``/a/``)."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == [".history"]:
+        parts = parts[2:]
+    elif parts[:1] == [".versions"]:
+        parts = parts[1:]
+    return "/" + "/".join(parts) + ("/" if parts else "")
+
+
+def history_context(path: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the page says and links about history (DESIGN.md §15), by where it is."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == [".history"]:
+        if len(parts) == 1:
+            return {"kind": "points", "banner": "Every point in time at which your files changed (UTC)"}
+        return {"kind": "point", "banner": f"Your files as they were at {parts[1]} (UTC)",
+                "live_href": quote(live_path(path))}
+    if parts[:1] == [".versions"]:
+        return {"kind": "versions", "banner": "Older versions: open one to download it",
+                "live_href": quote(live_path(path))}
+    for row in rows:
+        if not row["is_collection"]:
+            href = row["href"] if row["href"].startswith("/") else quote(path) + row["href"]
+            row["versions_href"] = "/.versions" + href.rstrip("/") + "/"
+    return {"kind": "live", "versions_href": "/.versions" + quote(path)}

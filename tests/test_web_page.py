@@ -51,7 +51,7 @@ PAGE_FACTS = """({
   usage: document.getElementById('usage') && document.getElementById('usage').textContent,
   signOut: document.getElementById('sign-out') && document.getElementById('sign-out').textContent,
   connect: document.getElementById('connect') && document.getElementById('connect').getAttribute('href'),
-  names: Array.from(document.querySelectorAll('#listing td.name a')).map(a => a.textContent),
+  names: Array.from(document.querySelectorAll('#listing td.name > a:first-child')).map(a => a.textContent),
   scrollWidth: document.documentElement.scrollWidth,
   innerWidth: window.innerWidth,
   offscreen: Array.from(document.querySelectorAll('header, main a, #listing td, .url'))
