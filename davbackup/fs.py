@@ -21,13 +21,14 @@ from davbackup.errors import (
     NotFound,
     PermissionDenied,
     IncompleteBody,
+    InvalidPath,
     PreconditionFailed,
     RangeError,
     StorageFull,
 )
 from davbackup.reader import VersionReader
 from davbackup.versions import verify_version
-from davbackup.tree import Node, archive_props, join_path, record_moment, split_path
+from davbackup.tree import MAX_DEPTH, Node, archive_props, join_path, record_moment, split_path
 from davbackup.writer import FileWriter
 
 if TYPE_CHECKING:
@@ -355,6 +356,10 @@ class Namespace:
             if node is None:
                 raise NotFound(f"{action} {src}: no such file or folder")
             parent = self._parent(conn, dparts, dst)
+            if node.is_dir and len(dparts) > len(sparts):  # nesting deeper: check the limit
+                room = MAX_DEPTH - len(dparts)
+                if self._tree.subtree_height(conn, node.id, room) > room:
+                    raise InvalidPath(f"{action} {src} -> {dst}: would nest deeper than {MAX_DEPTH} levels")
             existing = self._tree.child(conn, parent.id, dparts[-1])
             removed = 0
             if existing is not None:

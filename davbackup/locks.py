@@ -1,7 +1,9 @@
 """WebDAV lock records, kept in the catalog so they survive a restart (DESIGN.md §7.4).
 
 The core stores opaque JSON records under their token and lock root; the semantics
-(conflicts, depth, timeouts) belong to the WebDAV layer.
+(conflicts, depth, timeouts) belong to the WebDAV layer. The one field the core reads
+is ``principal``, the name of the user who holds the lock: removing a user removes
+their locks (:func:`delete_user_locks`), so they cannot bind a later user of that name.
 """
 
 from __future__ import annotations
@@ -49,3 +51,10 @@ class LockTable:
         return int(
             self._catalog.write(lambda conn: conn.execute("DELETE FROM locks WHERE expire>=0 AND expire<?", (now,)).rowcount)
         )
+
+
+def delete_user_locks(conn: sqlite3.Connection, user: str) -> int:
+    """Inside a transaction: delete every lock record held by ``user``."""
+    return int(
+        conn.execute("DELETE FROM locks WHERE json_extract(data, '$.principal') = ?", (user,)).rowcount
+    )

@@ -99,11 +99,14 @@ class Repository:
         location = PackLocation(root, packs_url)
         location.check_new()
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(root, 0o700)  # an existing empty directory keeps its mode otherwise
         location.prepare()
         config = config or RepoConfig(repo_id=secrets.token_hex(16))
         master = MasterKeys(crypto.random_bytes(MASTER_SIZE))
         KeyRing(location.meta, config.repo_id).add(master, passphrase, label="initial")
-        Catalog(root / "catalog.sqlite", create=True).close()
+        catalog_path = root / "catalog.sqlite"
+        os.close(os.open(catalog_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        Catalog(catalog_path, create=True).close()  # SQLite gives -wal/-shm the same mode
         location.meta.write("config.json", config.to_json().encode("utf-8"), 0o644)  # last: now it is one
         location.record()
         return cls(root, config, master, "rw", location)

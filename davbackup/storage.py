@@ -138,7 +138,7 @@ class LocalPackStorage:
     def create(self, name: str) -> LocalAppender:
         path = self.path(name)
         if not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fsync_dir(self.root)
         return LocalAppender(name, path)
 

@@ -31,16 +31,26 @@ HISTORY_COLUMNS = NODE_COLUMNS.replace("n.id,", "n.node_id,", 1)
 HISTORY_FROM = "node_history n LEFT JOIN versions v ON v.id = n.version_id"
 
 
+def _is_noncharacter(ch: str) -> bool:
+    """U+FDD0..U+FDEF and the last two code points of every plane (U+FFFE, U+FFFF, ...)."""
+    cp = ord(ch)
+    return 0xFDD0 <= cp <= 0xFDEF or (cp & 0xFFFE) == 0xFFFE
+
+
 def split_path(path: str) -> list[str]:
-    """``"/a/b/"`` -> ``["a", "b"]``; refuses traversal, NUL, control bytes and over-long names."""
+    """``"/a/b/"`` -> ``["a", "b"]``; refuses traversal, NUL, control bytes, Unicode
+    noncharacters (XML cannot carry them), names that are a traversal once ``\\`` is
+    read as a separator (Windows), and over-long names."""
     parts = [p for p in path.split("/") if p]
     if len(parts) > MAX_DEPTH:
         raise InvalidPath(f"{path!r}: too deep")
     for part in parts:
         if part in (".", ".."):
             raise InvalidPath(f"{path!r}: '.' and '..' are not allowed in paths")
-        if any(unicodedata.category(ch) == "Cc" for ch in part):
-            raise InvalidPath(f"{path!r}: control characters in name")
+        if any(unicodedata.category(ch) == "Cc" or _is_noncharacter(ch) for ch in part):
+            raise InvalidPath(f"{path!r}: control characters or noncharacters in name")
+        if "\\" in part and any(seg in (".", "..") for seg in part.split("\\")):
+            raise InvalidPath(f"{path!r}: '.' and '..' are not allowed between backslashes")
         try:
             encoded = part.encode("utf-8")
         except UnicodeEncodeError as exc:  # lone surrogates
@@ -258,6 +268,18 @@ class Tree:
                 ).fetchone()
             node_id = row[0] if row else None
         return node_id
+
+    def subtree_height(self, conn: sqlite3.Connection, node_id: int, limit: int) -> int:
+        """Levels below ``node_id`` (0 for a file or an empty folder), counted up to
+        ``limit + 1`` at most: only folders are walked, and no deeper than needed."""
+        row = conn.execute(
+            "WITH RECURSIVE sub(id, d) AS (SELECT ?, 0 UNION ALL"
+            " SELECT n.id, sub.d + 1 FROM nodes n JOIN sub ON n.parent_id = sub.id"
+            " WHERE n.is_dir = 1 AND sub.d < ?)"
+            " SELECT max(sub.d + EXISTS(SELECT 1 FROM nodes c WHERE c.parent_id = sub.id)) FROM sub",
+            (node_id, limit),
+        ).fetchone()
+        return int(row[0] or 0)
 
     # -- changes -----------------------------------------------------------------
     #

@@ -22,6 +22,7 @@ from davbackup import clock
 from davbackup import crypto
 from davbackup.catalog import Catalog
 from davbackup.errors import AlreadyExists, NotFound, UsageError
+from davbackup.locks import delete_user_locks
 from davbackup.tree import Tree
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -152,7 +153,8 @@ class UserDirectory:
         self._catalog.write(txn)
 
     def remove(self, name: str) -> None:
-        """Remove a user and everything in their namespace (chunks become gc garbage)."""
+        """Remove a user, everything in their namespace (chunks become gc garbage), their
+        upload sessions and their locks."""
 
         def txn(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT root_id FROM users WHERE name=?", (name,)).fetchone()
@@ -163,6 +165,7 @@ class UserDirectory:
             for sid in sessions:
                 conn.execute("DELETE FROM session_chunks WHERE session_id=?", (sid,))
             conn.execute("DELETE FROM upload_sessions WHERE user_name=?", (name,))
+            delete_user_locks(conn, name)
             conn.execute("DELETE FROM users WHERE name=?", (name,))
 
         self._catalog.write(txn)

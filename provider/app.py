@@ -5,7 +5,7 @@ The middleware stack, outermost first::
     OptionsPath                 percent-decodes OPTIONS paths (provider.client_compat)
     RequestLog                  one access log line per request (provider.request_log)
     WsgiDAVApp                  routing, path normalization
-      ErrorPrinter              DAVError -> HTTP error response
+      LoggingErrorPrinter       DAVError -> HTTP error response; 500s logged with traceback
       RepositoryAuthenticator   Basic auth, throttling, read-only users (provider.auth)
       DavBackupDirBrowser       HTML listing for GET on collections, /:dir_browser assets
       DavBackupRequestResolver  -> DavBackupRequestServer (provider.request_server)
@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from wsgidav.error_printer import ErrorPrinter
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from provider import internals
@@ -27,7 +26,8 @@ from provider.auth import RepositoryAuthenticator, RepositoryDomainController
 from provider.client_compat import OptionsPath
 from provider.dav_provider import DavBackupProvider
 from provider.dir_browser import TEMPLATES, DavBackupDirBrowser
-from provider.locks import RepositoryLockStorage
+from provider.errors import LoggingErrorPrinter
+from provider.locks import LockLimits, RepositoryLockStorage
 from provider.properties import CatalogPropertyManager
 from provider.request_log import RequestLog
 from provider.request_server import DavBackupRequestResolver
@@ -44,7 +44,7 @@ def build_config(repo: Repository, settings: ServerSettings) -> dict[str, Any]:
     return {
         "provider_mapping": {"/": DavBackupProvider(repo)},
         "middleware_stack": [
-            ErrorPrinter,
+            LoggingErrorPrinter,
             RepositoryAuthenticator,
             DavBackupDirBrowser,
             DavBackupRequestResolver,
@@ -56,7 +56,11 @@ def build_config(repo: Repository, settings: ServerSettings) -> dict[str, Any]:
             "default_to_digest": False,
             "trusted_auth_header": None,
         },
-        "lock_storage": RepositoryLockStorage(repo),
+        "lock_storage": RepositoryLockStorage(repo, LockLimits(
+            per_resource=settings.max_locks_per_resource,
+            per_user=settings.max_locks_per_user,
+            owner_bytes=settings.max_lock_owner,
+        )),
         "property_manager": CatalogPropertyManager(repo),
         "block_size": settings.block_size,
         "honor_mtime_header": settings.honor_mtime_header,
@@ -81,6 +85,11 @@ def build_config(repo: Repository, settings: ServerSettings) -> dict[str, Any]:
             "allow_propfind_infinity": settings.allow_propfind_infinity,
             "max_xml_body": settings.max_xml_body,
             "os_metadata": settings.os_metadata,
+            "max_xml_bodies": {
+                "PROPFIND": settings.max_xml_body,
+                "PROPPATCH": settings.max_proppatch_body,
+                "LOCK": settings.max_lock_body,
+            },
         },
     }
 

@@ -8,10 +8,13 @@
   client address. Past a threshold within a window a client must wait, with a delay
   that doubles on every further failure; while it waits it gets ``429`` and a
   ``Retry-After`` without its password being checked.
-* :class:`RepositoryAuthenticator` is WsgiDAV's ``HTTPAuthenticator`` with three
+* :class:`RepositoryAuthenticator` is WsgiDAV's ``HTTPAuthenticator`` with four
   changes: malformed ``Authorization`` headers get 401 instead of a 500, throttled
-  clients get 429, and users with role ``ro`` get 403 for every method that is not
-  a read (so also for PATCH, which WsgiDAV itself answers with 405).
+  clients get 429, users with role ``ro`` get 403 for every method that is not
+  a read (so also for PATCH, which WsgiDAV itself answers with 405), and the one
+  share that needs no login, the dir browser's assets (``/:dir_browser``), answers
+  only GET, HEAD and OPTIONS: anything else is 405 before WsgiDAV sees it (a LOCK
+  there used to write lock rows into the catalog without credentials).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ StartResponse = Callable[..., Any]
 
 #: Methods a read-only user may use. Everything else is refused with 403.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
+#: Methods the public asset share (CSS, icons of the HTML listing) answers.
+ASSET_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 ROLE_READ_WRITE = "rw"
 ROLE_READ_ONLY = "ro"
@@ -176,6 +181,11 @@ class RepositoryAuthenticator(HTTPAuthenticator):
         settings = config["davbackup"].get("throttle") or ThrottleSettings()
         self.throttle = LoginThrottle(settings)
 
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if _is_asset_request(environ) and environ["REQUEST_METHOD"].upper() not in ASSET_METHODS:
+            return _not_allowed(start_response, ASSET_METHODS)
+        return super().__call__(environ, start_response)
+
     def handle_basic_auth_request(
         self, environ: Environ, start_response: StartResponse
     ) -> Iterable[bytes]:
@@ -244,6 +254,20 @@ def _too_many_requests(
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(body))),
             ("Retry-After", str(max(1, math.ceil(wait)))),
+            ("Date", util.get_rfc1123_time()),
+        ],
+    )
+    return [body]
+
+
+def _not_allowed(start_response: StartResponse, allowed: Iterable[str]) -> list[bytes]:
+    body = b"The dir browser's assets can only be read.\n"
+    start_response(
+        "405 Method Not Allowed",
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Allow", ", ".join(sorted(allowed))),
             ("Date", util.get_rfc1123_time()),
         ],
     )

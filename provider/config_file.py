@@ -40,6 +40,11 @@ SCHEMA: dict[str, type] = {
     "server.block_size": int,
     "webdav.allow_propfind_infinity": bool,
     "webdav.max_xml_body": int,
+    "webdav.max_proppatch_body": int,
+    "webdav.max_lock_body": int,
+    "webdav.max_locks_per_resource": int,
+    "webdav.max_locks_per_user": int,
+    "webdav.max_lock_owner": int,
     "webdav.dir_browser": bool,
     "webdav.honor_mtime_header": bool,
     "webdav.os_metadata": str,
@@ -136,6 +141,11 @@ def settings_from_options(options: dict[str, Any]) -> ServerSettings:
         "server.block_size": "block_size",
         "webdav.allow_propfind_infinity": "allow_propfind_infinity",
         "webdav.max_xml_body": "max_xml_body",
+        "webdav.max_proppatch_body": "max_proppatch_body",
+        "webdav.max_lock_body": "max_lock_body",
+        "webdav.max_locks_per_resource": "max_locks_per_resource",
+        "webdav.max_locks_per_user": "max_locks_per_user",
+        "webdav.max_lock_owner": "max_lock_owner",
         "webdav.dir_browser": "dir_browser",
         "webdav.honor_mtime_header": "honor_mtime_header",
         "webdav.os_metadata": "os_metadata",
@@ -159,7 +169,9 @@ def _validate(settings: ServerSettings) -> None:
         raise UsageError(f"port {settings.port} is out of range")
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise UsageError("a TLS certificate and its key must be given together")
-    for name in ("threads", "request_queue_size", "block_size", "max_xml_body"):
+    for name in ("threads", "request_queue_size", "block_size", "max_xml_body",
+                 "max_proppatch_body", "max_lock_body", "max_locks_per_resource",
+                 "max_locks_per_user", "max_lock_owner"):
         if getattr(settings, name) < 1:
             raise UsageError(f"{name} must be at least 1")
     for name in ("socket_timeout", "shutdown_timeout"):

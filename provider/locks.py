@@ -7,6 +7,19 @@ in-memory copy of the (few) live locks and writes every change through to
 ``repo.locks`` before it returns. That is correct because one server process owns
 the repository (the lock manager's own locking works only inside one process too).
 
+The copy is indexed by lock root (a sorted list of roots plus a dict), so the
+questions WsgiDAV asks for every request and every listed resource ("locks on this
+URL", "locks below this URL") cost a dictionary lookup or a bisection, never a scan
+of all locks. Expired locks are dropped when they are found and by a sweep at most
+once a minute.
+
+Limits (:class:`LockLimits`, from the configuration): locks per resource (shared
+locks are the only way to stack them), locks per user, and the size of the owner
+XML a client may attach (it is stored and reloaded at every start). A lock is only
+granted on a resource of the requesting user; one whose user was removed (or removed
+and created again: a new user of the same name) is dropped when it is next seen,
+and ``repo.users.remove`` deletes the stored records with the user.
+
 Keys are WsgiDAV ref URLs, which carry the user (see :mod:`provider.paths`), so the
 locks of two users never meet. The lock dict is stored as JSON: the owner XML,
 which WsgiDAV keeps as ``bytes``, is stored as UTF-8 text.
@@ -19,13 +32,16 @@ locked member even when the client submitted that member's lock token, which RFC
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from wsgidav import util
 from wsgidav.dav_error import (
+    HTTP_BAD_REQUEST,
+    HTTP_FORBIDDEN,
     HTTP_LOCKED,
     DAVError,
     DAVErrorCondition,
@@ -37,6 +53,8 @@ from wsgidav.lock_man.lock_manager import (
     validate_lock,
 )
 
+from provider.paths import split_ref_url
+
 if TYPE_CHECKING:
     from davbackup.repository import Repository
 
@@ -45,16 +63,31 @@ _log = logging.getLogger(__name__)
 LockDict = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class LockLimits:
+    """How many locks a client may hold, and how much it may attach to one."""
+
+    per_resource: int = 32
+    per_user: int = 1000
+    owner_bytes: int = 4096
+
+
 class RepositoryLockStorage:
     """The ``lock_storage`` interface of WsgiDAV over ``repo.locks``."""
 
     LOCK_TIME_OUT_DEFAULT = 604800  # one week, as WsgiDAV's own storages
     LOCK_TIME_OUT_MAX = 4 * 604800
+    SWEEP_SECONDS = 60.0
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, limits: LockLimits | None = None) -> None:
         self._repo = repo
+        self.limits = limits or LockLimits()
         self._mutex = threading.RLock()
         self._locks: dict[str, LockDict] | None = None
+        self._by_root: dict[str, dict[str, LockDict]] = {}
+        self._roots: list[str] = []  # sorted keys of _by_root
+        self._per_user: dict[str, int] = {}
+        self._swept = 0.0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -65,14 +98,14 @@ class RepositoryLockStorage:
         """Load the live locks from the catalog, dropping expired ones."""
         with self._mutex:
             self._repo.locks.delete_expired(time.time())
-            self._locks = {}
+            self._locks, self._by_root, self._roots, self._per_user = {}, {}, [], {}
             for data in self._repo.locks.list(None):
                 try:
                     lock = _from_stored(data)
                 except (KeyError, TypeError, ValueError) as exc:
                     _log.warning("ignoring malformed stored lock %r: %s", data, exc)
                     continue
-                self._locks[lock["token"]] = lock
+                self._add(lock)
             _log.debug("loaded %d lock(s) from the catalog", len(self._locks))
 
     def close(self) -> None:
@@ -86,6 +119,7 @@ class RepositoryLockStorage:
             for token in [t for t, lock in self._table().items() if _expired(lock, now)]:
                 self._forget(token)
             self._repo.locks.delete_expired(now)
+            self._swept = time.monotonic()
 
     def clear(self) -> None:
         with self._mutex:
@@ -95,13 +129,10 @@ class RepositoryLockStorage:
     # --- single locks -------------------------------------------------------
 
     def get(self, token: str) -> LockDict | None:
-        """The lock for ``token``, or None if unknown or expired (then purged)."""
+        """The lock for ``token``, or None if unknown, expired or orphaned (then purged)."""
         with self._mutex:
             lock = self._table().get(token)
-            if lock is None:
-                return None
-            if _expired(lock, time.time()):
-                self._forget(token)
+            if lock is None or not self._alive(lock, time.time()):
                 return None
             return lock
 
@@ -110,17 +141,44 @@ class RepositoryLockStorage:
         # WsgiDAV's LockManager keeps using the dict it passed in, so it is
         # completed in place (as LockStorageDict does).
         assert lock.get("token") is None and lock.get("expire") is None
+        lock.pop("token", None)
         root = normalize_lock_root(path)
+        principal = str(lock.get("principal") or "")
+        try:
+            root_user = split_ref_url(root)[0]
+        except ValueError:
+            root_user = ""
+        with self._mutex:
+            created = self._user_created(principal) if principal else None
+        if not principal or root_user != principal or created is None:
+            raise DAVError(HTTP_FORBIDDEN, "locks can only be taken by a user on their own files")
+        owner = lock.get("owner") or b""
+        if len(owner) > self.limits.owner_bytes:
+            raise DAVError(
+                HTTP_BAD_REQUEST, f"lock owner is larger than {self.limits.owner_bytes} bytes"
+            )
         timeout = _clamp_timeout(
             lock.get("timeout"), self.LOCK_TIME_OUT_DEFAULT, self.LOCK_TIME_OUT_MAX
         )
-        lock.update(root=root, timeout=timeout, expire=time.time() + timeout)
+        lock.update(root=root, timeout=timeout, expire=time.time() + timeout, user_created=created)
         validate_lock(lock)
         token = generate_lock_token()
         with self._mutex:
+            self._maybe_sweep()
+            now = time.time()
+            on_root = [lk for lk in list(self._by_root.get(root, {}).values()) if self._alive(lk, now)]
+            if len(on_root) >= self.limits.per_resource:
+                raise DAVError(
+                    HTTP_FORBIDDEN,
+                    f"a resource may carry at most {self.limits.per_resource} locks",
+                )
+            if self._per_user.get(principal, 0) >= self.limits.per_user:
+                raise DAVError(
+                    HTTP_FORBIDDEN, f"a user may hold at most {self.limits.per_user} locks"
+                )
             self._repo.locks.put(token, root, lock["expire"], _to_stored(dict(lock, token=token)))
             lock["token"] = token
-            self._table()[token] = lock
+            self._add(lock)
         return lock
 
     def refresh(self, token: str, *, timeout: float | None) -> LockDict:
@@ -134,7 +192,8 @@ class RepositoryLockStorage:
             )
             updated = dict(lock, timeout=seconds, expire=time.time() + seconds)
             self._repo.locks.put(token, updated["root"], updated["expire"], _to_stored(updated))
-            self._table()[token] = updated
+            self._remove(token)
+            self._add(updated)
             return updated
 
     def delete(self, token: str) -> bool:
@@ -159,17 +218,19 @@ class RepositoryLockStorage:
         assert include_root or include_children
         root = normalize_lock_root(path)
         now = time.time()
-        found: list[LockDict] = []
+        candidates: list[LockDict] = []
         with self._mutex:
-            for token, lock in list(self._table().items()):
-                if _expired(lock, now):
-                    self._forget(token)
-                    continue
-                lock_root = lock["root"]
-                if (include_root and lock_root == root) or (
-                    include_children and util.is_child_uri(root, lock_root)
-                ):
-                    found.append(lock)
+            self._table()
+            self._maybe_sweep()
+            if include_root:
+                candidates.extend(self._by_root.get(root, {}).values())
+            if include_children:
+                prefix = root.rstrip("/") + "/"
+                i = bisect.bisect_left(self._roots, prefix)
+                while i < len(self._roots) and self._roots[i].startswith(prefix):
+                    candidates.extend(self._by_root[self._roots[i]].values())
+                    i += 1
+            found = [lock for lock in candidates if self._alive(lock, now)]
         if token_only:
             return [lock["token"] for lock in found]
         return found
@@ -181,9 +242,68 @@ class RepositoryLockStorage:
             raise RuntimeError("lock storage used before open() or after close()")
         return self._locks
 
+    def _add(self, lock: LockDict) -> None:
+        token, root = lock["token"], lock["root"]
+        self._table()[token] = lock
+        on_root = self._by_root.get(root)
+        if on_root is None:
+            on_root = self._by_root[root] = {}
+            bisect.insort(self._roots, root)
+        on_root[token] = lock
+        principal = lock["principal"]
+        self._per_user[principal] = self._per_user.get(principal, 0) + 1
+
+    def _remove(self, token: str) -> None:
+        lock = self._table().pop(token, None)
+        if lock is None:
+            return
+        root = lock["root"]
+        on_root = self._by_root.get(root, {})
+        on_root.pop(token, None)
+        if not on_root:
+            self._by_root.pop(root, None)
+            i = bisect.bisect_left(self._roots, root)
+            if i < len(self._roots) and self._roots[i] == root:
+                del self._roots[i]
+        principal = lock["principal"]
+        left = self._per_user.get(principal, 0) - 1
+        if left > 0:
+            self._per_user[principal] = left
+        else:
+            self._per_user.pop(principal, None)
+
     def _forget(self, token: str) -> None:
-        self._table().pop(token, None)
+        self._remove(token)
         self._repo.locks.delete(token)
+
+    def _alive(self, lock: LockDict, now: float) -> bool:
+        """False (and the lock is purged) if it expired or its user is gone."""
+        if _expired(lock, now):
+            self._forget(lock["token"])
+            return False
+        created = self._user_created(lock["principal"])
+        expected = lock.get("user_created")
+        if created is None or (expected is not None and float(expected) != created):
+            _log.info("dropping lock %s of removed user %r", lock["token"], lock["principal"])
+            self._forget(lock["token"])
+            return False
+        return True
+
+    def _user_created(self, name: str) -> float | None:
+        """When user ``name`` was created (None: no such user). Asked afresh each time
+        (a primary-key lookup, only for locks actually found): users change from
+        another process (``davbackup user``)."""
+        user = self._repo.users.get(name)
+        return None if user is None else float(user.created)
+
+    def _maybe_sweep(self) -> None:
+        now = time.monotonic()
+        if now - self._swept < self.SWEEP_SECONDS:
+            return
+        self._swept = now
+        wall = time.time()
+        for token in [t for t, lock in self._table().items() if _expired(lock, wall)]:
+            self._forget(token)
 
 
 def check_write_locks(

@@ -10,6 +10,9 @@ byte count and duration are what really happened.
 Requests whose path is not valid UTF-8, or climbs above the root with ``..``, are
 refused with 400 here: WsgiDAV would fail on the first with a 500, and on the
 second it starts a 400 response without ever sending its body, so the client hangs.
+So are request URIs that encode a slash (``%2F``, as Apache does by default):
+cheroot keeps it as the three characters ``%2F`` inside one name, so
+``PUT /%2e%2e%2fx.txt`` used to create a file named ``..%2Fx.txt``.
 
 A response sent before the request body was read to its end (an early 401, 403,
 409, ...) carries ``Connection: close``: cheroot drains an unread body only when it
@@ -23,6 +26,8 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
+
+from provider.request_checks import has_encoded_slash
 
 _log = logging.getLogger("davbackup.access")
 
@@ -56,6 +61,8 @@ class RequestLog:
 
         try:
             problem = _path_problem(raw_path)
+            if problem is None and has_encoded_slash(environ.get("REQUEST_URI", "")):
+                problem = "The request path must not contain an encoded '/' (%2F)."
             if problem is not None:
                 yield from _bad_request(recording_start_response, problem)
                 return

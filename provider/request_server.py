@@ -9,7 +9,8 @@
   happened in ``environ[CREATED_KEY]``.
 * ``Depth: infinity`` PROPFIND is refused with 403 and ``DAV:propfind-finite-depth``
   unless the configuration allows it.
-* XML request bodies (PROPFIND, PROPPATCH, LOCK) are read, size-limited and checked
+* XML request bodies (PROPFIND, PROPPATCH, LOCK) are read, size-limited (a limit
+  per method: ``webdav.max_xml_body``, ``max_proppatch_body``, ``max_lock_body``) and checked
   before WsgiDAV parses them: a document type declaration (entity expansion, external
   entities) or malformed XML is refused with 400 before anything happens.
 * A PUT body that cannot be read (a broken chunked encoding, a timeout) is a 400
@@ -21,6 +22,8 @@
   client knows.
 * GET/HEAD ranges are checked strictly (:mod:`provider.ranges`), and
   If-Modified-Since equal to Last-Modified is a 304 (WsgiDAV sends 200).
+* ``X-OC-Mtime`` and ``Destination`` are checked before anything is stored
+  (:mod:`provider.request_checks`).
 * PROPPATCH ignores Depth and COPY takes ``Depth: 1`` as infinity (webdavclient3).
 * PROPFIND answers are serialized compactly (:mod:`provider.propfind`): Windows
   refuses answers over 1,000,000 bytes.
@@ -66,6 +69,7 @@ from provider.errors import to_dav_error
 from provider.internals import dav_provider
 from provider.locks import check_write_locks
 from provider.paths import ref_url_to_client_href
+from provider.request_checks import check_destination, check_mtime_header
 from provider.resources import CREATED_KEY
 
 Environ = dict[str, Any]
@@ -89,18 +93,23 @@ class DavBackupRequestServer(RequestServer):
         allow_propfind_infinite: bool = False,
         max_xml_body: int = DEFAULT_MAX_XML_BODY,
         os_metadata: OsMetadataPolicy | None = None,
+        max_xml_bodies: dict[str, int] | None = None,
     ) -> None:
         super().__init__(provider)
         self.allow_propfind_infinite = allow_propfind_infinite
         self._max_xml_body = max_xml_body
         self.os_metadata = os_metadata or OsMetadataPolicy("store")
+        self._max_xml_bodies = dict(max_xml_bodies or {})
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
         try:
             method = environ["REQUEST_METHOD"]
             _tolerate_client_depths(environ)
+            check_mtime_header(environ)
+            if method in ("COPY", "MOVE"):
+                check_destination(environ)
             if method in XML_METHODS:
-                guard_xml_body(environ, self._max_xml_body)
+                guard_xml_body(environ, self._max_xml_bodies.get(method, self._max_xml_body))
             elif method == "PUT":
                 environ["wsgi.input"] = _GuardedInput(environ["wsgi.input"])
             environ[OS_METADATA_KEY] = self.os_metadata
@@ -243,6 +252,7 @@ class DavBackupRequestResolver(RequestResolver):
         self._allow_infinite = bool(options.get("allow_propfind_infinity", False))
         self._max_xml_body = int(options.get("max_xml_body", DEFAULT_MAX_XML_BODY))
         self._os_metadata = OsMetadataPolicy(str(options.get("os_metadata", "store")))
+        self._max_xml_bodies = dict(options.get("max_xml_bodies") or {})
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
         if environ["REQUEST_METHOD"] == "OPTIONS":
@@ -257,6 +267,7 @@ class DavBackupRequestResolver(RequestResolver):
             allow_propfind_infinite=self._allow_infinite,
             max_xml_body=self._max_xml_body,
             os_metadata=self._os_metadata,
+            max_xml_bodies=self._max_xml_bodies,
         )
         app_iter = server(environ, start_response)
         try:

@@ -39,6 +39,7 @@ from provider.digests import parse_digests
 from provider.errors import dav_errors
 from provider.locks import check_write_locks
 from provider.paths import normalize_path, ref_url
+from provider.request_checks import mtime_in_range
 
 if TYPE_CHECKING:
     from davbackup.fs import Entry, Namespace
@@ -92,11 +93,15 @@ class _Node:
 
     def set_last_modified(self, dest_path: str, time_stamp: Any, *, dry_run: bool) -> bool:
         """Set the modification time (X-OC-Mtime on PUT/MKCOL, or a PROPPATCH)."""
+        secs: float | None
         if isinstance(time_stamp, (int, float)):
-            secs: float | None = float(time_stamp)
+            try:
+                secs = float(time_stamp)
+            except OverflowError:
+                secs = None
         else:
             secs = util.parse_time_string(str(time_stamp))
-        if secs is None:
+        if secs is None or not mtime_in_range(secs):
             raise DAVError(HTTP_BAD_REQUEST, f"invalid time stamp {time_stamp!r}")
         if not dry_run:
             with dav_errors():

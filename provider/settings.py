@@ -36,8 +36,17 @@ class ServerSettings:
     block_size: int = 1 * MiB
     #: answer PROPFIND with Depth: infinity instead of 403 propfind-finite-depth
     allow_propfind_infinity: bool = False
-    #: largest XML request body (PROPFIND, PROPPATCH, LOCK) accepted
+    #: largest XML request body of a PROPFIND accepted
     max_xml_body: int = 1 * MiB
+    #: largest PROPPATCH body (dead properties, Windows' Win32 times) accepted
+    max_proppatch_body: int = 256 * 1024
+    #: largest LOCK body accepted
+    max_lock_body: int = 16 * 1024
+    #: locks on one resource (shared locks stack), locks held by one user
+    max_locks_per_resource: int = 32
+    max_locks_per_user: int = 1000
+    #: bytes of owner XML a lock may carry (stored, reloaded at every start)
+    max_lock_owner: int = 4096
     #: HTML listing for GET on a collection (HEAD on a collection answers 200 either way)
     dir_browser: bool = True
     #: take the modification time from an X-OC-Mtime header on PUT/MKCOL (rclone, ownCloud)

@@ -13,7 +13,6 @@ from wsgidav.dav_error import HTTP_CONFLICT, HTTP_METHOD_NOT_ALLOWED, HTTP_PRECO
 from davbackup.errors import DavBackupError
 from davbackup.uploads import Digests, UploadSession
 from provider.internals import check_write_permission, dav_provider, evaluate_if_headers
-from provider.paths import normalize_path
 from provider.resources import PendingFile
 from provider.resumable.answers import RECENT, Done, Headers, StartResponse, respond
 
@@ -30,8 +29,9 @@ PROTOCOL_IETF = "ietf"
 
 
 def is_reserved(path: str) -> bool:
-    """Whether ``path`` lies in the prefix reserved for upload resources."""
-    path = normalize_path(path)
+    """Whether ``path`` lies in the prefix reserved for upload resources (empty and
+    ``.`` segments do not count: the catalog ignores them too)."""
+    path = "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
     return path == UPLOAD_PREFIX or path.startswith(UPLOAD_PREFIX + "/")
 
 
