@@ -38,6 +38,14 @@ SCHEMA: dict[str, type] = {
     "server.shutdown_timeout": float,
     "server.request_queue_size": int,
     "server.block_size": int,
+    "server.max_request_line": int,
+    "server.max_header_bytes": int,
+    "server.max_headers": int,
+    "server.header_timeout": float,
+    "server.slow_header_workers": int,
+    "server.slow_header_grace": float,
+    "server.max_connections": int,
+    "server.max_connections_per_address": int,
     "webdav.allow_propfind_infinity": bool,
     "webdav.max_xml_body": int,
     "webdav.max_proppatch_body": int,
@@ -139,6 +147,14 @@ def settings_from_options(options: dict[str, Any]) -> ServerSettings:
         "server.shutdown_timeout": "shutdown_timeout",
         "server.request_queue_size": "request_queue_size",
         "server.block_size": "block_size",
+        "server.max_request_line": "max_request_line",
+        "server.max_header_bytes": "max_header_bytes",
+        "server.max_headers": "max_headers",
+        "server.header_timeout": "header_timeout",
+        "server.slow_header_workers": "slow_header_workers",
+        "server.slow_header_grace": "slow_header_grace",
+        "server.max_connections": "max_connections",
+        "server.max_connections_per_address": "max_connections_per_address",
         "webdav.allow_propfind_infinity": "allow_propfind_infinity",
         "webdav.max_xml_body": "max_xml_body",
         "webdav.max_proppatch_body": "max_proppatch_body",
@@ -171,10 +187,14 @@ def _validate(settings: ServerSettings) -> None:
         raise UsageError("a TLS certificate and its key must be given together")
     for name in ("threads", "request_queue_size", "block_size", "max_xml_body",
                  "max_proppatch_body", "max_lock_body", "max_locks_per_resource",
-                 "max_locks_per_user", "max_lock_owner"):
+                 "max_locks_per_user", "max_lock_owner", "max_request_line",
+                 "max_header_bytes", "max_headers", "max_connections",
+                 "max_connections_per_address"):
         if getattr(settings, name) < 1:
             raise UsageError(f"{name} must be at least 1")
-    for name in ("socket_timeout", "shutdown_timeout"):
+    if settings.slow_header_workers < 0:
+        raise UsageError("slow_header_workers must not be negative (0: half the threads)")
+    for name in ("socket_timeout", "shutdown_timeout", "header_timeout", "slow_header_grace"):
         if getattr(settings, name) <= 0:
             raise UsageError(f"{name} must be positive")
     if settings.os_metadata not in OS_METADATA_MODES:

@@ -3,7 +3,8 @@
 One process, a pool of worker threads: WsgiDAV's lock manager serializes only
 within a process, and the repository has one writer. The socket timeout applies to
 each read or write, not to a whole request, so long uploads are fine as long as
-bytes keep arriving. On a signal the server stops accepting, lets running requests
+bytes keep arriving; the request line and headers have their own limits and
+deadline (:mod:`provider.http_limits`). On a signal the server stops accepting, lets running requests
 finish for up to ``shutdown_timeout`` seconds, and the caller closes the repository.
 A second signal ends the process at once (the store is crash-safe).
 """
@@ -19,8 +20,9 @@ from types import FrameType
 from typing import Any, Callable
 
 from cheroot import wsgi
-from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from provider.http_limits import DeferredHandshakeAdapter
+from provider.http_limits import install as install_limits
 from provider.settings import ServerSettings
 
 _log = logging.getLogger(__name__)
@@ -37,10 +39,11 @@ def make_server(app: Any, settings: ServerSettings) -> wsgi.Server:
         timeout=int(settings.socket_timeout),
         shutdown_timeout=int(settings.shutdown_timeout),
     )
+    install_limits(server, settings.http_limits, settings.threads)
     if settings.tls_cert is not None:
         if settings.tls_key is None:
             raise ValueError("a TLS certificate needs its key")
-        adapter = BuiltinSSLAdapter(str(settings.tls_cert), str(settings.tls_key))
+        adapter = DeferredHandshakeAdapter(str(settings.tls_cert), str(settings.tls_key))
         adapter.context.minimum_version = ssl.TLSVersion.TLSv1_2
         server.ssl_adapter = adapter
     return server
@@ -82,6 +85,7 @@ def serve_forever(
     finally:
         server.stop()
         worker.join(timeout=settings.shutdown_timeout + 5)
+        server.davbackup_guard.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _log.info("stopped")

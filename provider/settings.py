@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provider.auth import ThrottleSettings
+from provider.http_limits import HttpLimits
 
 MiB = 1024 * 1024
 
@@ -25,13 +26,22 @@ class ServerSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     #: cheroot worker threads (one per concurrent request)
-    threads: int = 16
+    threads: int = 32
     #: seconds one socket read or write may block; a stalled upload is dropped after this
     socket_timeout: float = 300.0
     #: seconds to wait for running requests on shutdown
     shutdown_timeout: float = 10.0
     #: listen backlog
     request_queue_size: int = 64
+    #: what a client may send before its request reaches the application (414, 431, 408, 503)
+    max_request_line: int = 8192
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    slow_header_workers: int = 0
+    slow_header_grace: float = 1.0
+    max_connections: int = 1024
+    max_connections_per_address: int = 256
     #: bytes read from a PUT body / written for a GET per step
     block_size: int = 1 * MiB
     #: answer PROPFIND with Depth: infinity instead of 403 propfind-finite-depth
@@ -62,6 +72,19 @@ class ServerSettings:
     #: the largest length an upload may declare (413 above); 16 TiB
     upload_max_length: int = 16 * 1024 * MiB * 1024
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+
+    @property
+    def http_limits(self) -> HttpLimits:
+        return HttpLimits(
+            max_request_line=self.max_request_line,
+            max_header_bytes=self.max_header_bytes,
+            max_headers=self.max_headers,
+            header_timeout=self.header_timeout,
+            slow_header_workers=self.slow_header_workers,
+            slow_header_grace=self.slow_header_grace,
+            max_connections=self.max_connections,
+            max_connections_per_address=self.max_connections_per_address,
+        )
 
     @property
     def uses_tls(self) -> bool:
