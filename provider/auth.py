@@ -4,10 +4,11 @@
   Basic credentials with ``repo.users.verify`` (which caches successful checks, so a
   slow password hash is not paid on every request) and records the user's role.
   Digest auth is not offered: the server never holds plain passwords.
-* :class:`LoginThrottle` counts failed logins per (user, client address) and per
-  client address. Past a threshold within a window a client must wait, with a delay
-  that doubles on every further failure; while it waits it gets ``429`` and a
-  ``Retry-After`` without its password being checked.
+* :class:`provider.throttle.LoginThrottle` counts failed logins per (user,
+  address), per user and per address, with backoff, concurrent attempts counted
+  before they are checked, and a way in for users who logged in from an address
+  before (see that module); refused attempts get ``429`` and a ``Retry-After``
+  without their password being checked.
 * :class:`RepositoryAuthenticator` is WsgiDAV's ``HTTPAuthenticator`` with four
   changes: malformed ``Authorization`` headers get 401 instead of a 500, throttled
   clients get 429, users with role ``ro`` get 403 for every method that is not
@@ -21,12 +22,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
 import math
-import threading
-import time
+import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from wsgidav import util
@@ -35,6 +35,15 @@ from wsgidav.http_authenticator import HTTPAuthenticator
 
 from davbackup.errors import DavBackupError
 from provider.internals import ASSET_SHARE
+from provider.throttle import LoginThrottle, ThrottleSettings, client_address
+
+__all__ = [
+    "LoginThrottle",
+    "RepositoryAuthenticator",
+    "RepositoryDomainController",
+    "ThrottleSettings",
+    "is_read_only",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -51,85 +60,6 @@ ROLE_READ_ONLY = "ro"
 
 #: environ key holding the authenticated ``User`` record.
 USER_KEY = "davbackup.user"
-
-
-@dataclass(frozen=True)
-class ThrottleSettings:
-    """When failed logins start to cost time, and how much."""
-
-    max_failures: int = 5
-    window_seconds: float = 300.0
-    base_delay_seconds: float = 2.0
-    max_delay_seconds: float = 300.0
-    #: per client address (over all user names) the threshold is this many times higher
-    address_factor: int = 4
-
-
-@dataclass
-class _Failures:
-    times: list[float] = field(default_factory=list)
-    blocked_until: float = 0.0
-
-
-class LoginThrottle:
-    """Failed-login bookkeeping, thread-safe and bounded in memory."""
-
-    MAX_KEYS = 10_000
-
-    def __init__(
-        self, settings: ThrottleSettings, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.settings = settings
-        self._clock = clock
-        self._mutex = threading.Lock()
-        self._table: dict[tuple[str, ...], _Failures] = {}
-
-    def _keys(self, user: str, address: str) -> list[tuple[tuple[str, ...], int]]:
-        s = self.settings
-        return [(("user", user, address), s.max_failures),
-                (("addr", address), s.max_failures * s.address_factor)]
-
-    def retry_after(self, user: str, address: str) -> float:
-        """Seconds the client must still wait before it may try again (0 = go ahead)."""
-        now = self._clock()
-        with self._mutex:
-            waits = [
-                self._table[key].blocked_until - now
-                for key, _limit in self._keys(user, address)
-                if key in self._table
-            ]
-        return max([0.0, *waits])
-
-    def failed(self, user: str, address: str) -> None:
-        now = self._clock()
-        s = self.settings
-        with self._mutex:
-            if len(self._table) >= self.MAX_KEYS:
-                self._prune(now)
-            for key, limit in self._keys(user, address):
-                record = self._table.setdefault(key, _Failures())
-                record.times = [t for t in record.times if now - t < s.window_seconds]
-                record.times.append(now)
-                excess = len(record.times) - limit
-                if excess >= 0:
-                    delay = min(s.base_delay_seconds * (2**excess), s.max_delay_seconds)
-                    record.blocked_until = max(record.blocked_until, now + delay)
-
-    def succeeded(self, user: str, address: str) -> None:
-        with self._mutex:
-            self._table.pop(("user", user, address), None)
-
-    def _prune(self, now: float) -> None:
-        window = self.settings.window_seconds
-        for key in [
-            k
-            for k, rec in self._table.items()
-            if rec.blocked_until <= now and all(now - t >= window for t in rec.times)
-        ]:
-            del self._table[key]
-        if len(self._table) >= self.MAX_KEYS:  # still full: forget the oldest half
-            for key in list(self._table)[: self.MAX_KEYS // 2]:
-                del self._table[key]
 
 
 class RepositoryDomainController(BaseDomainController):
@@ -180,6 +110,7 @@ class RepositoryAuthenticator(HTTPAuthenticator):
         super().__init__(wsgidav_app, next_app, config)
         settings = config["davbackup"].get("throttle") or ThrottleSettings()
         self.throttle = LoginThrottle(settings)
+        self._secret_key = os.urandom(32)  # identifies equal credentials in flight
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if _is_asset_request(environ) and environ["REQUEST_METHOD"].upper() not in ASSET_METHODS:
@@ -194,19 +125,23 @@ class RepositoryAuthenticator(HTTPAuthenticator):
             _log.warning("malformed Basic credentials from %s", _address(environ))
             return self.send_basic_auth_response(environ, start_response)
         user_name, password = credentials
-        address = _address(environ)
-
-        wait = self.throttle.retry_after(user_name, address)
-        if wait > 0:
-            return _too_many_requests(environ, start_response, wait)
-
+        address = client_address(environ, self.throttle.settings)
         realm = self.domain_controller.get_domain_realm(environ["PATH_INFO"], environ)
-        if not self.domain_controller.basic_auth_user(realm, user_name, password, environ):
-            self.throttle.failed(user_name, address)
-            _log.warning("login failed for user %r from %s", user_name, address)
+        secret = hashlib.blake2b(
+            password.encode("utf-8", "surrogatepass"), key=self._secret_key, digest_size=16
+        ).digest()
+        verdict = self.throttle.attempt(
+            user_name, address, secret,
+            lambda: self.domain_controller.basic_auth_user(realm, user_name, password, environ),
+        )
+        if verdict.retry_after > 0:
+            _log.warning("login of user %r from %s refused for %.0f s (throttled)",
+                         _short(user_name), address, verdict.retry_after)
+            return _too_many_requests(environ, start_response, verdict.retry_after)
+        if not verdict.ok:
+            _log.warning("login failed for user %r from %s", _short(user_name), address)
             return self.send_basic_auth_response(environ, start_response)
 
-        self.throttle.succeeded(user_name, address)
         environ["wsgidav.auth.realm"] = realm
         environ["wsgidav.auth.user_name"] = user_name
         if is_read_only(environ) and environ["REQUEST_METHOD"].upper() not in READ_METHODS:
@@ -227,6 +162,11 @@ def _is_asset_request(environ: Environ) -> bool:
 
 def _address(environ: Environ) -> str:
     return str(environ.get("REMOTE_ADDR") or "?")
+
+
+def _short(name: str, limit: int = 80) -> str:
+    """A user name for the log: never more than ``limit`` characters."""
+    return name if len(name) <= limit else name[:limit] + f"...({len(name)} chars)"
 
 
 def _parse_basic(header: str) -> tuple[str, str] | None:

@@ -10,6 +10,7 @@ command line) into :class:`ServerSettings`.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,10 @@ SCHEMA: dict[str, type] = {
     "auth.base_delay_seconds": float,
     "auth.max_delay_seconds": float,
     "auth.address_factor": int,
+    "auth.account_factor": int,
+    "auth.trusted_seconds": float,
+    "auth.trusted_proxies": str,
+    "auth.proxy_header": str,
 }
 
 _SECTIONS = {key.split(".", 1)[0] for key in SCHEMA if "." in key}
@@ -199,5 +204,15 @@ def _validate(settings: ServerSettings) -> None:
             raise UsageError(f"{name} must be positive")
     if settings.os_metadata not in OS_METADATA_MODES:
         raise UsageError(f"webdav.os_metadata must be one of: {', '.join(OS_METADATA_MODES)}")
-    if settings.throttle.max_failures < 1 or settings.throttle.address_factor < 1:
-        raise UsageError("auth.max_failures and auth.address_factor must be at least 1")
+    throttle = settings.throttle
+    if min(throttle.max_failures, throttle.address_factor, throttle.account_factor) < 1:
+        raise UsageError("auth.max_failures, auth.address_factor and auth.account_factor must be at least 1")
+    for proxy in filter(None, (p.strip() for p in throttle.trusted_proxies.split(","))):
+        try:
+            ipaddress.ip_address(proxy)
+        except ValueError:
+            raise UsageError(f"auth.trusted_proxies: {proxy!r} is not an IP address") from None
+    if not throttle.proxy_header.strip() or not all(
+        ch.isalnum() or ch == "-" for ch in throttle.proxy_header.strip()
+    ):
+        raise UsageError(f"auth.proxy_header {throttle.proxy_header!r} is not a header name")

@@ -15,7 +15,7 @@ from wsgidav.lock_man.lock_manager import LockManager
 
 from davbackup.errors import UsageError
 from davbackup.repository import Repository
-from provider.auth import LoginThrottle, ThrottleSettings, _parse_basic
+from provider.auth import _parse_basic
 from provider.config_file import load_options, settings_from_options
 from provider.locks import RepositoryLockStorage, check_write_locks
 from provider.paths import normalize_path, ref_url, ref_url_to_client_href, split_ref_url
@@ -50,53 +50,7 @@ def test_ref_urls_of_users_never_overlap() -> None:
     assert ref_url_to_client_href("/alice") == "/"
 
 
-# --- throttling ------------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_throttle_delays_double_and_expire() -> None:
-    clock = FakeClock()
-    throttle = LoginThrottle(ThrottleSettings(max_failures=3, window_seconds=60,
-                                              base_delay_seconds=2, max_delay_seconds=10),
-                             clock=clock)
-    for _ in range(2):
-        throttle.failed("u", "1.2.3.4")
-    assert throttle.retry_after("u", "1.2.3.4") == 0
-    throttle.failed("u", "1.2.3.4")
-    assert throttle.retry_after("u", "1.2.3.4") == pytest.approx(2)
-    throttle.failed("u", "1.2.3.4")
-    assert throttle.retry_after("u", "1.2.3.4") == pytest.approx(4)
-    for _ in range(5):
-        throttle.failed("u", "1.2.3.4")
-    assert throttle.retry_after("u", "1.2.3.4") == pytest.approx(10)  # capped
-    assert throttle.retry_after("u", "5.6.7.8") == 0
-    assert throttle.retry_after("v", "1.2.3.4") == 0  # below the per-address threshold
-    clock.now += 11
-    assert throttle.retry_after("u", "1.2.3.4") == 0
-
-
-def test_throttle_per_address_over_all_users() -> None:
-    clock = FakeClock()
-    throttle = LoginThrottle(ThrottleSettings(max_failures=2, address_factor=2,
-                                              base_delay_seconds=5), clock=clock)
-    for user in ("a", "b", "c", "d"):
-        throttle.failed(user, "9.9.9.9")
-    assert throttle.retry_after("someone-else", "9.9.9.9") > 0
-
-
-def test_success_resets_user_failures() -> None:
-    throttle = LoginThrottle(ThrottleSettings(max_failures=2), clock=FakeClock())
-    throttle.failed("u", "h")
-    throttle.succeeded("u", "h")
-    throttle.failed("u", "h")
-    assert throttle.retry_after("u", "h") == 0
+# --- Basic credentials (throttling: tests/test_provider_throttle.py) ---------------------------
 
 
 @pytest.mark.parametrize("header, expected", [
