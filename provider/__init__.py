@@ -6,6 +6,7 @@ packs or SQL. Only ``davbackup serve`` imports this package; the core never does
 
 Modules, from the request inwards:
 
+``health``          the load balancers' health check (no login, reveals nothing)
 ``request_log``     access log line per request; bad paths; unread bodies close
 ``auth``            Basic auth, login throttling, read-only users
 ``dir_browser``     HTML listings (read-only users are told so)
@@ -21,6 +22,9 @@ Modules, from the request inwards:
 ``errors``          davbackup errors -> DAVError
 ``app``             WsgiDAV configuration and the WSGI app
 ``server``          cheroot, TLS, signals
+``http_limits``     request line/header limits, header deadline, connection limits
+``throttle``        login throttling
+``request_checks``  X-OC-Mtime and Destination checks before anything is stored
 ``settings``        the configuration record; ``config_file`` reads it from YAML
 ``tls``             the self-signed certificate of ``--tls-self-signed``
 """

@@ -2,6 +2,7 @@
 
 The middleware stack, outermost first::
 
+    HealthCheck                 GET /.well-known/davbackup-health, no login (provider.health)
     OptionsPath                 percent-decodes OPTIONS paths (provider.client_compat)
     RequestLog                  one access log line per request (provider.request_log)
     WsgiDAVApp                  routing, path normalization
@@ -27,6 +28,7 @@ from provider.client_compat import OptionsPath
 from provider.dav_provider import DavBackupProvider
 from provider.dir_browser import TEMPLATES, DavBackupDirBrowser
 from provider.errors import LoggingErrorPrinter
+from provider.health import HealthCheck
 from provider.locks import LockLimits, RepositoryLockStorage
 from provider.properties import CatalogPropertyManager
 from provider.request_log import RequestLog
@@ -104,4 +106,4 @@ def build_app(repo: Repository, settings: ServerSettings) -> WSGIApp:
     logging.getLogger("wsgidav").setLevel(
         logging.DEBUG if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.WARNING
     )
-    return OptionsPath(RequestLog(WsgiDAVApp(build_config(repo, settings))))
+    return HealthCheck(OptionsPath(RequestLog(WsgiDAVApp(build_config(repo, settings)))), repo)

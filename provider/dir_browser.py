@@ -13,6 +13,10 @@ list) and replaces the page with davbackup's own templates in
 
 Usage is the catalog's count of the user's live bytes (what the quota limits), with
 the quota when one is set.
+
+WsgiDAV 4.4's dir browser builds its own errors (a GET of a folder with a body is a
+415) with a ``DAVError`` call that does not match ``DAVError``'s signature, so such
+a request ended in a 500; the ``_fail`` override here raises them correctly.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Callable
 from urllib.parse import quote, unquote
 
 from wsgidav import util
+from wsgidav.dav_error import DAVError
 from wsgidav.dir_browser import WsgiDavDirBrowser
 
 from davbackup.history import history_usage
@@ -180,6 +185,11 @@ class DavBackupDirBrowser(WsgiDavDirBrowser):
             ("Date", util.get_rfc1123_time()),
         ])
         return [body]
+
+
+    def _fail(self, value: int, context_info: Any = None, src_exception: Any = None,
+              err_condition: Any = None) -> None:
+        raise DAVError(value, context_info, src_exception=src_exception, err_condition=err_condition)
 
 
 def _crumbs(href: str) -> list[dict[str, str]]:
