@@ -164,6 +164,25 @@ def test_config_file_errors(tmp_path: Path) -> None:
             load_options(path)
 
 
+def test_config_limits_and_throttle_options() -> None:
+    settings = settings_from_options({
+        "server.max_header_bytes": 1000, "server.header_timeout": 2.5,
+        "webdav.max_locks_per_resource": 3, "auth.trusted_proxies": "127.0.0.1, ::1",
+        "auth.account_factor": 2,
+    })
+    assert settings.http_limits.max_header_bytes == 1000
+    assert settings.http_limits.header_timeout == 2.5
+    assert settings.max_locks_per_resource == 3
+    assert settings.throttle.trusted_proxies == "127.0.0.1, ::1"
+    assert settings.throttle.account_factor == 2
+    for bad in ({"auth.trusted_proxies": "proxy.example"}, {"auth.proxy_header": "X Bad"},
+                {"server.max_headers": 0}, {"server.header_timeout": 0.0},
+                {"server.slow_header_workers": -1}, {"webdav.max_lock_owner": 0},
+                {"auth.account_factor": 0}):
+        with pytest.raises(UsageError):
+            settings_from_options(bad)
+
+
 def test_config_file_relative_paths(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(
