@@ -12,9 +12,11 @@ stopped all new ones for ``socket_timeout``. :class:`LimitedConnection` and
 * more than ``max_header_bytes`` bytes or ``max_headers`` lines of headers: ``431``;
   either way the connection is closed and nothing beyond the limit is read;
 * a deadline, ``header_timeout`` seconds, for the TLS handshake, request line and
-  headers together (counted from the accept for a new connection, from the first
-  byte for a kept-alive one): a watchdog thread answers ``408`` (plain HTTP) and
-  shuts the socket down, which wakes the worker blocked in ``recv``;
+  headers together, from when a worker takes the connection: a watchdog thread
+  answers ``408`` (plain HTTP) and shuts the socket down, which wakes the worker
+  blocked in ``recv``. A new connection that has sent nothing at all within
+  ``header_timeout`` of its accept is closed the same way (one that has sent
+  something but waits for a busy worker is left alone);
 * worker threads cannot all be held by slow senders: a request whose complete
   header is already buffered when a worker picks it up (every normal client) is
   read at once; one that is not yet complete needs one of ``slow_header_workers``
@@ -219,13 +221,10 @@ class LimitedRequest(HTTPRequest):
         slot = False
         if conn.is_tls or not conn.header_buffered():
             slot = guard.take_slow_slot()
-        if conn.requests_started == 0 and conn.accepted is not None:
-            spent = time.monotonic() - conn.accepted  # a new connection: from its accept
-        else:
-            spent = 0.0
         budget = limits.header_timeout if (slot or not conn.is_tls and conn.header_complete) \
             else limits.slow_header_grace
-        guard.arm(conn, max(0.0, budget - spent))
+        conn.in_parse = True
+        guard.arm(conn, budget)
         conn.requests_started += 1
         self.rfile = _HeaderInput(conn.rfile, limits)
         try:
@@ -244,6 +243,7 @@ class LimitedRequest(HTTPRequest):
             return
         finally:
             guard.disarm(conn)
+            conn.in_parse = False
             if slot:
                 guard.release_slow_slot()
             if conn.timed_out:
@@ -274,9 +274,9 @@ class LimitedConnection(HTTPConnection):
         self.is_tls = isinstance(sock, ssl.SSLSocket)
         self.handshaken = not self.is_tls
         self.requests_started = 0
+        self.in_parse = False
         self.timed_out = False
         self.header_complete = False
-        self.accepted: float | None = time.monotonic()
         try:  # an exception here would end cheroot's accepting thread
             self._address = address_key(sock.getpeername()[0])
         except Exception:  # noqa: BLE001
@@ -285,7 +285,6 @@ class LimitedConnection(HTTPConnection):
         if not self.admitted:
             # Answer at once; the watchdog shuts the socket a moment later, which
             # wakes the selector, and a worker closes it.
-            self.accepted = None
             self._refuse()
             self.guard.arm(self, 1.0)
         else:
@@ -350,7 +349,14 @@ class LimitedConnection(HTTPConnection):
         return self.header_complete
 
     def header_deadline_passed(self) -> None:
-        """Called by the watchdog: answer 408 (plain HTTP) and wake the worker."""
+        """Called by the watchdog: answer 408 (plain HTTP) and wake the worker.
+
+        A new connection whose bytes are waiting but that no worker has picked up
+        yet (all busy with long requests) is spared: the worker that takes it sets
+        its own deadline.
+        """
+        if self.admitted and not self.in_parse and self._bytes_waiting():
+            return
         self.timed_out = True
         if self.admitted and not self.is_tls:
             try:
@@ -361,6 +367,14 @@ class LimitedConnection(HTTPConnection):
             except OSError:
                 pass
         _shutdown(self.socket)
+
+    def _bytes_waiting(self) -> bool:
+        try:
+            return bool(socket.socket.recv(self.socket, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return False
 
     def _refuse(self) -> None:
         if self.is_tls:
