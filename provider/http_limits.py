@@ -215,7 +215,7 @@ class LimitedRequest(HTTPRequest):
     """cheroot's request with size, count and time limits on the header."""
 
     def parse_request(self) -> None:
-        conn: LimitedConnection = self.conn  # type: ignore[assignment]
+        conn: LimitedConnection = self.conn
         guard: ConnectionGuard = self.server.davbackup_guard
         limits = guard.limits
         slot = False
@@ -410,6 +410,12 @@ class DeferredHandshakeAdapter(BuiltinSSLAdapter):
     def wrap(self, sock: Any) -> tuple[Any, dict[str, str]]:
         wrapped = self.context.wrap_socket(sock, do_handshake_on_connect=False, server_side=True)
         return wrapped, {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
+
+def guard_of(server: Any) -> ConnectionGuard:
+    """The guard :func:`install` put into ``server``."""
+    guard: ConnectionGuard = server.davbackup_guard
+    return guard
 
 
 def install(server: Any, limits: HttpLimits, threads: int) -> ConnectionGuard:

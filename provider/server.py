@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from cheroot import wsgi
 
-from provider.http_limits import DeferredHandshakeAdapter
+from provider.http_limits import DeferredHandshakeAdapter, guard_of
 from provider.http_limits import install as install_limits
 from provider.settings import ServerSettings
 
@@ -85,7 +85,7 @@ def serve_forever(
     finally:
         server.stop()
         worker.join(timeout=settings.shutdown_timeout + 5)
-        server.davbackup_guard.stop()
+        guard_of(server).stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _log.info("stopped")
