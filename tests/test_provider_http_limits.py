@@ -233,7 +233,7 @@ def test_silent_tls_connection_does_not_block_others(tmp_path: Path) -> None:
         started = time.monotonic()
         response = requests.get(url, auth=("alice", "alice-password"), verify=False, timeout=20)
         assert response.status_code == 200
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 10  # was: blocked for socket_timeout (300 s)
         # plain HTTP on the TLS port gets a plain 400
         assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 400
         # a handshake that completes but is followed by nothing is cut off too
