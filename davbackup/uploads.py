@@ -208,7 +208,10 @@ class UploadManager:
 
     # -- life cycle ----------------------------------------------------------------
 
-    def create(self, user: str, path: str, protocol: str, total: int | None, meta: dict | None = None) -> UploadSession:
+    def create(self, user: str, path: str, protocol: str, total: int | None, meta: dict | None = None, *,
+               single: bool = False) -> UploadSession:
+        """A new session; with ``single``, the live session of this protocol for ``path``
+        if a concurrent request created one since the caller looked (one per path)."""
         transition("none", "create")
         path = join_path(split_path(path))
         ns = self.repo.namespace(user)
@@ -225,7 +228,16 @@ class UploadManager:
         path_enc = crypto.seal_small(self._seal_key, path.encode("utf-8"), PATH_AD)
         meta_text = json.dumps(meta or {})
 
-        def txn(conn: sqlite3.Connection) -> None:
+        def txn(conn: sqlite3.Connection) -> UploadSession:
+            if single:
+                for row in conn.execute(
+                    f"SELECT {self._COLUMNS} FROM upload_sessions WHERE user_name=? AND path_hash=? AND protocol=?",
+                    (user, self._path_hash(path), protocol),
+                ).fetchall():
+                    found = self._row_to_session(row)
+                    if not self._expired(found, now):
+                        return found
+                    _delete_session(conn, found.id)
             (open_sessions,) = conn.execute(
                 "SELECT COUNT(*) FROM upload_sessions WHERE user_name=? AND updated>=?", (user, now - self.ttl)
             ).fetchone()
@@ -239,9 +251,9 @@ class UploadManager:
                 " created, updated, meta) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
                 (sid, user, self._path_hash(path), path_enc, protocol, total, RECEIVING, now, now, meta_text),
             )
+            return UploadSession(sid, user, path, protocol, total, 0, now, now, meta or {})
 
-        self.repo.catalog.write(txn)
-        return UploadSession(sid, user, path, protocol, total, 0, now, now, meta or {})
+        return self.repo.catalog.write(txn)
 
     def cancel(self, session: UploadSession) -> None:
         with self._exclusive(session.id):

@@ -273,3 +273,13 @@ def test_declared_lengths_are_limited(repo: Repository):
         up.set_total(session, 10**15)
     assert up.get(session.id, "alice").total is None
     assert up.set_total(session, 1000).total == 1000
+
+
+def test_single_create_returns_the_session_a_concurrent_request_made(repo):
+    """Range PUT keeps one session per path: a first part that raced another one gets
+    the session the other made (found by scripts/soak: two sessions, one's bytes lost)."""
+    up = repo.uploads
+    first = up.create("alice", "/same", "range", 10, single=True)
+    assert up.create("alice", "/same", "range", 10, single=True).id == first.id
+    assert up.create("bob", "/same", "range", 10, single=True).id != first.id
+    assert up.create("alice", "/same", "ietf", 10).id != first.id  # IETF: one resource per creation

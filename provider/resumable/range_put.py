@@ -132,7 +132,11 @@ def _session_for(server: Any, environ: Environ, user: str, path: str, session: U
     if session is None:
         if crange.start != 0:
             raise OffsetMismatch(f"no upload of {path} is in progress: start at byte 0", 0, crange.start)
-        session = uploads.create(user, path, PROTOCOL_RANGE, crange.total, session_meta(environ, digests))
+        # single: first parts racing here share one session (with two, one's bytes were lost)
+        session = uploads.create(user, path, PROTOCOL_RANGE, crange.total, session_meta(environ, digests),
+                                 single=True)
+        if not _same_file(session, crange.total, digests):
+            raise Conflict("another upload of this path started at the same moment (other length or Repr-Digest)")
     elif crange.start > session.received:
         raise OffsetMismatch(f"bytes {session.received}..{crange.start - 1} are missing",
                              session.received, crange.start)
