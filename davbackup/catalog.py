@@ -219,6 +219,8 @@ class Catalog:
         self._queue: list[_Job] = []
         self._leader = False
         self._closed = False
+        #: called right before each group COMMIT; set only by fault injection in tests
+        self.fault_hook: Callable[[], None] | None = None
         self._migrate(create)
 
     def _connect(self) -> sqlite3.Connection:
@@ -362,6 +364,8 @@ class Catalog:
                 self._fail(batch, _as_catalog_error(cause, "catalog transaction aborted by SQLite; nothing was written"))
                 return
         try:
+            if self.fault_hook is not None:
+                self.fault_hook()  # davbackup/faults.py: may raise as a failed COMMIT would
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._recover_writer()

@@ -65,6 +65,13 @@ class ChunkBatch:
         return len(self.new) + len(self.existing)
 
 
+def storage_error(exc: OSError, what: str) -> DavBackupError:
+    """A pack storage failure as davbackup's error: no space is 507, anything else 500."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(f"{what}: no space left ({exc.strerror or exc})")
+    return RepositoryError(f"{what}: {exc}")
+
+
 class ChunkStore:
     def __init__(
         self,
@@ -87,6 +94,8 @@ class ChunkStore:
         self._appenders: dict[int, PackAppender] = {}
         self._inflight: dict[int, int] = {}  # pack id -> pending chunks in it
         self._pack_names: dict[int, str] = {}
+        #: packs whose sync failed: bytes appended since their last good sync may be lost
+        self._broken: dict[int, OSError] = {}
         if writable:
             self._recover()
 
@@ -133,9 +142,7 @@ class ChunkStore:
             try:
                 offset = appender.append(blob)
             except OSError as exc:
-                if exc.errno == errno.ENOSPC:
-                    raise StorageFull(f"no space left for pack {appender.name}") from exc
-                raise RepositoryError(f"cannot append to pack {appender.name}: {exc}") from exc
+                raise storage_error(exc, f"cannot append to pack {appender.name}") from exc
             location = Location(pack_id, offset, len(blob) - HEADER_SIZE)
             self._pending[chunk_id] = _Pending(location, len(data), 1)
             self._inflight[pack_id] = self._inflight.get(pack_id, 0) + 1
@@ -172,15 +179,17 @@ class ChunkStore:
         upload does not wait for all of its data at once (its own sync then finds
         the bytes already covered)."""
         assert self._active is not None
-        _pack_id, appender = self._active
+        pack_id, appender = self._active
         self._active = None
-        threading.Thread(target=self._sync_quietly, args=(appender,), name="davbackup-pack-sync", daemon=True).start()
+        threading.Thread(target=self._finish_quietly, args=(pack_id, appender), name="davbackup-pack-sync",
+                         daemon=True).start()
 
-    @staticmethod
-    def _sync_quietly(appender: PackAppender) -> None:
+    def _finish_quietly(self, pack_id: int, appender: PackAppender) -> None:
         try:
             appender.finish()
-        except (OSError, ValueError, DavBackupError):
+        except OSError as exc:
+            self._break(pack_id, appender, exc)  # the writers' own syncs then fail
+        except (ValueError, DavBackupError):
             pass  # the writer's own sync reports the error
 
     def make_durable(self, batch: ChunkBatch) -> None:
@@ -189,10 +198,39 @@ class ChunkStore:
         for location, _ in batch.new.values():
             ends[location.pack_id] = max(ends.get(location.pack_id, 0), location.end)
         for pack_id, end in ends.items():
+            broken = self._broken.get(pack_id)
+            if broken is not None:
+                raise storage_error(broken, f"an earlier sync of pack {self.pack_name(pack_id)} failed") from broken
             appender = self._appenders.get(pack_id)
             if appender is None:
                 raise IntegrityError(f"pack {pack_id} is not open for writing")
-            appender.sync(end)
+            try:
+                appender.sync(end)
+            except OSError as exc:
+                self._break(pack_id, appender, exc)
+                raise storage_error(exc, f"cannot sync pack {appender.name}") from exc
+
+    def _break(self, pack_id: int, appender: PackAppender, exc: OSError) -> None:
+        """A sync of the pack failed. As with a failed fsync on Linux, what was appended
+        since the last good sync may be lost even if a later sync succeeds, so the pack
+        takes no more chunks and no writer may commit a chunk that is pending in it
+        (their syncs fail from now on, new writers store those chunks afresh)."""
+        with self._lock:
+            if pack_id in self._broken:
+                return
+            self._broken[pack_id] = exc
+            if self._active is not None and self._active[0] == pack_id:
+                self._active = None
+            lost = [cid for cid, p in self._pending.items() if p.location.pack_id == pack_id]
+            for cid in lost:
+                del self._pending[cid]
+            self._inflight[pack_id] = self._inflight.get(pack_id, 0) - len(lost)
+            seal = self._inflight[pack_id] <= 0
+            if seal:
+                del self._inflight[pack_id]
+        log.error("sync of pack %s failed (%s): its unsynced chunks are given up", appender.name, exc)
+        if seal:
+            self._seal(pack_id)
 
     @staticmethod
     def record(conn: sqlite3.Connection, batch: ChunkBatch, now: float) -> None:
@@ -223,10 +261,10 @@ class ChunkStore:
     def release(self, batch: ChunkBatch) -> None:
         """After commit or abort: drop this writer's hold on pending chunks."""
         with self._lock:
-            for cid in batch.new:
+            for cid, (location, _plain_len) in batch.new.items():
                 pending = self._pending.get(cid)
-                if pending is None:
-                    continue
+                if pending is None or pending.location != location:
+                    continue  # given up with a broken pack (and maybe stored again since)
                 pending.holders -= 1
                 if pending.holders <= 0:
                     del self._pending[cid]
@@ -245,6 +283,9 @@ class ChunkStore:
         batch.existing.clear()
 
     def _seal(self, pack_id: int) -> None:
+        """Close a pack nothing is pending in. Never raises: it runs after the writes
+        that used the pack were answered; a pack left ``open`` here is sealed at the
+        next start (and gc leaves it alone meanwhile)."""
         appender = self._appenders.pop(pack_id, None)
         if appender is not None:
             try:
@@ -257,7 +298,10 @@ class ChunkStore:
         def mark(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE packs SET state='sealed' WHERE id=?", (pack_id,))
 
-        self.catalog.write(mark)
+        try:
+            self.catalog.write(mark)
+        except DavBackupError as exc:
+            log.warning("pack %s could not be marked sealed (%s); the next start seals it", pack_id, exc)
 
     # -- reading -----------------------------------------------------------------
 
@@ -294,6 +338,8 @@ class ChunkStore:
                 raise IntegrityError(
                     f"{context}: chunk {chunk_id.hex()[:16]}: pack {name} is missing or short ({exc})"
                 ) from exc
+            except OSError as exc:
+                raise storage_error(exc, f"{context}: cannot read pack {name}") from exc
             try:
                 return self.codec.open(blob, expected_id=chunk_id, rehash=self.rehash_on_read)
             except BlobError as exc:

@@ -24,7 +24,7 @@ import os
 import secrets
 from pathlib import Path
 
-from davbackup import crypto
+from davbackup import crypto, faults
 from davbackup.catalog import Catalog
 from davbackup.chunker import Chunker
 from davbackup.chunkstore import ChunkStore
@@ -63,6 +63,10 @@ class Repository:
             self.tree = Tree(keys.name_key(), keys.name_hash_key())
             self._authenticate_rows()
             self.storage = self.location.storage(writer=mode == "rw")
+            fault_plan = faults.plan_from_environment()  # tests only: DAVBACKUP_TEST_FAULTS
+            if fault_plan is not None:
+                self.storage = faults.FaultyPackStorage(self.storage, fault_plan)
+                self.catalog.fault_hook = fault_plan.commit_hook
             self.codec = BlobCodec(keys.chunk_subkey_base(), keys.chunk_id_key(), config.compression_level)
             self.chunker = Chunker(config.chunker, keys.chunker_seed())
             self.chunks = ChunkStore(self.catalog, self.storage, self.codec, config.pack_target_size, mode == "rw")

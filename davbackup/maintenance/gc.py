@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from davbackup import clock
 from davbackup import chunklists
+from davbackup.chunkstore import storage_error
 from davbackup.errors import Locked
 from davbackup.pack import HEADER_SIZE, BlobError
 from davbackup.retention import PruneReport, load_policy, prune
@@ -128,6 +129,8 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
             "SELECT pack_id, sum(stored_len + ?) FROM chunks GROUP BY pack_id", (HEADER_SIZE,)
         ).fetchall()
     )
+    # Dead packs first: deleting them needs no space, rewriting needs some.
+    to_rewrite = []
     for pid, name in packs:
         try:
             size = repo.storage.size(name)
@@ -138,8 +141,10 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
             _drop_pack(repo, pid, name)
             report.packs_deleted += 1
         elif live_bytes < threshold * size:
-            report.unreadable_chunks += _rewrite_pack(repo, pid, name)
-            report.packs_rewritten += 1
+            to_rewrite.append((pid, name))
+    for pid, name in to_rewrite:
+        report.unreadable_chunks += _rewrite_pack(repo, pid, name)
+        report.packs_rewritten += 1
 
     # Pack files the catalog does not know are an interrupted gc's output (writers
     # register a pack before creating its file); only one gc runs at a time.
@@ -174,16 +179,20 @@ def _rewrite_pack(repo: "Repository", pack_id: int, name: str) -> int:
     moved: list[tuple[int, bytes, int]] = []
     bad = 0
     try:
-        for cid, off, slen in rows:
-            blob = repo.storage.read(name, off, HEADER_SIZE + slen)
-            try:
-                repo.codec.open(blob, expected_id=cid)
-            except BlobError:
-                bad += 1  # keep the damaged original where check can still report it
-                continue
-            moved.append((appender.append(blob), cid, off))
-    finally:
-        appender.close()  # fsyncs
+        try:
+            for cid, off, slen in rows:
+                blob = repo.storage.read(name, off, HEADER_SIZE + slen)
+                try:
+                    repo.codec.open(blob, expected_id=cid)
+                except BlobError:
+                    bad += 1  # keep the damaged original where check can still report it
+                    continue
+                moved.append((appender.append(blob), cid, off))
+        finally:
+            appender.close()  # fsyncs
+    except OSError as exc:  # no space, I/O error: the copy is debris, the original stays
+        repo.storage.delete(new_name)
+        raise storage_error(exc, f"gc: cannot rewrite pack {name}") from exc
 
     def txn(conn: sqlite3.Connection) -> bool:
         cur = conn.execute(
