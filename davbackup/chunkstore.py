@@ -142,6 +142,10 @@ class ChunkStore:
             try:
                 offset = appender.append(blob)
             except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    # a full disk: let this pack be sealed once its writers are gone, so
+                    # gc can reclaim the chunks of the uploads that failed here
+                    self._retire_active()
                 raise storage_error(exc, f"cannot append to pack {appender.name}") from exc
             location = Location(pack_id, offset, len(blob) - HEADER_SIZE)
             self._pending[chunk_id] = _Pending(location, len(data), 1)

@@ -205,6 +205,10 @@ class FaultyPackStorage:
     def delete(self, name: str) -> None:
         self.inner.delete(name)
 
+    def drop_deleted(self) -> int:
+        drop = getattr(self.inner, "drop_deleted", None)
+        return drop() if drop is not None else 0
+
     def forget(self, name: str) -> None:
         forget = getattr(self.inner, "forget", None)
         if forget is not None:

@@ -36,6 +36,7 @@ from davbackup.location import PackLocation, resolve_packs_url
 from davbackup.locks import LockTable
 from davbackup.offload import Offloader
 from davbackup.pack import BlobCodec
+from davbackup.reserve import SpaceGuard, SpaceReserve
 from davbackup.tree import Tree, authenticate_rows
 from davbackup.uploads import UploadManager
 from davbackup.users import UserDirectory
@@ -77,6 +78,9 @@ class Repository:
             self._release_writer_lock()
             raise
         self.uploads = UploadManager(self)
+        #: disk space kept back for DELETE and gc on a full disk; the server sizes and takes it
+        self.reserve = SpaceReserve(root)
+        self.space = SpaceGuard(self.reserve, self.storage)
 
     def _authenticate_rows(self) -> None:
         """A catalog from before row authentication is upgraded on its first writable

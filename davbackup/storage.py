@@ -92,10 +92,17 @@ class LocalAppender:
             offset = self._size
             view = memoryview(data)
             pos = offset
-            while view:
-                written = os.pwrite(self._fd, view, pos)
-                view = view[written:]
-                pos += written
+            try:
+                while view:
+                    written = os.pwrite(self._fd, view, pos)
+                    view = view[written:]
+                    pos += written
+            except OSError:
+                try:  # give the space of the torn bytes back at once (a full disk)
+                    os.ftruncate(self._fd, offset)
+                except OSError:
+                    pass
+                raise
             self._size = offset + len(data)
             return offset
 
@@ -189,6 +196,21 @@ class LocalPackStorage:
             if sub.is_dir():
                 for f in sorted(sub.glob("*.pack")):
                     yield f.stem
+
+    def drop_deleted(self) -> int:
+        """Close cached read handles of packs whose file was deleted (by gc in another
+        process): an open file keeps its disk space. Returns how many were closed."""
+        with self._lock:
+            gone = []
+            for name, fd in self._fds.items():
+                try:
+                    if os.fstat(fd).st_nlink == 0:
+                        gone.append(name)
+                except OSError:
+                    gone.append(name)
+            for name in gone:
+                os.close(self._fds.pop(name))
+            return len(gone)
 
     def forget(self, name: str) -> None:
         with self._lock:

@@ -103,6 +103,11 @@ def build_app(repo: Repository, settings: ServerSettings) -> WSGIApp:
     repo.uploads.max_sessions = settings.upload_max_sessions_per_user
     repo.uploads.max_length = settings.upload_max_length
     internals.verify()  # fail at start, not mid-request, if WsgiDAV or cheroot changed
+    repo.reserve.size = settings.reserve_bytes
+    if not repo.reserve.ensure():
+        logging.getLogger(__name__).warning(
+            "not enough free space for the %d MiB space reserve: writes are refused (507) until "
+            "there is room for it twice over", settings.reserve_bytes >> 20)
     logging.getLogger("wsgidav").setLevel(
         logging.DEBUG if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.WARNING
     )

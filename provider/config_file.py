@@ -61,6 +61,7 @@ SCHEMA: dict[str, type] = {
     "uploads.checkpoint_bytes": int,
     "uploads.max_sessions_per_user": int,
     "uploads.max_length": int,
+    "storage.reserve_mib": int,
     "auth.max_failures": int,
     "auth.window_seconds": float,
     "auth.base_delay_seconds": float,
@@ -176,6 +177,10 @@ def settings_from_options(options: dict[str, Any]) -> ServerSettings:
         "uploads.max_length": "upload_max_length",
     }
     values = {name: options[key] for key, name in direct.items() if options.get(key) is not None}
+    if options.get("storage.reserve_mib") is not None:
+        if options["storage.reserve_mib"] < 0:
+            raise UsageError("storage.reserve_mib must not be negative")
+        values["reserve_bytes"] = options["storage.reserve_mib"] * 1024 * 1024
     settings = ServerSettings(throttle=throttle, **values)
     _validate(settings)
     return settings

@@ -82,6 +82,19 @@ DAV_COMPLIANCE = "1, 2"
 
 _CLIENT_HREFS = "_davbackup_client_hrefs"
 
+#: methods that may add data or catalog rows, and methods that only remove
+GROWING_METHODS = frozenset({"PUT", "POST", "PATCH", "MKCOL", "COPY", "MOVE", "PROPPATCH", "LOCK"})
+FREEING_METHODS = frozenset({"DELETE", "UNLOCK"})
+
+
+def _space_gate(repo: Any, method: str) -> None:
+    """The space reserve's rules (davbackup/reserve.py): a deletion on a nearly full
+    disk releases it; while it is released, writes are refused with 507."""
+    if method in FREEING_METHODS:
+        repo.space.before_delete()
+    elif method in GROWING_METHODS:
+        repo.space.before_write()
+
 
 class DavBackupRequestServer(RequestServer):
     """One request against the :class:`DavBackupProvider`."""
@@ -104,6 +117,7 @@ class DavBackupRequestServer(RequestServer):
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
         try:
             method = environ["REQUEST_METHOD"]
+            _space_gate(self._davProvider.repo, method)
             _tolerate_client_depths(environ)
             check_mtime_header(environ)
             if method in ("COPY", "MOVE"):

@@ -71,6 +71,8 @@ class ServerSettings:
     upload_max_sessions_per_user: int = 256
     #: the largest length an upload may declare (413 above); 16 TiB
     upload_max_length: int = 16 * 1024 * MiB * 1024
+    #: disk space kept back so that DELETE and gc work on a full disk (davbackup/reserve.py)
+    reserve_bytes: int = 64 * MiB
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
 
     @property

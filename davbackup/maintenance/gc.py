@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from davbackup import clock
 from davbackup import chunklists
 from davbackup.chunkstore import storage_error
-from davbackup.errors import Locked
+from davbackup.errors import Locked, StorageFull
 from davbackup.pack import HEADER_SIZE, BlobError
 from davbackup.retention import PruneReport, load_policy, prune
 from davbackup.storage import PackMissing
@@ -141,10 +141,19 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
             _drop_pack(repo, pid, name)
             report.packs_deleted += 1
         elif live_bytes < threshold * size:
-            to_rewrite.append((pid, name))
-    for pid, name in to_rewrite:
-        report.unreadable_chunks += _rewrite_pack(repo, pid, name)
+            to_rewrite.append((live_bytes, pid, name))
+    # Cheapest copies first; on a full disk each one frees room for the next, and one
+    # that finds no room does not stop the others.
+    no_room: StorageFull | None = None
+    for _live, pid, name in sorted(to_rewrite):
+        try:
+            report.unreadable_chunks += _rewrite_pack(repo, pid, name)
+        except StorageFull as exc:
+            no_room = exc
+            continue
         report.packs_rewritten += 1
+    if no_room is not None:
+        raise no_room
 
     # Pack files the catalog does not know are an interrupted gc's output (writers
     # register a pack before creating its file); only one gc runs at a time.
