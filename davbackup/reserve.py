@@ -16,8 +16,10 @@ option ``storage.reserve_mib``), and follows three rules:
    again) as soon as the filesystem has room for it plus as much again, for
    example after a gc has freed space. No restart is needed.
 
-On a full disk: delete what is not needed, then run ``davbackup gc --grace 0``
-(gc's default grace of one hour while a server runs would keep what was just
+On a full disk: delete what is not needed; deleted files stay in history for the
+retention period (DESIGN.md §15.5), so shorten it (``davbackup history set
+--keep-all DAYS ...``) if their space is needed now; then run ``davbackup gc --grace
+0`` (gc's default grace of one hour while a server runs would keep what was just
 deleted). The reserve should hold at least the live bytes of a pack gc rewrites
 (half of a 64 MiB pack at the default threshold), or gc cannot compact on a full disk.
 
@@ -133,7 +135,7 @@ class SpaceGuard:
         self._sweep(now=True)
         if not self.reserve.ensure():
             raise StorageFull("the disk is full: only DELETE and gc run until space is freed "
-                              "(delete files, then run `davbackup gc --grace 0`)")
+                              "(delete files, shorten history retention, run `davbackup gc --grace 0`)")
 
     def before_delete(self) -> None:
         """Release the reserve if the disk is nearly full (rule 2)."""
