@@ -113,8 +113,8 @@ class FaultPlan:
         if error is not None:
             code, name, message = _SQLITE_CODES[error]
             exc = sqlite3.OperationalError(f"{message} (injected fault)")
-            exc.sqlite_errorcode = code  # type: ignore[attr-defined]
-            exc.sqlite_errorname = name  # type: ignore[attr-defined]
+            exc.sqlite_errorcode = code
+            exc.sqlite_errorname = name
             raise exc
 
 
