@@ -117,7 +117,7 @@ class DavBackupRequestServer(RequestServer):
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
         try:
             method = environ["REQUEST_METHOD"]
-            _space_gate(self._davProvider.repo, method)
+            _space_gate(dav_provider(self).repo, method)
             _tolerate_client_depths(environ)
             check_mtime_header(environ)
             if method in ("COPY", "MOVE"):
