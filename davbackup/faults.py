@@ -36,7 +36,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from davbackup.storage import PackAppender, PackStorage
 
@@ -56,7 +56,7 @@ class FaultPlan:
         self.path = path
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
-        self._rules: list[dict] = []
+        self._rules: list[dict[str, Any]] = []
         self.fired: dict[str, int] = {}
 
     def _refresh(self) -> None:
