@@ -164,10 +164,11 @@ class GcLoop(threading.Thread):
             started = time.monotonic()
             result = self.server.cli(["gc", "--repo", str(self.server.repo), "--grace", str(self.GRACE)],
                                      check=False)
-            lines = (result.stdout + result.stderr).strip().splitlines()
+            lines = [line for line in (result.stdout + result.stderr).strip().splitlines() if "gc:" in line]
+            output = " / ".join(lines)
             self.runs.append({"exit_code": result.returncode, "seconds": round(time.monotonic() - started, 1),
-                              "output": lines[-1] if lines else ""})
-            log(f"gc: exit {result.returncode}: {lines[-1] if lines else ''}")
+                              "output": output})
+            log(f"gc: exit {result.returncode}: {output}")
 
 
 def audit(clients: list[SoakClient], base_url: str, rec: Recorder) -> dict[str, Any]:
