@@ -96,6 +96,8 @@ class ChunkStore:
         self._pack_names: dict[int, str] = {}
         #: packs whose sync failed: bytes appended since their last good sync may be lost
         self._broken: dict[int, OSError] = {}
+        #: broken packs nothing is pending in any more, to be sealed by release()
+        self._unsealed: set[int] = set()
         if writable:
             self._recover()
 
@@ -232,9 +234,12 @@ class ChunkStore:
             seal = self._inflight[pack_id] <= 0
             if seal:
                 del self._inflight[pack_id]
+            if seal:
+                # Sealed by the next release(), never here: a sync can fail inside a
+                # catalog transaction (small writes sync in the group commit), and
+                # sealing writes to the catalog.
+                self._unsealed.add(pack_id)
         log.error("sync of pack %s failed (%s): its unsynced chunks are given up", appender.name, exc)
-        if seal:
-            self._seal(pack_id)
 
     @staticmethod
     def record(conn: sqlite3.Connection, batch: ChunkBatch, now: float) -> None:
@@ -281,6 +286,8 @@ class ChunkStore:
             ]
             for pid in done:
                 del self._inflight[pid]
+            done += list(self._unsealed)
+            self._unsealed.clear()
         for pid in done:
             self._seal(pid)
         batch.new.clear()

@@ -113,3 +113,25 @@ def test_append_enospc_is_storage_full_and_the_pack_goes_on(tmp_path: Path, cont
         assert check_repository(repo, read_data=True).ok
     finally:
         repo.close()
+
+
+def test_failed_fsync_inside_the_group_commit_fails_the_write(tmp_path: Path, control: Path):
+    """A small write syncs its pack inside the catalog transaction; a failed sync there
+    must fail the write (it once deadlocked: the broken pack was sealed from inside
+    the transaction)."""
+    repo = init_repo(tmp_path / "repo")
+    try:
+        ns = repo.namespace(USER)
+        arm(control, {"op": "sync", "error": "EIO"})
+        pending = ns.open_write("/small.bin")
+        pending.write(b"small" * 1000)
+        with pytest.raises(DavBackupError):
+            pending.commit()
+        arm(control)
+        again = ns.open_write("/small.bin")
+        again.write(b"small" * 1000)
+        again.commit()
+        assert read_file(ns, "/small.bin") == b"small" * 1000
+        assert check_repository(repo, read_data=True).ok
+    finally:
+        repo.close()
