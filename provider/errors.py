@@ -27,6 +27,7 @@ from wsgidav.error_printer import ErrorPrinter
 from davbackup.errors import DavBackupError
 
 _log = logging.getLogger(__name__)
+_LOGGED = "_davbackup_logged"  # set on an exception whose traceback was logged
 
 # WsgiDAV renders statuses it has no phrase for as "<code> Status"; name the ones
 # davbackup answers with.
@@ -43,6 +44,11 @@ for _code, _phrase in {
 def to_dav_error(exc: DavBackupError) -> DAVError:
     """The ``DAVError`` that answers for ``exc`` (same status, message as context)."""
     status = int(getattr(exc, "http_status", 500) or 500)
+    if status == 500:
+        # logged here: WsgiDAV turns errors of COPY/MOVE members into a status
+        # without raising, so the printer below would never see them
+        _log.error("%s: %s", type(exc).__name__, exc.message, exc_info=exc)
+        setattr(exc, _LOGGED, True)
     retry_after = getattr(exc, "retry_after", None)
     headers = [("Retry-After", str(retry_after))] if retry_after else None
     return DAVError(status, exc.message, src_exception=exc, add_headers=headers)
@@ -82,7 +88,8 @@ class _TracebackLogger:
         except DAVError as exc:
             if exc.value == HTTP_INTERNAL_ERROR:
                 source = exc.src_exception if isinstance(exc.src_exception, BaseException) else exc
-                _log_internal(environ, source)
+                if not getattr(source, _LOGGED, False):
+                    _log_internal(environ, source)
             raise
         except OSError as exc:
             if exc.errno != errno.EACCES:  # EACCES becomes a 403
