@@ -13,32 +13,49 @@ Life cycle, as a transition table (``TRANSITIONS``)::
     receiving  --append-->   receiving
     receiving  --complete--> (removed)   the new version is current
     receiving  --cancel-->   (removed)   chunks become garbage
-    receiving  --expire-->   (removed)   idle longer than the lifetime
+    receiving  --expire-->   (removed)   idle longer than the lifetime (request or gc)
 
-Any other event is refused. Only one request may append to a session at a time;
-a second one gets :class:`~davbackup.errors.Locked`.
+Any other event is refused: an event on a session that is gone (completed,
+cancelled, expired, or its user removed) raises :class:`~davbackup.errors.NotFound`.
+The current state is read from the catalog inside the transaction that applies the
+event, so two requests racing to end one session cannot both succeed. Only one
+request may append to a session at a time; a second one gets
+:class:`~davbackup.errors.Locked`.
+
+This module is the only one that reads or writes ``upload_sessions`` and
+``session_chunks``; gc, user removal and stats call the functions at the end.
+
+The settings that decide a session's fate (``UploadSettings``: lifetime, checkpoint
+size, per-user limit, largest length) are stored once, in catalog ``meta`` key
+``uploads``: the server records its configuration there when it starts, and every
+other process (``davbackup gc`` expiring idle sessions) reads them from there, so
+a server configured for a 48 h lifetime never loses sessions to a gc that assumed
+24 h (DESIGN.md §13).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import sqlite3
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Protocol
 
 from davbackup import clock
 from davbackup import crypto
-from davbackup.errors import Conflict, DavBackupError, Locked, NotFound, TooLarge, TooManyUploads
+from davbackup.errors import Conflict, DavBackupError, Locked, NotFound, TooLarge, TooManyUploads, UsageError
 from davbackup.fs import Entry
 from davbackup.tree import join_path, split_path
 from davbackup.writer import FileWriter
 
 if TYPE_CHECKING:
+    from davbackup.catalog import Catalog
     from davbackup.repository import Repository
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_TTL = 24 * 3600.0
 CHECKPOINT_BYTES = 64 * 1024 * 1024
@@ -49,22 +66,79 @@ MAX_LENGTH = 16 * 1024**4
 READ_SIZE = 1024 * 1024
 PATH_AD = b"davbackup-upload-path-v1"
 
+NONE = "none"
 RECEIVING = "receiving"
+STATES = (NONE, RECEIVING)
+EVENTS = ("create", "append", "complete", "cancel", "expire")
 TRANSITIONS: dict[tuple[str, str], str] = {
-    ("none", "create"): RECEIVING,
+    (NONE, "create"): RECEIVING,
     (RECEIVING, "append"): RECEIVING,
-    (RECEIVING, "complete"): "none",
-    (RECEIVING, "cancel"): "none",
-    (RECEIVING, "expire"): "none",
+    (RECEIVING, "complete"): NONE,
+    (RECEIVING, "cancel"): NONE,
+    (RECEIVING, "expire"): NONE,
 }
+GONE = "no such upload session (finished, cancelled or expired)"
 
 
 def transition(state: str, event: str) -> str:
-    """The next state, or :class:`Conflict` for an illegal event."""
+    """The next state. An event on a session that no longer exists is
+    :class:`NotFound` (404: the client's upload URL is stale); any other illegal
+    event is :class:`Conflict`."""
     try:
         return TRANSITIONS[(state, event)]
     except KeyError:
+        if state == NONE and event in EVENTS:
+            raise NotFound(f"{GONE}: cannot {event}") from None
         raise Conflict(f"upload session: cannot {event} when {state}") from None
+
+
+META_KEY = "uploads"
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    """What the server was configured with; recorded in ``meta`` so gc agrees."""
+
+    #: seconds an unfinished session may stay idle before it expires
+    session_ttl: float = DEFAULT_TTL
+    #: bytes of a long request between two durable checkpoints of its session
+    checkpoint_bytes: int = CHECKPOINT_BYTES
+    #: open (unexpired) sessions one user may hold
+    max_sessions_per_user: int = MAX_SESSIONS_PER_USER
+    #: the largest length an upload may declare
+    max_length: int = MAX_LENGTH
+
+    def __post_init__(self) -> None:
+        if not self.session_ttl > 0 or self.checkpoint_bytes < 1 or self.max_sessions_per_user < 1 \
+                or self.max_length < 1:
+            raise UsageError(f"invalid upload settings {self}: every value must be positive")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "UploadSettings":
+        try:
+            data = json.loads(text)
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise UsageError(f"catalog meta {META_KEY!r} is not valid upload settings: {exc}") from exc
+
+
+def load_settings(conn: sqlite3.Connection) -> UploadSettings:
+    """The settings the server last recorded (the defaults if none ever did)."""
+    row = conn.execute("SELECT value FROM meta WHERE key=?", (META_KEY,)).fetchone()
+    return UploadSettings.from_json(row[0]) if row else UploadSettings()
+
+
+def store_settings(catalog: "Catalog", settings: UploadSettings) -> bool:
+    """Record ``settings`` (one transaction, only if they differ); True if written."""
+    if load_settings(catalog.reader()) == settings:
+        return False
+    text = settings.to_json()
+    catalog.write(lambda conn: conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (META_KEY, text)))
+    return True
 
 
 class OffsetMismatch(DavBackupError):
@@ -153,16 +227,31 @@ def verify_digests(digests: Digests | None, writer: FileWriter, path: str) -> st
 
 
 class UploadManager:
-    def __init__(self, repo: "Repository", ttl: float = DEFAULT_TTL, checkpoint_bytes: int = CHECKPOINT_BYTES) -> None:
+    """The life cycle of upload sessions: create, append, complete, cancel, expire."""
+
+    def __init__(self, repo: "Repository", settings: UploadSettings | None = None) -> None:
         self.repo = repo
-        self.ttl = ttl
-        self.checkpoint_bytes = checkpoint_bytes
-        self.max_sessions = MAX_SESSIONS_PER_USER
-        self.max_length = MAX_LENGTH
+        if settings is None:
+            try:
+                settings = load_settings(repo.catalog.reader())
+            except UsageError as exc:  # a damaged meta row must not keep check or restore from opening
+                _log.warning("%s; using the default upload settings", exc)
+                settings = UploadSettings()
+        self.settings = settings
         self._active: set[str] = set()
         self._active_lock = threading.Lock()
         self._path_key = repo.keys.name_hash_key()
         self._seal_key = repo.keys.name_key()
+
+    def configure(self, settings: UploadSettings) -> None:
+        """Adopt the server's settings and record them in the catalog, so that every
+        other process (gc) applies the same session lifetime."""
+        store_settings(self.repo.catalog, settings)
+        self.settings = settings
+
+    @property
+    def ttl(self) -> float:
+        return self.settings.session_ttl
 
     # -- lookup ------------------------------------------------------------------
 
@@ -184,10 +273,10 @@ class UploadManager:
             f"SELECT {self._COLUMNS} FROM upload_sessions WHERE id=?", (session_id,)
         ).fetchone()
         if row is None or row[1] != user:
-            raise NotFound("no such upload session (finished, cancelled or expired)")
+            raise NotFound(GONE)
         session = self._row_to_session(row)
         if self._expired(session, clock.now()):
-            self._remove(session.id, "expire")
+            self._end(session.id, "expire", missing_ok=True)
             raise NotFound("the upload session expired")
         return session
 
@@ -201,7 +290,7 @@ class UploadManager:
         for row in rows:
             session = self._row_to_session(row)
             if self._expired(session, now):
-                self._remove(session.id, "expire")
+                self._end(session.id, "expire", missing_ok=True)
                 continue
             return session
         return None
@@ -212,7 +301,7 @@ class UploadManager:
                single: bool = False) -> UploadSession:
         """A new session; with ``single``, the live session of this protocol for ``path``
         if a concurrent request created one since the caller looked (one per path)."""
-        transition("none", "create")
+        transition(NONE, "create")
         path = join_path(split_path(path))
         ns = self.repo.namespace(user)
         ns.check_writable(path)
@@ -227,6 +316,7 @@ class UploadManager:
         now = clock.now()
         path_enc = crypto.seal_small(self._seal_key, path.encode("utf-8"), PATH_AD)
         meta_text = json.dumps(meta or {})
+        limit = self.settings.max_sessions_per_user
 
         def txn(conn: sqlite3.Connection) -> UploadSession:
             if single:
@@ -237,13 +327,13 @@ class UploadManager:
                     found = self._row_to_session(row)
                     if not self._expired(found, now):
                         return found
-                    _delete_session(conn, found.id)
+                    _end(conn, found.id, "expire")
             (open_sessions,) = conn.execute(
                 "SELECT COUNT(*) FROM upload_sessions WHERE user_name=? AND updated>=?", (user, now - self.ttl)
             ).fetchone()
-            if open_sessions >= self.max_sessions:
+            if open_sessions >= limit:
                 raise TooManyUploads(
-                    f"{user} has {open_sessions} open uploads (the limit is {self.max_sessions}):"
+                    f"{user} has {open_sessions} open uploads (the limit is {limit}):"
                     " finish or cancel one first"
                 )
             conn.execute(
@@ -256,42 +346,32 @@ class UploadManager:
         return self.repo.catalog.write(txn)
 
     def cancel(self, session: UploadSession) -> None:
+        """End the session; its chunks become garbage. :class:`NotFound` if it is gone."""
         with self._exclusive(session.id):
-            self._remove(session.id, "cancel")
+            self._end(session.id, "cancel")
 
     def discard_path(self, user: str, path: str) -> int:
-        """A whole-file write supersedes every session for the path."""
-        path = join_path(split_path(path))
-        ids = [
-            r[0]
-            for r in self.repo.catalog.reader().execute(
-                "SELECT id FROM upload_sessions WHERE user_name=? AND path_hash=?", (user, self._path_hash(path))
-            )
-        ]
-        for sid in ids:
-            self._remove(sid, "cancel")
-        return len(ids)
+        """A whole-file write supersedes every session for the path; returns how many."""
+        path_hash = self._path_hash(join_path(split_path(path)))
 
-    def _remove(self, session_id: str, event: str) -> None:
-        transition(RECEIVING, event)
+        def txn(conn: sqlite3.Connection) -> int:
+            ids = [r[0] for r in conn.execute(
+                "SELECT id FROM upload_sessions WHERE user_name=? AND path_hash=?", (user, path_hash))]
+            for sid in ids:
+                _end(conn, sid, "cancel")
+            return len(ids)
 
+        return self.repo.catalog.write(txn)
+
+    def _end(self, session_id: str, event: str, *, missing_ok: bool = False) -> None:
         def txn(conn: sqlite3.Connection) -> None:
-            _delete_session(conn, session_id)
+            try:
+                _end(conn, session_id, event)
+            except NotFound:
+                if not missing_ok:
+                    raise
 
         self.repo.catalog.write(txn)
-
-    def update_meta(self, session: UploadSession, meta: dict) -> UploadSession:
-        """Merge ``meta`` into the session's metadata (e.g. a digest sent on a later part)."""
-        merged = {**session.meta, **meta}
-        text = json.dumps(merged)
-
-        def txn(conn: sqlite3.Connection) -> None:
-            if conn.execute("UPDATE upload_sessions SET meta=? WHERE id=?", (text, session.id)).rowcount != 1:
-                raise NotFound("no such upload session (finished, cancelled or expired)")
-
-        self.repo.catalog.write(txn)
-        return UploadSession(session.id, session.user, session.path, session.protocol, session.total,
-                             session.received, session.created, session.updated, merged)
 
     def check_length(self, total: int | None) -> None:
         """Refuse a declared upload length that is negative or above :attr:`max_length`."""
@@ -299,13 +379,16 @@ class UploadManager:
             return
         if total < 0:
             raise LengthMismatch("negative upload length")
-        if total > self.max_length:
-            raise TooLarge(f"an upload of {total} bytes is larger than the limit of {self.max_length} bytes")
+        if total > self.settings.max_length:
+            raise TooLarge(
+                f"an upload of {total} bytes is larger than the limit of {self.settings.max_length} bytes"
+            )
 
     def set_total(self, session: UploadSession, total: int) -> UploadSession:
         self.check_length(total)
 
         def txn(conn: sqlite3.Connection) -> None:
+            transition(_state(conn, session.id), "append")
             conn.execute("UPDATE upload_sessions SET total=? WHERE id=?", (total, session.id))
 
         self.repo.catalog.write(txn)
@@ -381,7 +464,7 @@ class UploadManager:
                         raise LengthMismatch(f"the body runs past the announced length {session.total}")
                     writer.write(data)
                     since += len(data)
-                    if since >= self.checkpoint_bytes:
+                    if since >= self.settings.checkpoint_bytes:
                         persisted = self._checkpoint(session, writer, persisted, with_tail=False)
                         since = 0
             except (OSError, EOFError):
@@ -435,8 +518,7 @@ class UploadManager:
         received = base + len(tail)
 
         def persist(conn: sqlite3.Connection, now: float) -> None:
-            if conn.execute("SELECT 1 FROM upload_sessions WHERE id=?", (session.id,)).fetchone() is None:
-                raise NotFound("the upload session was cancelled meanwhile")
+            transition(_state(conn, session.id), "append")  # NotFound if cancelled or expired meanwhile
             conn.execute("DELETE FROM session_chunks WHERE session_id=? AND is_tail=1", (session.id,))
             conn.executemany(
                 "INSERT OR REPLACE INTO session_chunks(session_id, offset, length, chunk_id, is_tail) VALUES (?, ?, ?, ?, 0)",
@@ -456,25 +538,67 @@ class UploadManager:
         return len(writer.chunks)
 
     def _complete(self, session: UploadSession, writer: FileWriter, digests: Digests | None) -> Entry:
-        transition(RECEIVING, "complete")
         writer.finish_chunking()
         try:
             checksums = verify_digests(digests, writer, session.path)
         except DigestMismatch:
             writer.abort()
-            self._remove(session.id, "cancel")
+            self._end(session.id, "cancel", missing_ok=True)
             raise
         ns = self.repo.namespace(session.user)
 
         def link(conn: sqlite3.Connection, vid: int, size: int, etag: str, now: float) -> Entry:
-            if conn.execute("SELECT 1 FROM upload_sessions WHERE id=?", (session.id,)).fetchone() is None:
-                raise NotFound("the upload session was cancelled meanwhile")
-            _delete_session(conn, session.id)
+            _end(conn, session.id, "complete")  # NotFound if cancelled or expired meanwhile
             return ns.link_version(conn, session.path, vid, size, etag, now)
 
         return writer.commit(link, checksums=self.repo.tree.seal_checksums(checksums))
 
 
-def _delete_session(conn: sqlite3.Connection, session_id: str) -> None:
+# -- the SQL of the life cycle ------------------------------------------------------
+#
+# Functions that take an open connection run inside the caller's transaction.
+
+
+def _state(conn: sqlite3.Connection, session_id: str) -> str:
+    found = conn.execute("SELECT 1 FROM upload_sessions WHERE id=?", (session_id,)).fetchone()
+    return RECEIVING if found else NONE
+
+
+def _end(conn: sqlite3.Connection, session_id: str, event: str) -> None:
+    """Apply an ending event (complete, cancel, expire): the session's rows go."""
+    transition(_state(conn, session_id), event)
     conn.execute("DELETE FROM session_chunks WHERE session_id=?", (session_id,))
     conn.execute("DELETE FROM upload_sessions WHERE id=?", (session_id,))
+
+
+def expire_idle(conn: sqlite3.Connection, now: float, ttl: float) -> int:
+    """gc: expire every session idle for longer than ``ttl``; returns how many."""
+    ids = [r[0] for r in conn.execute("SELECT id FROM upload_sessions WHERE updated < ?", (now - ttl,))]
+    for sid in ids:
+        _end(conn, sid, "expire")
+    return len(ids)
+
+
+def remove_user_sessions(conn: sqlite3.Connection, user: str) -> int:
+    """A user is being removed: cancel every session of theirs; returns how many."""
+    ids = [r[0] for r in conn.execute("SELECT id FROM upload_sessions WHERE user_name=?", (user,))]
+    for sid in ids:
+        _end(conn, sid, "cancel")
+    return len(ids)
+
+
+def count_sessions(conn: sqlite3.Connection) -> int:
+    """Unfinished sessions in the repository, expired ones not yet removed included."""
+    return int(conn.execute("SELECT count(*) FROM upload_sessions").fetchone()[0])
+
+
+def sessions_missing_chunks(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
+    """(session ID, chunk ID) of session chunks missing from the chunk index (check)."""
+    return conn.execute(
+        "SELECT sc.session_id, sc.chunk_id FROM session_chunks sc"
+        " WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = sc.chunk_id)"
+    ).fetchall()
+
+
+#: SQL condition, for gc's chunk sweep: a session still holds ``chunks.id``
+CHUNK_HELD_BY_SESSION = "EXISTS (SELECT 1 FROM session_chunks sc WHERE sc.chunk_id = chunks.id)"

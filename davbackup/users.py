@@ -23,6 +23,7 @@ from davbackup import crypto
 from davbackup.catalog import Catalog
 from davbackup.errors import AlreadyExists, NotFound, UsageError
 from davbackup.locks import delete_user_locks
+from davbackup.uploads import remove_user_sessions
 from davbackup.tree import Tree
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -161,10 +162,7 @@ class UserDirectory:
             if row is None:
                 raise NotFound(f"no user {name!r}")
             self._tree.purge_owner(conn, row[0])
-            sessions = [r[0] for r in conn.execute("SELECT id FROM upload_sessions WHERE user_name=?", (name,))]
-            for sid in sessions:
-                conn.execute("DELETE FROM session_chunks WHERE session_id=?", (sid,))
-            conn.execute("DELETE FROM upload_sessions WHERE user_name=?", (name,))
+            remove_user_sessions(conn, name)
             delete_user_locks(conn, name)
             conn.execute("DELETE FROM users WHERE name=?", (name,))
 

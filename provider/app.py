@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from davbackup.uploads import UploadSettings
 from provider import internals
 from provider.auth import RepositoryAuthenticator, RepositoryDomainController
 from provider.client_compat import OptionsPath
@@ -98,10 +99,13 @@ def build_config(repo: Repository, settings: ServerSettings) -> dict[str, Any]:
 
 def build_app(repo: Repository, settings: ServerSettings) -> WSGIApp:
     """The complete WSGI application serving ``repo``."""
-    repo.uploads.ttl = settings.upload_session_ttl
-    repo.uploads.checkpoint_bytes = settings.upload_checkpoint_bytes
-    repo.uploads.max_sessions = settings.upload_max_sessions_per_user
-    repo.uploads.max_length = settings.upload_max_length
+    # recorded in the catalog, so that `davbackup gc` expires sessions by the same lifetime
+    repo.uploads.configure(UploadSettings(
+        session_ttl=settings.upload_session_ttl,
+        checkpoint_bytes=settings.upload_checkpoint_bytes,
+        max_sessions_per_user=settings.upload_max_sessions_per_user,
+        max_length=settings.upload_max_length,
+    ))
     internals.verify()  # fail at start, not mid-request, if WsgiDAV or cheroot changed
     repo.reserve.size = settings.reserve_bytes
     if not repo.reserve.ensure():

@@ -7,18 +7,26 @@ import io
 import itertools
 import os
 import threading
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from davbackup.errors import Conflict, Locked, NotFound, RangeError, TooLarge, TooManyUploads
+from davbackup import clock
+from davbackup.errors import Conflict, Locked, NotFound, RangeError, TooLarge, TooManyUploads, UsageError
+from davbackup.maintenance.gc import collect_garbage
 from davbackup.repository import Repository
 from davbackup.uploads import (
+    EVENTS,
+    STATES,
     TRANSITIONS,
     Digests,
     DigestMismatch,
     LengthMismatch,
     OffsetMismatch,
+    UploadSettings,
+    load_settings,
     transition,
 )
 
@@ -50,17 +58,103 @@ class BreakingBody(io.BytesIO):
         return chunk
 
 
-def test_transition_table_is_exhaustive():
-    states = {"none", "receiving"}
-    events = {"create", "append", "complete", "cancel", "expire"}
-    for state, event in itertools.product(states, events):
-        if (state, event) in TRANSITIONS:
-            assert transition(state, event) == TRANSITIONS[(state, event)]
+HOUR = 3600.0
+
+
+@pytest.fixture()
+def shifted_clock() -> Iterator[None]:
+    yield
+    clock.set_offset(0)
+
+
+def test_transition_table():
+    """The life cycle as written in DESIGN.md §13, pair by pair (not the table against itself)."""
+    expected = {
+        ("none", "create"): "receiving",
+        ("receiving", "append"): "receiving",
+        ("receiving", "complete"): "none",
+        ("receiving", "cancel"): "none",
+        ("receiving", "expire"): "none",
+    }
+    assert TRANSITIONS == expected
+    for state, event in itertools.product(STATES, EVENTS):
+        if (state, event) in expected:
+            assert transition(state, event) == expected[(state, event)]
+        elif state == "none":  # an event on a session that is gone: the client's URL is stale
+            with pytest.raises(NotFound):
+                transition(state, event)
         else:
             with pytest.raises(Conflict):
                 transition(state, event)
-    assert transition("none", "create") == "receiving"
-    assert transition("receiving", "complete") == "none"
+    with pytest.raises(Conflict):
+        transition("receiving", "resume")
+
+
+def test_no_event_after_completion(repo: Repository):
+    up = repo.uploads
+    session = up.create("alice", "/done", "ietf", 4)
+    assert up.append(session, 0, io.BytesIO(b"data"), 4, allow_overlap=False, complete=True).entry is not None
+    with pytest.raises(NotFound):
+        up.append(session, 4, io.BytesIO(b"more"), 4, allow_overlap=False)
+    with pytest.raises(NotFound):
+        up.cancel(session)
+    with pytest.raises(NotFound):
+        up.set_total(session, 8)
+    with pytest.raises(NotFound):
+        up.get(session.id, "alice")
+    assert repo.namespace("alice").open_read("/done").read() == b"data"
+
+
+def test_no_event_after_cancel(repo: Repository):
+    up = repo.uploads
+    session = up.create("alice", "/c1", "range", 10)
+    up.append(session, 0, io.BytesIO(b"12345"), 5, allow_overlap=True)
+    up.cancel(session)
+    with pytest.raises(NotFound):
+        up.cancel(session)
+    with pytest.raises(NotFound):
+        up.append(session, 5, io.BytesIO(b"67890"), 5, allow_overlap=True)
+    assert repo.namespace("alice").lookup("/c1") is None
+    assert repo.catalog.reader().execute("SELECT count(*) FROM session_chunks").fetchone()[0] == 0
+
+
+def test_cancel_while_appending_fails_the_append(repo: Repository):
+    """A session removed under a running request (user removal, gc expiry, a DELETE
+    of the upload resource) is not resurrected by the request's checkpoint."""
+    up = repo.uploads
+    session = up.create("alice", "/racing", "range", 4 * MiB)
+    reading = threading.Event()
+    proceed = threading.Event()
+
+    class SlowBody(io.BytesIO):
+        def read(self, n: int = -1) -> bytes:
+            reading.set()
+            proceed.wait(10)
+            return super().read(n)
+
+    errors: list[BaseException] = []
+
+    def appender() -> None:
+        try:
+            up.append(session, 0, SlowBody(b"x" * MiB), MiB, allow_overlap=True)
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            errors.append(exc)
+
+    t = threading.Thread(target=appender)
+    t.start()
+    assert reading.wait(10)
+    repo.users.remove("bob")  # another user's removal leaves it alone
+    assert up.get(session.id, "alice").received == 0
+    # expiry by gc with the clock 25 h ahead (the default lifetime is 24 h)
+    clock.set_offset(25 * HOUR)
+    try:
+        assert collect_garbage(repo).sessions_expired == 1
+    finally:
+        clock.set_offset(0)
+    proceed.set()
+    t.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], NotFound)
+    assert repo.catalog.reader().execute("SELECT count(*) FROM upload_sessions").fetchone()[0] == 0
 
 
 def test_interrupted_part_keeps_every_received_byte_and_old_version(repo: Repository):
@@ -171,14 +265,53 @@ def test_digest_mismatch_keeps_old_version(repo: Repository):
     assert ns.open_read("/d").read() == data
 
 
-def test_expired_session_is_gone(repo: Repository):
+def test_expired_session_is_gone(repo: Repository, shifted_clock: None):
     up = repo.uploads
     session = up.create("alice", "/e", "range", 10)
     up.append(session, 0, io.BytesIO(b"12345"), 5, allow_overlap=True)
-    up.ttl = -1.0
+    clock.set_offset(24 * HOUR + 60)
     with pytest.raises(NotFound):
         up.get(session.id, "alice")
     assert up.find("alice", "/e", "range") is None
+    with pytest.raises(NotFound):
+        up.append(session, 5, io.BytesIO(b"67890"), 5, allow_overlap=True)
+
+
+def test_settings_are_recorded_once_for_every_process(tmp_path: Path, shifted_clock: None):
+    """The server's session lifetime is stored in the catalog; gc in another process
+    (here: another open of the repository) applies it instead of its own default."""
+    repo = Repository.init(tmp_path / "r", "pass")
+    repo.users.add("alice", "password1")
+    assert repo.uploads.settings == UploadSettings()  # nothing recorded yet: the defaults
+    settings = UploadSettings(session_ttl=48 * HOUR, checkpoint_bytes=2 * MiB, max_sessions_per_user=9,
+                              max_length=10**9)
+    repo.uploads.configure(settings)
+    session = repo.uploads.create("alice", "/long", "range", 100)
+    repo.uploads.append(session, 0, io.BytesIO(b"z" * 50), 50, allow_overlap=True)
+    repo.close()
+
+    admin = Repository.open(tmp_path / "r", "pass", mode="admin")
+    try:
+        assert load_settings(admin.catalog.reader()) == settings
+        assert admin.uploads.settings == settings
+        clock.set_offset(25 * HOUR)
+        assert collect_garbage(admin).sessions_expired == 0
+        assert admin.uploads.get(session.id, "alice").received == 50
+        clock.set_offset(48 * HOUR + 60)
+        assert collect_garbage(admin).sessions_expired == 1
+    finally:
+        admin.close()
+
+
+def test_settings_are_validated():
+    for bad in ({"session_ttl": 0}, {"session_ttl": -1.0}, {"checkpoint_bytes": 0}, {"max_sessions_per_user": 0},
+                {"max_length": 0}):
+        with pytest.raises(UsageError):
+            UploadSettings(**bad)
+    assert UploadSettings.from_json(UploadSettings(session_ttl=7.0).to_json()).session_ttl == 7.0
+    assert UploadSettings.from_json('{"session_ttl": 5, "from_a_newer_version": 1}').session_ttl == 5
+    with pytest.raises(UsageError):
+        UploadSettings.from_json("[1, 2]")
 
 
 def test_sessions_are_private_to_their_user(repo: Repository):
@@ -251,7 +384,7 @@ def test_patch_rewrites_only_touched_chunks(repo: Repository):
 
 def test_open_sessions_per_user_are_limited(repo: Repository):
     up = repo.uploads
-    up.max_sessions = 2
+    up.settings = replace(up.settings, max_sessions_per_user=2)
     first = up.create("alice", "/a", "ietf", None)
     up.create("alice", "/b", "range", None)
     with pytest.raises(TooManyUploads) as refused:
@@ -263,7 +396,7 @@ def test_open_sessions_per_user_are_limited(repo: Repository):
 
 def test_declared_lengths_are_limited(repo: Repository):
     up = repo.uploads
-    up.max_length = 1000
+    up.settings = replace(up.settings, max_length=1000)
     with pytest.raises(TooLarge):
         up.create("alice", "/big", "ietf", 1001)
     with pytest.raises(LengthMismatch):

@@ -17,6 +17,7 @@ from davbackup.errors import IntegrityError
 from davbackup.maintenance.paths import node_path, version_paths
 from davbackup.pack import HEADER_SIZE, BlobError
 from davbackup.storage import PackMissing
+from davbackup.uploads import sessions_missing_chunks
 
 if TYPE_CHECKING:
     from davbackup.repository import Repository
@@ -107,10 +108,7 @@ def check_repository(
     ).fetchall():
         for path in version_paths(conn, tree, vid):
             report.problems.append(f"{path}: chunk {cid.hex()[:16]} is missing from the index")
-    for sid, cid in conn.execute(
-        "SELECT sc.session_id, sc.chunk_id FROM session_chunks sc"
-        " WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = sc.chunk_id)"
-    ).fetchall():
+    for sid, cid in sessions_missing_chunks(conn):
         report.problems.append(f"upload session {sid}: chunk {cid.hex()[:16]} is missing from the index")
 
     # packs: files exist and hold the indexed chunks

@@ -1,6 +1,7 @@
 """`davbackup gc`: reclaim the space of chunks nothing references (DESIGN.md §12).
 
-1. Expire upload sessions idle longer than the session lifetime, and delete file
+1. Expire upload sessions idle longer than the session lifetime the server recorded
+   in the catalog (``uploads.session_ttl``, davbackup/uploads.py), and delete file
    versions orphaned (overwritten or deleted) longer than the grace period.
 2. Delete index rows of chunks that no version and no session references and that
    were not touched within the grace period. Writers touch every chunk they
@@ -19,12 +20,10 @@ import fcntl
 import os
 import secrets
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from davbackup import clock
-from davbackup import chunklists
+from davbackup import chunklists, clock, uploads
 from davbackup.chunkstore import storage_error
 from davbackup.errors import Locked, StorageFull
 from davbackup.pack import HEADER_SIZE, BlobError
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
     from davbackup.repository import Repository
 
 DEFAULT_GRACE_WHILE_SERVING = 3600.0
-DEFAULT_SESSION_TTL = 24 * 3600.0
 
 
 @dataclass
@@ -55,20 +53,13 @@ class GcReport:
         return self.bytes_before - self.bytes_after
 
 
-def expire_sessions(conn: sqlite3.Connection, cutoff: float) -> int:
-    ids = [r[0] for r in conn.execute("SELECT id FROM upload_sessions WHERE updated < ?", (cutoff,))]
-    for sid in ids:
-        conn.execute("DELETE FROM session_chunks WHERE session_id=?", (sid,))
-        conn.execute("DELETE FROM upload_sessions WHERE id=?", (sid,))
-    return len(ids)
-
-
 def collect_garbage(
     repo: "Repository",
     grace_seconds: float | None = None,
     rewrite_threshold: float = 0.5,
-    session_ttl: float = DEFAULT_SESSION_TTL,
+    session_ttl: float | None = None,
 ) -> GcReport:
+    """``session_ttl`` overrides the lifetime the server recorded (tests)."""
     lock_fd = os.open(repo.root / "gc.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
@@ -87,7 +78,7 @@ def _pack_bytes(repo: "Repository") -> int:
     return total
 
 
-def _collect(repo: "Repository", grace: float | None, threshold: float, session_ttl: float) -> GcReport:
+def _collect(repo: "Repository", grace: float | None, threshold: float, session_ttl: float | None) -> GcReport:
     report = GcReport()
     if grace is None:
         grace = DEFAULT_GRACE_WHILE_SERVING if repo.writer_active() else 0.0
@@ -97,9 +88,10 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
     # History first: what retention lets go becomes orphaned versions (reclaimed by
     # this run once the grace period allows).
     report.pruned = prune(repo.catalog, load_policy(repo.catalog), now)
+    ttl = session_ttl if session_ttl is not None else uploads.load_settings(repo.catalog.reader()).session_ttl
 
     def sweep(conn: sqlite3.Connection) -> tuple[int, int]:
-        expired = expire_sessions(conn, now - session_ttl)
+        expired = uploads.expire_idle(conn, now, ttl)
         orphans = [
             r[0]
             for r in conn.execute(
@@ -115,7 +107,7 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
         cur = conn.execute(
             "DELETE FROM chunks WHERE touched <= ?"
             " AND NOT EXISTS (SELECT 1 FROM version_chunks vc WHERE vc.chunk_id = chunks.id)"
-            " AND NOT EXISTS (SELECT 1 FROM session_chunks sc WHERE sc.chunk_id = chunks.id)",
+            f" AND NOT {uploads.CHUNK_HELD_BY_SESSION}",
             (now - grace,),
         )
         return expired, cur.rowcount

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from davbackup.pack import HEADER_SIZE
+from davbackup.uploads import count_sessions
 
 if TYPE_CHECKING:
     from davbackup.repository import Repository
@@ -51,5 +52,5 @@ def repository_stats(repo: "Repository") -> RepoStats:
         chunk_plain_bytes=one("SELECT sum(plain_len) FROM chunks"),
         chunk_stored_bytes=one(f"SELECT sum(stored_len + {HEADER_SIZE}) FROM chunks"),
         pack_count=one("SELECT count(*) FROM packs"),
-        open_sessions=one("SELECT count(*) FROM upload_sessions"),
+        open_sessions=count_sessions(conn),
     )

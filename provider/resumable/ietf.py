@@ -33,12 +33,12 @@ completes on the total); a later empty ``?1`` append to it is answered as a succ
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 
+from davbackup import clock
 from davbackup.errors import DavBackupError, NotFound
 from davbackup.uploads import Digests, LengthMismatch, OffsetMismatch, UploadManager, UploadSession
 from provider.internals import dav_provider, write_transaction
@@ -203,7 +203,7 @@ def _transfer(server: Any, environ: Environ, start_response: StartResponse, sess
         finished(server, environ, session, result.entry)
         return completed(start_response, result.entry, is_new, [("Upload-Complete", "?1")])
     headers = [("Upload-Complete", "?0"), ("Upload-Offset", str(result.offset))] + extra
-    headers.append(("Upload-Limit", _limit(uploads, time.time())))
+    headers.append(("Upload-Limit", _limit(uploads, clock.now())))
     return respond(start_response, 201 if creating else 204, headers)
 
 
@@ -225,7 +225,7 @@ def _error_state(uploads: UploadManager, session: UploadSession) -> Headers:
 
 
 def _limit(uploads: UploadManager, updated: float) -> str:
-    remaining = max(0, int(updated + uploads.ttl - time.time()))
+    remaining = max(0, int(updated + uploads.ttl - clock.now()))
     return f"max-age={remaining}"
 
 
