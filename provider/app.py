@@ -107,6 +107,7 @@ def build_app(repo: Repository, settings: ServerSettings) -> WSGIApp:
         max_length=settings.upload_max_length,
     ))
     internals.verify()  # fail at start, not mid-request, if WsgiDAV or cheroot changed
+    internals.install_destination_parser()  # names with ';' or '?' as COPY/MOVE targets
     repo.reserve.size = settings.reserve_bytes
     if not repo.reserve.ensure():
         logging.getLogger(__name__).warning(

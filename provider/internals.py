@@ -13,11 +13,14 @@ bypassing an override. ``pyproject.toml`` pins the versions this was checked aga
 from __future__ import annotations
 
 import inspect
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
+from urllib.parse import ParseResult
 
+import wsgidav.request_server as _request_server_module
 from cheroot.server import ChunkedRFile
 from wsgidav.dir_browser import WsgiDavDirBrowser, _dir_browser
 from wsgidav.request_server import RequestServer
@@ -51,6 +54,33 @@ def write_transaction(server: RequestServer, res: Any, environ: Environ) -> Abst
     """WsgiDAV's write transaction around a change of ``res`` (the context manager its
     PUT holds while writing: ``begin_write``/``end_write`` bookkeeping and errors)."""
     return server._write_transaction(res, environ)
+
+
+# --- WsgiDAV's COPY/MOVE Destination ------------------------------------------------------
+
+_URL = re.compile(r"(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):)?(?://(?P<netloc>[^/]*))?(?P<path>.*)", re.DOTALL)
+
+
+def parse_unquoted_destination(url: str, scheme: str = "", allow_fragments: bool = True) -> ParseResult:
+    """Split a Destination that WsgiDAV has already percent-decoded.
+
+    ``RequestServer._copy_or_move`` decodes the header first and then calls
+    ``urlparse``, which cuts a ``;...`` suffix of the last segment off as "parameters"
+    and everything after a ``?`` off as a query: a MOVE to ``a;b.txt`` (davfs2 sends
+    ``;`` as it is) or to ``what%3F.txt`` created ``a`` or ``what``. Once decoded, a
+    ``;`` or ``?`` can only be part of a name, so here only the scheme and the host
+    are split off and all the rest is the path.
+    """
+    del allow_fragments  # nothing is a fragment or a query in a decoded Destination
+    match = _URL.fullmatch(url)
+    assert match is not None  # every part of the pattern is optional
+    return ParseResult(match["scheme"] or scheme, match["netloc"] or "", match["path"], "", "", "")
+
+
+def install_destination_parser() -> None:
+    """Make WsgiDAV's COPY/MOVE use :func:`parse_unquoted_destination` (its module's
+    ``urlparse`` name is used for the Destination only; :func:`problems` checks that)."""
+    _request_server_module.urlparse = parse_unquoted_destination  # type: ignore[attr-defined]
 
 
 # --- cheroot request bodies ------------------------------------------------------------
@@ -154,6 +184,11 @@ def problems(methods: tuple[Member, ...] = CALLED + OVERRIDES,
         source = inspect.getsource(cls)
         if f"self.{attribute} =" not in source:
             yield f"{cls.__module__}.{cls.__qualname__} no longer sets self.{attribute}"
+    copy_or_move = getattr(RequestServer, "_copy_or_move", None)
+    uses = re.findall(r"\burlparse\(", inspect.getsource(_request_server_module))
+    if copy_or_move is None or "urlparse(http_destination" not in inspect.getsource(copy_or_move) \
+            or len(uses) != 1:
+        yield "wsgidav.request_server no longer parses the Destination (only) with urlparse"
     if not isinstance(ASSET_SHARE, str) or not ASSET_SHARE.startswith("/"):
         yield f"wsgidav.dir_browser._dir_browser.ASSET_SHARE is {ASSET_SHARE!r}"
 

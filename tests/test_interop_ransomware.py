@@ -57,8 +57,7 @@ def restore(server: DavServer, moment: str, root: str) -> None:
 
 def test_davfs2_ransomware_drill(shared_dav_server: DavServer, public_tmp: Path) -> None:  # noqa: F811
     server = shared_dav_server
-    # (sample_tree's name with ';' is left out: davfs2 renames it wrongly, see the closing note)
-    files = {k: v for k, v in sample_tree(11, big=1024 * 1024 + 5).items() if ";" not in k}
+    files = sample_tree(11, big=1024 * 1024 + 5)  # names with ';' included (davfs2 sends it raw)
     upload(server, "/drill/", files)
     before = now_moment()
     with davfs2_mount(server, public_tmp, "drill") as mnt:

@@ -333,6 +333,31 @@ def test_move_statuses(alice: requests.Session, base: str) -> None:
 
 
 @pytest.mark.parametrize("method", ["MOVE", "COPY"])
+@pytest.mark.parametrize("raw", [False, True], ids=["encoded", "as-davfs2-sends-it"])
+def test_destination_names_with_semicolon_and_question_mark(alice: requests.Session, base: str,
+                                                            method: str, raw: bool) -> None:
+    """WsgiDAV decodes the Destination and then splits it with ``urlparse``: a MOVE to
+    ``a;b.txt`` made ``a`` and one to ``what?.txt`` made ``what``. davfs2 sends ``;`` as it
+    is; ``?`` always comes encoded."""
+    names = ["a;b.txt.locked", "what?.txt", "x;y", "a b&c#d%e+f;g=h@i'(j)[k].txt"]
+    for i, name in enumerate(names):
+        alice.put(base + f"src{i}.txt", data=name.encode())
+        target = quote(name, safe=";" if raw else "")
+        response = alice.request(method, base + f"src{i}.txt", headers={"Destination": base + target})
+        assert response.status_code == 201, (name, response.status_code, response.text)
+        assert alice.get(base + quote(name)).content == name.encode()
+    listed = {href.rsplit("/", 1)[-1] for href in multistatus(propfind(alice, base)) if href != urlsplit(base).path}
+    sources = {f"src{i}.txt" for i in range(len(names))} if method == "COPY" else set()
+    assert listed == set(names) | sources
+    # a folder's new name keeps its ';' too, and its members go with it
+    alice.request("MKCOL", base + "dir")
+    alice.put(base + "dir/in.txt", data=b"in")
+    moved = alice.request(method, base + "dir", headers={"Destination": base + quote("d;1", safe=";")})
+    assert moved.status_code == 201
+    assert alice.get(base + "d%3B1/in.txt").content == b"in"
+
+
+@pytest.mark.parametrize("method", ["MOVE", "COPY"])
 def test_destination_containing_source_refused(alice: requests.Session, base: str,
                                                method: str) -> None:
     """Overwriting an ancestor of the source would delete the source with it."""

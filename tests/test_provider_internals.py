@@ -106,3 +106,15 @@ def test_chunked_source_looks_through_wrappers():
         body = ChunkedRFile(right.makefile("rb"), maxlen=1 << 20)
         assert internals.chunked_source(Wrapper(Wrapper(body))) is body
         assert internals.chunked_source(Wrapper(right.makefile("rb"))) is None
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("http://h:8080/a;b.txt", ("http", "h:8080", "/a;b.txt")),
+    ("https://h/d;1/what?.txt", ("https", "h", "/d;1/what?.txt")),
+    ("/x/a b#c;d", ("", "", "/x/a b#c;d")),
+    ("//h/p", ("", "h", "/p")),
+])
+def test_decoded_destination_keeps_every_character_of_the_path(url: str, expected: tuple[str, str, str]) -> None:
+    parsed = internals.parse_unquoted_destination(url, allow_fragments=False)
+    assert (parsed.scheme, parsed.netloc, parsed.path) == expected
+    assert (parsed.params, parsed.query, parsed.fragment) == ("", "", "")

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlsplit
 
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 
@@ -116,7 +116,7 @@ def _destination_reserved(environ: Environ) -> bool:
     dest = environ.get("HTTP_DESTINATION")
     if not dest:
         return False
-    path = unquote(urlparse(dest).path)
+    path = unquote(urlsplit(dest).path)  # urlparse would cut a ';...' suffix off
     script = environ.get("SCRIPT_NAME", "")
     if script and path.startswith(script):
         path = path[len(script):]
