@@ -80,7 +80,7 @@ def parse_unquoted_destination(url: str, scheme: str = "", allow_fragments: bool
 def install_destination_parser() -> None:
     """Make WsgiDAV's COPY/MOVE use :func:`parse_unquoted_destination` (its module's
     ``urlparse`` name is used for the Destination only; :func:`problems` checks that)."""
-    _request_server_module.urlparse = parse_unquoted_destination  # type: ignore[attr-defined]
+    _request_server_module.urlparse = parse_unquoted_destination
 
 
 # --- cheroot request bodies ------------------------------------------------------------
