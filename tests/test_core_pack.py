@@ -90,10 +90,24 @@ def test_round_trip_text_is_compressed(codec: BlobCodec, size: int) -> None:
     assert codec.open(blob, expected_id=cid) == data
 
 
-def test_partly_compressible_large_chunk_probe(codec: BlobCodec) -> None:
-    """A random first 64 KiB makes the probe skip compression even if the rest is text."""
-    data = random_data(64 * 1024) + text_data(512 * 1024)
+@pytest.mark.parametrize("layout", ["random-then-text", "random-then-zeros", "text-then-random"])
+def test_partly_compressible_large_chunk_is_compressed(codec: BlobCodec, layout: str) -> None:
+    """Samples spread over the chunk find the compressible part wherever it is (a chunk
+    of a disk image that starts with random bytes was stored uncompressed before)."""
+    first, rest = layout.split("-then-")
+    parts = {"random": random_data(256 * 1024), "text": text_data(768 * 1024), "zeros": bytes(768 * 1024)}
+    data = parts[first] + parts[rest] if first == "random" else text_data(768 * 1024) + random_data(256 * 1024)
     cid, blob = sealed(codec, data)
+    assert BlobHeader.parse(blob[:HEADER_SIZE]).flags & FLAG_ZSTD
+    assert len(blob) < HEADER_SIZE + len(data) * 3 // 4
+    assert codec.open(blob, expected_id=cid) == data
+
+
+def test_large_random_chunk_stays_uncompressed(codec: BlobCodec) -> None:
+    data = random_data(2 * 1024 * 1024)
+    cid, blob = sealed(codec, data)
+    assert BlobHeader.parse(blob[:HEADER_SIZE]).flags & FLAG_ZSTD == 0
+    assert len(blob) == HEADER_SIZE + len(data) + 16
     assert codec.open(blob, expected_id=cid) == data
 
 
