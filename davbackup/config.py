@@ -23,13 +23,47 @@ CIPHER_NAME = "aes-256-gcm-chunk-subkey"
 COMPRESSION_NAME = "zstd"
 
 
+KiB = 1024
+MiB = 1024 * KiB
+
+#: the ranges FastCDC (pyfastcdc) accepts: min_size, avg_size, max_size
+MIN_SIZE_RANGE = (64, 1 * MiB)
+AVG_SIZE_RANGE = (256, 4 * MiB)
+MAX_SIZE_RANGE = (1 * KiB, 16 * MiB)
+
+
 @dataclass(frozen=True)
 class ChunkerParams:
+    """FastCDC parameters, fixed for a repository when it is created.
+
+    The defaults (128 KiB / 512 KiB / 2 MiB, normalization 2) are those of
+    repositories created since format 1.1; older ones recorded 256 KiB / 1 MiB /
+    4 MiB with normalization 1 in their config and keep them. Smaller chunks re-store
+    less when a few KiB change inside a large file (``scripts/bench-storage``);
+    normalization 2 keeps sizes close to the average, which matters because a
+    scattered edit is more likely to hit a long chunk than a short one.
+    """
+
     name: str = CHUNKER_NAME
-    min_size: int = 256 * 1024
-    avg_size: int = 1024 * 1024
-    max_size: int = 4 * 1024 * 1024
-    normalization: int = 1
+    min_size: int = 128 * KiB
+    avg_size: int = 512 * KiB
+    max_size: int = 2 * MiB
+    normalization: int = 2
+
+    def __post_init__(self) -> None:
+        bounds = ((self.min_size, MIN_SIZE_RANGE, "minimum"), (self.avg_size, AVG_SIZE_RANGE, "average"),
+                  (self.max_size, MAX_SIZE_RANGE, "maximum"))
+        for value, (low, high), what in bounds:
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{what} chunk size {value!r} is outside {low}..{high} bytes")
+        if not self.min_size < self.avg_size < self.max_size:
+            raise ValueError("chunk sizes must grow: minimum < average < maximum")
+        if self.normalization not in (0, 1, 2, 3):
+            raise ValueError(f"chunker normalization {self.normalization!r} is not 0, 1, 2 or 3")
+
+
+#: what every repository created before the 512 KiB defaults recorded (and keeps)
+LEGACY_CHUNKER = ChunkerParams(min_size=256 * KiB, avg_size=1 * MiB, max_size=4 * MiB, normalization=1)
 
 
 @dataclass(frozen=True)
@@ -62,7 +96,11 @@ class RepoConfig:
                 f"supports ({FORMAT_VERSION}); upgrade davbackup"
             )
         try:
-            chunker = ChunkerParams(**data["chunker"])
+            recorded = data["chunker"]
+            # every field explicitly: a default must never stand in for a recorded value
+            chunker = ChunkerParams(name=recorded["name"], min_size=recorded["min_size"],
+                                    avg_size=recorded["avg_size"], max_size=recorded["max_size"],
+                                    normalization=recorded["normalization"])
             config = cls(
                 repo_id=str(data["repo_id"]),
                 version=version,

@@ -14,12 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from davbackup.chunker import Chunker, StreamChunker
-from davbackup.config import ChunkerParams
+from davbackup.config import LEGACY_CHUNKER, ChunkerParams
 from davbackup.keys import MasterKeys
 from tests.core_fixtures import MiB, SMALL_CHUNKER
 
 GOLDEN_SEED = 0x5EED5EED5EED5EED
-# Chunker(ChunkerParams(), GOLDEN_SEED).lengths(random.Random(42).randbytes(16 MiB))
+# Chunker(LEGACY_CHUNKER, GOLDEN_SEED).lengths(random.Random(42).randbytes(16 MiB)): the
+# parameters of every repository created before the 512 KiB defaults; they keep them.
 GOLDEN_LENGTHS = [
     1783890, 1298382, 806846, 561456, 1203522, 1969371, 295380,
     1059814, 1551085, 2147568, 1654114, 2298753, 147035,
@@ -36,19 +37,44 @@ def golden_data() -> bytes:
     return random.Random(42).randbytes(16 * MiB)
 
 
-def test_default_params_are_pinned() -> None:
+# Chunker(ChunkerParams(), GOLDEN_SEED) on the same data: the defaults of new repositories.
+GOLDEN_LENGTHS_DEFAULT = [
+    548096, 1005905, 229889, 933937, 657291, 514000, 561456, 952586, 543716, 547300,
+    978077, 151214, 295380, 829812, 561548, 585669, 633870, 570577, 525631, 541599,
+    509761, 612171, 657431, 601290, 753902, 582338, 576546, 316224,
+]
+
+
+def test_params_are_pinned() -> None:
     p = ChunkerParams()
     assert (p.name, p.min_size, p.avg_size, p.max_size, p.normalization) == (
+        "fastcdc-2020-seeded", 128 * 1024, 512 * 1024, 2 * 1024 * 1024, 2
+    )
+    old = LEGACY_CHUNKER
+    assert (old.name, old.min_size, old.avg_size, old.max_size, old.normalization) == (
         "fastcdc-2020-seeded", 256 * 1024, 1024 * 1024, 4 * 1024 * 1024, 1
     )
 
 
 def test_golden_cut_points(golden_data: bytes) -> None:
-    assert Chunker(ChunkerParams(), GOLDEN_SEED).lengths(golden_data) == GOLDEN_LENGTHS
+    assert Chunker(LEGACY_CHUNKER, GOLDEN_SEED).lengths(golden_data) == GOLDEN_LENGTHS
+    assert Chunker(ChunkerParams(), GOLDEN_SEED).lengths(golden_data) == GOLDEN_LENGTHS_DEFAULT
 
 
 def test_golden_cut_points_depend_on_seed(golden_data: bytes) -> None:
-    assert Chunker(ChunkerParams(), 1).lengths(golden_data) == GOLDEN_LENGTHS_SEED_1
+    assert Chunker(LEGACY_CHUNKER, 1).lengths(golden_data) == GOLDEN_LENGTHS_SEED_1
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"min_size": 32}, "minimum chunk size 32"),
+    ({"avg_size": 8 * MiB}, "average chunk size"),
+    ({"max_size": 32 * MiB}, "maximum chunk size"),
+    ({"min_size": 512 * 1024, "avg_size": 512 * 1024}, "must grow"),
+    ({"normalization": 4}, "normalization 4"),
+])
+def test_params_out_of_range_are_refused(fields: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ChunkerParams(**fields)  # type: ignore[arg-type]
 
 
 def test_seed_derivation_is_pinned() -> None:
@@ -56,8 +82,11 @@ def test_seed_derivation_is_pinned() -> None:
     assert MasterKeys(bytes(range(64))).chunker_seed() == 0x120374ABC224BF99
 
 
-def test_stream_chunker_golden(golden_data: bytes) -> None:
-    stream = StreamChunker(Chunker(ChunkerParams(), GOLDEN_SEED))
+@pytest.mark.parametrize(("params", "expected"), [(LEGACY_CHUNKER, GOLDEN_LENGTHS),
+                                                  (ChunkerParams(), GOLDEN_LENGTHS_DEFAULT)],
+                         ids=["legacy", "default"])
+def test_stream_chunker_golden(golden_data: bytes, params: ChunkerParams, expected: list[int]) -> None:
+    stream = StreamChunker(Chunker(params, GOLDEN_SEED))
     rng = random.Random(7)
     pieces: list[int] = []
     pos = 0
@@ -67,7 +96,7 @@ def test_stream_chunker_golden(golden_data: bytes) -> None:
             pieces.append(len(chunk))
         pos += n
     pieces.extend(len(c) for c in stream.finish())
-    assert pieces == GOLDEN_LENGTHS
+    assert pieces == expected
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])

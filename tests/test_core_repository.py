@@ -233,3 +233,45 @@ def test_errors_carry_status_and_exit_code() -> None:
     for cls in classes:
         assert 400 <= cls.http_status < 600
         assert cls.exit_code >= 1
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    from tests.server_fixtures import _env
+    env = {**_env(home), "DAVBACKUP_PASSPHRASE": PASSPHRASE}
+    return subprocess.run([sys.executable, "-m", "davbackup", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_init_chunker_params_are_recorded_and_used(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    done = _cli(tmp_path, "init", "--repo", str(root), "--chunker-params", "64K,256K,1M,3")
+    assert done.returncode == 0, done.stderr
+    recorded = json.loads((root / "config.json").read_text())["chunker"]
+    assert (recorded["min_size"], recorded["avg_size"], recorded["max_size"], recorded["normalization"]) == (
+        64 * 1024, 256 * 1024, 1024 * 1024, 3)
+    data = bytes(range(256)) * 4096 * 3  # 3 MiB: several chunks, none over 1 MiB
+    with Repository.open(root, PASSPHRASE) as repo:
+        assert repo.chunker.params.max_size == 1024 * 1024
+        repo.users.add(USER, "user-password-1")
+        write_file(repo.namespace(USER), "/f.bin", data)
+    with Repository.open(root, PASSPHRASE, mode="read") as repo:
+        assert read_file(repo.namespace(USER), "/f.bin") == data
+
+
+@pytest.mark.parametrize("value", ["64K,256K", "1M,512K,2M", "32,256K,1M", "64K,256K,64M", "64K,256K,1M,9",
+                                   "a,b,c", "none,256K,1M"])
+def test_init_refuses_bad_chunker_params_without_side_effect(tmp_path: Path, value: str) -> None:
+    root = tmp_path / "repo"
+    done = _cli(tmp_path, "init", "--repo", str(root), "--chunker-params", value)
+    assert done.returncode == 2
+    assert "--chunker-params" in done.stderr
+    assert not root.exists()
+
+
+def test_config_without_a_chunker_field_is_refused(repo_dir: Path) -> None:
+    """A default must never stand in for a recorded chunker value (the defaults changed)."""
+    config = json.loads((repo_dir / "config.json").read_text())
+    del config["chunker"]["normalization"]
+    (repo_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RepositoryError, match="malformed config"):
+        Repository.open(repo_dir, PASSPHRASE)

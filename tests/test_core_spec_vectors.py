@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from davbackup import crypto
 from davbackup.chunker import Chunker, StreamChunker
-from davbackup.config import ChunkerParams
+from davbackup.config import LEGACY_CHUNKER, ChunkerParams
 
 from davbackup.keys import KeyRing, MasterKeys
 from davbackup.pack import BlobCodec, BlobHeader
@@ -77,7 +77,7 @@ def master() -> MasterKeys:
 
 
 def test_design_has_every_vector():
-    assert set(VECTORS) == {"keys", "chunker", "blob", "blob-zstd", "name", "etag", "key-slot", "password"}
+    assert set(VECTORS) == {"keys", "chunker", "chunker-legacy", "blob", "blob-zstd", "name", "etag", "key-slot", "password"}
 
 
 def test_key_derivation():
@@ -110,10 +110,11 @@ def chunker_input() -> bytes:
     return blake3.blake3(v.text("input").encode("ascii")).digest(length=v.int("length"))
 
 
-def test_chunker_cut_points(chunker_input):
-    v = vector("chunker")
+@pytest.mark.parametrize(("name", "params"), [("chunker", ChunkerParams()), ("chunker-legacy", LEGACY_CHUNKER)])
+def test_chunker_cut_points(chunker_input, name, params):
+    v = vector(name)
     ends, position = [], 0
-    for length in Chunker(ChunkerParams(), master().chunker_seed()).lengths(chunker_input):
+    for length in Chunker(params, master().chunker_seed()).lengths(chunker_input):
         position += length
         ends.append(position)
     assert ends == v.int_list("ends")
