@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -64,7 +65,18 @@ def seal_small(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
 
 
 def open_small(key: bytes, blob: bytes, associated: bytes) -> bytes:
-    return open_sealed(key, blob[:NONCE_SIZE], blob[NONCE_SIZE:], associated)
+    """Open a ``seal_small`` value. Names and properties use a few long-lived keys, so
+    their cipher objects are kept (a listing opens one name per entry; setting up the
+    key schedule cost twice the decryption)."""
+    try:
+        return _small_cipher(key).decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], associated)
+    except InvalidTag as exc:
+        raise DecryptionFailed() from exc
+
+
+@functools.lru_cache(maxsize=8)
+def _small_cipher(key: bytes) -> AESGCM:
+    return AESGCM(key)
 
 
 @dataclass(frozen=True)

@@ -431,6 +431,21 @@ class Namespace:
             result.setdefault(child, {})[prop] = self._tree.open_prop(blob, node_id, prop, f"{path}/{child}")
         return result
 
+    def child_props_by_node(self, path: str) -> dict[int, dict[str, str]]:
+        """Dead properties of every child of a folder, by child node ID, in one query
+        (a listing already knows its entries' node IDs: no name is decrypted again)."""
+        conn = self._catalog.reader()
+        nid = self._node_id(conn, path)
+        rows = conn.execute(
+            "SELECT p.node_id, p.name, p.value_enc FROM nodes n JOIN props p ON p.node_id = n.id"
+            " WHERE n.parent_id=?",
+            (nid,),
+        ).fetchall()
+        result: dict[int, dict[str, str]] = {}
+        for node_id, prop, blob in rows:
+            result.setdefault(node_id, {})[prop] = self._tree.open_prop(blob, node_id, prop, f"{path} (node {node_id})")
+        return result
+
     def set_prop(self, path: str, name: str, value: str) -> None:
         def txn(conn: sqlite3.Connection) -> None:
             now = clock.now()

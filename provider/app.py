@@ -86,6 +86,7 @@ def build_config(repo: Repository, settings: ServerSettings) -> dict[str, Any]:
             "repository": repo,
             "throttle": settings.throttle,
             "allow_propfind_infinity": settings.allow_propfind_infinity,
+            "propfind_direct": settings.propfind_direct,
             "max_xml_body": settings.max_xml_body,
             "os_metadata": settings.os_metadata,
             "max_xml_bodies": {

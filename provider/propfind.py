@@ -35,6 +35,7 @@ from wsgidav.dav_error import (
     PRECONDITION_CODE_PropfindFiniteDepth,
 )
 
+from provider import propfind_direct
 from provider.internals import dav_provider, evaluate_if_headers
 
 Environ = dict[str, Any]
@@ -48,6 +49,8 @@ KNOWN_PREFIXES = {
     "http://apache.org/dav/props/": "A",
 }
 _XML_NS = "http://www.w3.org/XML/1998/namespace"
+#: environ key: which path answered the PROPFIND ("direct" or "generic")
+PATH_KEY = "davbackup.propfind"
 
 PropList = list[tuple[str, Any]]
 
@@ -70,14 +73,12 @@ def do_propfind(server: Any, environ: Environ, start_response: StartResponse) ->
     evaluate_if_headers(server, res, environ)
     mode, names = parse_request(util.parse_xml_body(environ, allow_empty=True))
 
-    answers: list[tuple[str, PropList]] = []
-    for member in res.get_descendants(depth=depth, add_self=True):
-        if mode == "named":
-            props = member.get_properties("named", name_list=names)
-        else:
-            props = member.get_properties(mode)
-        answers.append((member.get_href(), props))
-    body = multistatus_bytes(answers)
+    body = None
+    if getattr(server, "propfind_direct", True):
+        body = propfind_direct.answer(server, res, environ, depth, mode, names)
+    environ[PATH_KEY] = "direct" if body is not None else "generic"
+    if body is None:
+        body = multistatus_bytes(generic_answers(res, depth, mode, names))
     start_response(
         "207 Multi-Status",
         [
@@ -87,6 +88,18 @@ def do_propfind(server: Any, environ: Environ, start_response: StartResponse) ->
         ],
     )
     return [body]
+
+
+def generic_answers(res: Any, depth: str, mode: str, names: list[str]) -> list[tuple[str, PropList]]:
+    """Each resource's properties as WsgiDAV's resources give them."""
+    answers: list[tuple[str, PropList]] = []
+    for member in res.get_descendants(depth=depth, add_self=True):
+        if mode == "named":
+            props = member.get_properties("named", name_list=names)
+        else:
+            props = member.get_properties(mode)
+        answers.append((member.get_href(), props))
+    return answers
 
 
 def parse_request(request: Any) -> tuple[str, list[str]]:

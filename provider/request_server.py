@@ -113,6 +113,8 @@ class DavBackupRequestServer(RequestServer):
         self._max_xml_body = max_xml_body
         self.os_metadata = os_metadata or OsMetadataPolicy("store")
         self._max_xml_bodies = dict(max_xml_bodies or {})
+        #: answer common PROPFINDs without WsgiDAV's resource objects (provider/propfind_direct.py)
+        self.propfind_direct = True
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
         try:
@@ -264,6 +266,7 @@ class DavBackupRequestResolver(RequestResolver):
         super().__init__(wsgidav_app, next_app, config)
         options = config.get("davbackup", {})
         self._allow_infinite = bool(options.get("allow_propfind_infinity", False))
+        self._propfind_direct = bool(options.get("propfind_direct", True))
         self._max_xml_body = int(options.get("max_xml_body", DEFAULT_MAX_XML_BODY))
         self._os_metadata = OsMetadataPolicy(str(options.get("os_metadata", "store")))
         self._max_xml_bodies = dict(options.get("max_xml_bodies") or {})
@@ -283,6 +286,7 @@ class DavBackupRequestResolver(RequestResolver):
             os_metadata=self._os_metadata,
             max_xml_bodies=self._max_xml_bodies,
         )
+        server.propfind_direct = self._propfind_direct
         app_iter = server(environ, start_response)
         try:
             yield from app_iter

@@ -47,6 +47,9 @@ class ServerSettings:
     block_size: int = 1 * MiB
     #: answer PROPFIND with Depth: infinity instead of 403 propfind-finite-depth
     allow_propfind_infinity: bool = False
+    #: write common PROPFIND answers directly from the catalog (provider/propfind_direct.py);
+    #: off: WsgiDAV's generic property path (same answers, slower)
+    propfind_direct: bool = True
     #: largest XML request body of a PROPFIND accepted
     max_xml_body: int = 1 * MiB
     #: largest PROPPATCH body (dead properties, Windows' Win32 times) accepted
