@@ -47,6 +47,8 @@ from typing import Any
 from cheroot.server import HTTPConnection, HTTPRequest
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from provider.socket_writer import SocketWriter
+
 _log = logging.getLogger(__name__)
 
 CRLF = b"\r\n"
@@ -270,6 +272,7 @@ class LimitedConnection(HTTPConnection):
             super().__init__(server, sock)
         else:
             super().__init__(server, sock, makefile)
+        self.wfile = SocketWriter(sock, self.wbufsize)  # answers without cheroot's copies
         self.guard: ConnectionGuard = server.davbackup_guard
         self.is_tls = isinstance(sock, ssl.SSLSocket)
         self.handshaken = not self.is_tls
