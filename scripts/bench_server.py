@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
-"""davbackup vs plain WsgiDAV (FilesystemProvider): throughput, latency and memory.
+"""davbackup vs plain WsgiDAV (FilesystemProvider) and Apache mod_dav: throughput, latency, memory.
 
-Both servers run on loopback in their own processes with the same cheroot settings
-(``scripts/bench_wsgidav_fs.py`` mirrors ``provider.settings.ServerSettings``). Each
-repeat starts both on fresh directories and runs every measurement once per server,
-alternating which server goes first (and rotating ``dd`` in for the PUT), so drift
-of the machine hits both alike. The table shows medians over the repeats and the
-ratio davbackup / WsgiDAV FS; no number here is an assertion, only a report.
+All servers run on loopback in their own processes; WsgiDAV FS with the same cheroot
+settings (``scripts/bench_wsgidav_fs.py`` mirrors ``provider.settings.ServerSettings``),
+Apache httpd 2.4 with mod_dav_fs and its own config (``--apache``,
+``scripts/bench_peers.py``). Each repeat starts all of them on fresh directories and
+runs every measurement once per server, rotating which server goes first (and
+rotating ``dd`` in for the PUT), so drift of the machine hits all alike. The table
+shows medians over the repeats, the ratio of medians davbackup / peer and the range
+of the per-round ratios; no number here is an assertion, only a report.
 
 Measurements (sizes follow ``--size-mib`` / ``--small-files``):
 
 1. PUT of unique random data, streamed by ``curl -T`` from a file generated up front
    (in the page cache, so client cost is the same for both);
 2. re-PUT of the same data under another name (davbackup's dedup path);
-3. GET of the file, body discarded (``curl -o /dev/null``);
+3. GET of the file, body discarded (``curl -o /dev/null``), ``--get-runs`` times;
+   then ``--range-requests`` GETs of 4 KiB at random offsets of it (the same offsets
+   for every server, ``--range-concurrency`` keep-alive connections, every body
+   compared with the file);
 4. N x 4 KiB PUTs at concurrency 8 (thread pool, one keep-alive ``requests.Session``
    per thread);
 5. PROPFIND Depth 1 on the folder of those files (allprop, and the four properties
@@ -40,13 +45,26 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_clients import (  # noqa: E402
+    PASSWORD,
+    USER,
+    curl_get,
+    curl_put,
+    dd_fsync,
+    propfind,
+    ranged_gets,
+    small_puts,
+)
+from bench_measure import PySpy, RssWatch, cpu_seconds, cpu_seconds_all, log  # noqa: E402
+from bench_peers import ApacheDav  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -56,20 +74,15 @@ WORK_ROOT = ROOT / ".bench-tmp"
 MiB = 1024 * 1024
 MB = 1_000_000
 
-USER, PASSWORD = "bench", "bench-password-1"
 PASSPHRASE = "bench-passphrase-not-secret"
 
-ALL_MEASUREMENTS = ("rss256", "put", "reput", "get", "small", "propfind")
+ALL_MEASUREMENTS = ("rss256", "put", "reput", "get", "range", "small", "propfind")
 PROPFIND_ALLPROP = b'<?xml version="1.0" encoding="utf-8"?><propfind xmlns="DAV:"><allprop/></propfind>'
 PROPFIND_RCLONE = (
     b'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop>'
     b"<d:displayname/><d:getlastmodified/><d:getcontentlength/><d:resourcetype/>"
     b"<d:getcontenttype/></d:prop></d:propfind>"
 )
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- servers
@@ -204,200 +217,6 @@ class WsgidavFsServer(Server):
                 "--user", USER, "--password", PASSWORD]
 
 
-# --------------------------------------------------------------------------- memory
-
-
-class RssWatch:
-    """Peak resident memory of a process over one measurement."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self._stop = threading.Event()
-        self._peak_kib = 0
-        self.hwm_reset = False
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _status(self, key: str) -> int:
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-        return 0
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._peak_kib = max(self._peak_kib, self._status("VmRSS"))
-            except OSError:
-                return
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> "RssWatch":
-        try:  # "5" resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0)
-            with open(f"/proc/{self.pid}/clear_refs", "w") as f:
-                f.write("5")
-            self.hwm_reset = True
-        except OSError:
-            self.hwm_reset = False
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        if self.hwm_reset:
-            self._peak_kib = max(self._peak_kib, self._status("VmHWM"))
-
-    @property
-    def peak_mib(self) -> float:
-        return self._peak_kib / 1024
-
-    def current_mib(self) -> float:
-        return self._status("VmRSS") / 1024
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """User and system CPU time a process has used so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
-
-
-# --------------------------------------------------------------------------- profiling
-
-
-class PySpy:
-    """``py-spy record`` of one process while a measurement runs (or a no-op)."""
-
-    def __init__(self, pid: int | None, out: Path | None, rate: int = 1000, gil: bool = False) -> None:
-        self.pid, self.out, self.rate, self.gil = pid, out, rate, gil
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> "PySpy":
-        if self.pid is None or self.out is None:
-            return self
-        exe = shutil.which("py-spy", path=str(VENV_BIN)) or shutil.which("py-spy")
-        if exe is None:
-            log("py-spy not found: `.venv/bin/pip install py-spy`; not profiling")
-            return self
-        cmd = [exe, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--format", "raw",
-               "-o", str(self.out), "--nonblocking"]
-        if self.gil:
-            cmd.append("--gil")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1.0)  # let it attach
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            log(f"py-spy profile written to {self.out}")
-
-
-# --------------------------------------------------------------------------- clients
-
-
-def curl(args: list[str]) -> tuple[int, float, int, int]:
-    """Run curl; returns (status, seconds, bytes sent, bytes received) from --write-out."""
-    out = subprocess.run(
-        ["curl", "-sS", "--fail-with-body", "-u", f"{USER}:{PASSWORD}", "-H", "Expect:",
-         "-w", "%{http_code} %{time_total} %{size_upload} %{size_download}", *args],
-        capture_output=True, check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"curl {args} failed ({out.returncode}): {out.stderr.decode()} {out.stdout[-500:]!r}")
-    code, secs, up, down = out.stdout.decode().split()[-4:]
-    return int(code), float(secs), int(float(up)), int(float(down))
-
-
-def curl_put(url: str, path: Path) -> float:
-    code, secs, moved, _ = curl(["-T", str(path), "-o", "/dev/null", url])
-    if code not in (200, 201, 204) or moved != path.stat().st_size:
-        raise RuntimeError(f"PUT {url}: status {code}, {moved} bytes sent")
-    return secs
-
-
-def curl_get(url: str, size: int) -> float:
-    code, secs, _, moved = curl(["-o", "/dev/null", url])
-    if code != 200 or moved != size:
-        raise RuntimeError(f"GET {url}: status {code}, {moved} of {size} bytes")
-    return secs
-
-
-def dd_fsync(src: Path, dst: Path) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(["dd", f"if={src}", f"of={dst}", "bs=1M", "conv=fsync", "status=none"], check=True)
-    secs = time.perf_counter() - t0
-    dst.unlink()
-    return secs
-
-
-def small_puts(base_url: str, bodies: list[bytes], concurrency: int) -> float:
-    """PUT each body as folder/fNNNNN.bin with ``concurrency`` keep-alive sessions."""
-    folder = base_url + "small/"
-    r = requests.request("MKCOL", folder, auth=(USER, PASSWORD), timeout=60)
-    if r.status_code not in (201, 405):
-        raise RuntimeError(f"MKCOL {folder}: {r.status_code}")
-    lock = threading.Lock()
-    todo = iter(range(len(bodies)))
-    errors: list[str] = []
-    start = threading.Barrier(concurrency + 1)
-
-    def worker() -> None:
-        session = requests.Session()
-        session.auth = (USER, PASSWORD)
-        start.wait()
-        while True:
-            with lock:
-                i = next(todo, None)
-            if i is None:
-                break
-            resp = session.put(f"{folder}f{i:05d}.bin", data=bodies[i], timeout=120)
-            if resp.status_code not in (201, 204):
-                errors.append(f"f{i:05d}: {resp.status_code}")
-                break
-        session.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    start.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    secs = time.perf_counter() - t0
-    if errors:
-        raise RuntimeError(f"small PUTs failed: {errors[:5]}")
-    return secs
-
-
-def propfind(base_url: str, body: bytes, expected: int, runs: int) -> list[float]:
-    """Times (s) of ``runs`` PROPFIND Depth 1 on small/, after one warm-up."""
-    session = requests.Session()
-    session.auth = (USER, PASSWORD)
-    headers = {"Depth": "1", "Content-Type": "application/xml"}
-    times = []
-    for i in range(runs + 1):
-        t0 = time.perf_counter()
-        resp = session.request("PROPFIND", base_url + "small/", data=body, headers=headers, timeout=300)
-        content = resp.content
-        secs = time.perf_counter() - t0
-        if resp.status_code != 207:
-            raise RuntimeError(f"PROPFIND: {resp.status_code}")
-        n = content.count(b"response>") // 2
-        if n != expected + 1:
-            raise RuntimeError(f"PROPFIND listed {n - 1} members, expected {expected}")
-        if i:
-            times.append(secs)
-    session.close()
-    return times
-
-
 # --------------------------------------------------------------------------- results
 
 
@@ -435,6 +254,8 @@ def run_repeat(r: int, args: argparse.Namespace, work: Path, files: dict[str, Pa
     if args.baseline_build:
         base = BaseBuildServer(rdir)
         servers.insert(r % 3, base)
+    if args.apache:
+        servers.insert(r % (len(servers) + 1), ApacheDav(rdir, USER, PASSWORD))  # type: ignore[arg-type]
     big, mid = files["big"], files["mid"]
     big_size = big.stat().st_size
     try:
@@ -458,10 +279,11 @@ def run_repeat(r: int, args: argparse.Namespace, work: Path, files: dict[str, Pa
                 if srv is dav and name in args.py_spy:
                     prof = Path(args.py_spy_dir) / f"{name}-davbackup-r{r + 1}.txt"
                     s.profiled.add(name)
-                cpu0 = cpu_seconds(srv.pid)
+                pids = srv.pids() if isinstance(srv, ApacheDav) else [srv.pid]
+                cpu0 = cpu_seconds_all(pids)
                 with PySpy(srv.pid if prof else None, prof, gil=args.py_spy_gil):
                     fn(srv)
-                cpu1 = cpu_seconds(srv.pid)
+                cpu1 = cpu_seconds_all(pids)
                 s.add(f"cpu_{name}/{srv.key}", cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1])
                 s.add(f"cpusys_{name}/{srv.key}", cpu1[1] - cpu0[1])
 
@@ -485,7 +307,13 @@ def run_repeat(r: int, args: argparse.Namespace, work: Path, files: dict[str, Pa
         if "get" in which:
             def get(srv: Server) -> None:
                 s.add(f"get/{srv.key}", big_size / curl_get(srv.url + "big.bin", big_size) / MB)
-            each("get", get)
+            for _ in range(args.get_runs):  # short and noisy: several rounds, servers alternating
+                each("get", get)
+        if "range" in which:
+            def ranged(srv: Server) -> None:
+                secs = ranged_gets(srv.url + "big.bin", big, args.range_requests, args.range_concurrency)
+                s.add(f"range/{srv.key}", args.range_requests / secs)
+            each("range", ranged)
         if "small" in which:
             def small(srv: Server) -> None:
                 s.add(f"small/{srv.key}", len(bodies) / small_puts(srv.url, bodies, args.concurrency))
@@ -511,46 +339,71 @@ def fmt(v: float | None, digits: int = 0) -> str:
 def table(s: Samples, args: argparse.Namespace) -> str:
     m = s.median
     size = f"{args.size_mib / 1024:g} GiB" if args.size_mib >= 1024 else f"{args.size_mib} MiB"
-    rows: list[tuple[str, str, str, str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
+    apache = bool(args.apache)
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return a / b if a is not None and b else None
 
+    def paired(key: str, peer: str) -> str:
+        """Range of the per-round ratios (samples of one round are taken side by side)."""
+        d, p = s.values.get(f"{key}/davbackup", []), s.values.get(f"{key}/{peer}", [])
+        pairs = [x / y for x, y in zip(d, p) if y]
+        if not pairs:
+            return "–"
+        return f"{min(pairs):.2f}–{max(pairs):.2f} (n={len(pairs)})"
+
     def row(label: str, key: str, unit: str, digits: int, target_text: str,
-            check: Callable[[float, float, float], bool | None]) -> None:
-        d, f = m(f"{key}/davbackup"), m(f"{key}/wsgidav")
+            check: Callable[[float, float, float], bool | None], peer_for_target: str = "wsgidav") -> None:
+        d, f, ap = m(f"{key}/davbackup"), m(f"{key}/wsgidav"), m(f"{key}/apache")
         if d is None and f is None:
             return
         rt = ratio(d, f)
         met = "–"
-        if d is not None and f is not None and rt is not None:
-            ok = check(d, f, rt)
+        base = f if peer_for_target == "wsgidav" else ap
+        rb = ratio(d, base)
+        if d is not None and base is not None and rb is not None:
+            ok = check(d, base, rb)
             met = "–" if ok is None else ("yes" if ok else "**no**")
         mark = " (profiled)" if key.split("_")[0] in s.profiled else ""
-        rows.append((label + mark, f"{fmt(d, digits)} {unit}", f"{fmt(f, digits)} {unit}",
-                     f"{rt:.2f}×" if rt is not None else "–", target_text, met))
+        cells = [label + mark, f"{fmt(d, digits)} {unit}", f"{fmt(f, digits)} {unit}",
+                 f"{rt:.2f}×" if rt is not None else "–", paired(key, "wsgidav")]
+        if apache:
+            ra = ratio(d, ap)
+            cells += [f"{fmt(ap, digits)} {unit}" if ap is not None else "–",
+                      f"{ra:.2f}×" if ra is not None else "–", paired(key, "apache")]
+        rows.append(tuple(cells + [target_text, met]))
 
     dd = m("put/dd")
     put_fs = m("put/wsgidav")
-    floor = 0.8 * min(put_fs, dd) if put_fs and dd else None
+    floor = min(put_fs, dd) if put_fs and dd else None
     row(f"{size} PUT, unique data", "put", "MB/s", 0,
-        f"≥ 0.8 × min(FS, dd) = {fmt(floor)} MB/s", lambda d, f, r: d >= floor if floor else None)
-    row(f"{size} re-PUT, same data (dedup)", "reput", "MB/s", 0, "≥ 1.2×", lambda d, f, r: r >= 1.2)
-    row(f"{size} GET", "get", "MB/s", 0, "≥ 0.8×", lambda d, f, r: r >= 0.8)
-    row(f"{args.small_files:,} × 4 KiB PUT, 8 parallel", "small", "files/s", 0, "≥ 0.8×",
-        lambda d, f, r: r >= 0.8)
-    row(f"PROPFIND Depth 1, {args.small_files:,} entries (allprop)", "propfind", "ms", 1, "≤ 0.5×",
-        lambda d, f, r: r <= 0.5)
-    row(f"PROPFIND Depth 1, {args.small_files:,} entries (rclone props)", "propfind_rc", "ms", 1, "≤ 0.5×",
-        lambda d, f, r: r <= 0.5)
+        f"≥ min(FS, dd) = {fmt(floor)} MB/s", lambda d, f, r: d >= floor if floor else None)
+    row(f"{size} re-PUT, same data (dedup)", "reput", "MB/s", 0, "≥ 2× unique PUT",
+        lambda d, f, r: d >= 2 * (m("put/davbackup") or float("inf")))
+    row(f"{size} GET", "get", "MB/s", 0, "≥ 1.0× FS", lambda d, f, r: r >= 1.0)
+    row(f"4 KiB GETs at random offsets, {args.range_concurrency} parallel", "range", "req/s", 0,
+        "≥ 1.0× FS", lambda d, f, r: r >= 1.0)
+    row(f"{args.small_files:,} × 4 KiB PUT, {args.concurrency} parallel", "small", "files/s", 0,
+        "≥ 1.0× Apache" if apache else "≥ 1.0× (Apache: --apache)", lambda d, f, r: r >= 1.0,
+        "apache" if apache else "wsgidav")
+    row(f"PROPFIND Depth 1, {args.small_files:,} entries (allprop)", "propfind", "ms", 1,
+        "≤ Apache's time" if apache else "≤ 0.5× FS", lambda d, f, r: r <= (1.0 if apache else 0.5),
+        "apache" if apache else "wsgidav")
+    row(f"PROPFIND Depth 1, {args.small_files:,} entries (rclone props)", "propfind_rc", "ms", 1,
+        "≤ Apache's time" if apache else "≤ 0.5× FS", lambda d, f, r: r <= (1.0 if apache else 0.5),
+        "apache" if apache else "wsgidav")
     big_rss, mid_rss = m("rssbig/davbackup"), m("rss256/davbackup")
-    row(f"peak server RSS, {size} PUT", "rssbig", "MiB", 0, "< 150 MiB", lambda d, f, r: d < 150)
+    row(f"peak server RSS, {size} PUT", "rssbig", "MiB", 0, "< 100 MiB", lambda d, f, r: d < 100)
     flat_ok = (big_rss - mid_rss) < 16 if big_rss is not None and mid_rss is not None else None
     row("peak server RSS, 256 MiB PUT", "rss256", "MiB", 0,
-        f"< 150 MiB, flat (Δ {fmt(big_rss - mid_rss if flat_ok is not None else None)} MiB < 16)",
-        lambda d, f, r: d < 150 and bool(flat_ok) if flat_ok is not None else d < 150)
+        f"< 100 MiB, flat (Δ {fmt(big_rss - mid_rss if flat_ok is not None else None)} MiB < 16)",
+        lambda d, f, r: d < 100 and bool(flat_ok) if flat_ok is not None else d < 100)
 
-    head = ("measurement", "davbackup", "WsgiDAV FS", "ratio", "target", "met?")
+    head: tuple[str, ...] = ("measurement", "davbackup", "WsgiDAV FS", "ratio", "per round")
+    if apache:
+        head += ("Apache mod_dav", "ratio", "per round")
+    head += ("target", "met?")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     notes = [f"dd bs=1M conv=fsync, {size} (durable-write ceiling): {fmt(dd)} MB/s"
@@ -558,16 +411,22 @@ def table(s: Samples, args: argparse.Namespace) -> str:
     idle_d, idle_f = m("idle_rss/davbackup"), m("idle_rss/wsgidav")
     notes.append(f"idle RSS after start: davbackup {fmt(idle_d)} MiB, WsgiDAV FS {fmt(idle_f)} MiB")
     n_rep = len(s.values.get("idle_rss/davbackup", []))
-    notes.append(f"medians of {n_rep} repeat(s), servers alternated; MB = 10^6 bytes; "
-                 "WsgiDAV FS does not fsync, davbackup fsyncs pack and catalog before answering")
+    notes.append(f"medians of {n_rep} repeat(s) ({args.get_runs} GETs per server and repeat), servers "
+                 "alternated; ratio = davbackup / peer (for ms: lower is better); MB = 10^6 bytes; "
+                 "WsgiDAV FS and Apache do not fsync, davbackup fsyncs pack and catalog before answering")
     cpu = []
     for name in ALL_MEASUREMENTS:
         d, f = m(f"cpu_{name}/davbackup"), m(f"cpu_{name}/wsgidav")
         ds, fs = m(f"cpusys_{name}/davbackup"), m(f"cpusys_{name}/wsgidav")
         if d is not None and f is not None:
-            cpu.append(f"{name} {d:.2f} ({ds:.2f}) / {f:.2f} ({fs:.2f})")
+            text = f"{name} {d:.2f} ({ds:.2f}) / {f:.2f} ({fs:.2f})"
+            ap, aps = m(f"cpu_{name}/apache"), m(f"cpusys_{name}/apache")
+            if ap is not None and aps is not None:
+                text += f" / {ap:.2f} ({aps:.2f})"
+            cpu.append(text)
     if cpu:
-        notes.append("server CPU seconds (of which system), davbackup / WsgiDAV FS: " + ", ".join(cpu))
+        who = "davbackup / WsgiDAV FS" + (" / Apache (all processes)" if apache else "")
+        notes.append(f"server CPU seconds per measurement (of which system), {who}: " + ", ".join(cpu))
     notes.append("load average at the end: " + " ".join(f"{x:.1f}" for x in os.getloadavg())
                  + " (other work on the machine makes every figure noisier)")
     if s.profiled:
@@ -608,6 +467,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="128 MiB, 300 files, 1 repeat")
     parser.add_argument("--concurrency", type=int, default=8, help="parallel small PUTs (default 8)")
     parser.add_argument("--propfind-runs", type=int, default=5, help="PROPFINDs per server and repeat")
+    parser.add_argument("--get-runs", type=int, default=3, help="big GETs per server and repeat (default 3)")
+    parser.add_argument("--range-requests", type=int, default=2000, help="4 KiB ranged GETs per server (2000)")
+    parser.add_argument("--range-concurrency", type=int, default=4, help="parallel ranged GETs (default 4)")
+    parser.add_argument("--apache", action="store_true",
+                        help="also measure Apache httpd with mod_dav_fs (installs Debian's apache2 if missing)")
     parser.add_argument("--only", default="", help=f"comma list of {','.join(ALL_MEASUREMENTS)}")
     parser.add_argument("--py-spy", default="", help="comma list of measurements to record davbackup under py-spy")
     parser.add_argument("--py-spy-dir", default=str(WORK_ROOT / "profiles"), help="where py-spy output goes")
@@ -620,7 +484,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
     if args.quick:
-        args.size_mib, args.small_files, args.repeat = 128, 300, 1
+        args.size_mib, args.small_files, args.repeat, args.range_requests = 128, 300, 1, 300
     DavbackupServer.wrapper = str(Path(args.serve_wrapper).resolve()) if args.serve_wrapper else None
     if args.baseline_build:
         base_dir = Path(args.baseline_build).resolve()
@@ -632,7 +496,7 @@ def main() -> int:
     unknown = which - set(ALL_MEASUREMENTS)
     if unknown:
         parser.error(f"unknown measurement(s): {', '.join(sorted(unknown))}")
-    if which & {"reput", "get"}:
+    if which & {"reput", "get", "range"}:
         which.add("put")
     if "propfind" in which:
         which.add("small")
