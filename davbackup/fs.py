@@ -40,6 +40,10 @@ class BodyReader(Protocol):
     def read(self, n: int = -1) -> bytes: ...
 
 
+#: chunk lists up to this long (files up to about 1 GiB) are read once, verified and
+#: handed to the reader; longer ones are verified as a stream and read in batches
+KEEP_CHUNK_LIST = 1024
+
 #: Names at a user's root that belong to history (DESIGN.md §15): never live files.
 RESERVED_ROOT_NAMES = frozenset({".history", ".versions"})
 
@@ -196,8 +200,9 @@ class Namespace:
     def version_reader(self, version_id: int, size: int, etag: str, path: str) -> VersionReader:
         """A reader of one version, after checking that the catalog's chunk list and size
         are the ones its keyed ETag was computed from (DESIGN.md §14)."""
-        verify_version(self._catalog.reader(), self.repo.keys.etag_key(), version_id, size, etag, path)
-        return VersionReader(self._catalog, self.repo.chunks, version_id, size, path)
+        chunks = verify_version(self._catalog.reader(), self.repo.keys.etag_key(), version_id, size, etag, path,
+                                keep=KEEP_CHUNK_LIST)
+        return VersionReader(self._catalog, self.repo.chunks, version_id, size, path, chunks)
 
     # -- writing -----------------------------------------------------------------
 

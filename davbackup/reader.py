@@ -37,7 +37,11 @@ def _prefetch_pool() -> ThreadPoolExecutor:
 
 
 class VersionReader(io.RawIOBase):
-    def __init__(self, catalog: Catalog, store: ChunkStore, version_id: int, size: int, path: str) -> None:
+    def __init__(self, catalog: Catalog, store: ChunkStore, version_id: int, size: int, path: str,
+                 chunks: list[tuple[int, int, bytes]] | None = None) -> None:
+        """``chunks``: the whole chunk list, ``(offset, length, chunk_id)`` in order, as the
+        caller just verified it (then no batch is queried; each chunk's place in the
+        packs is looked up when it is read)."""
         super().__init__()
         self._catalog = catalog
         self._store = store
@@ -52,6 +56,10 @@ class VersionReader(io.RawIOBase):
         self._cur_data = b""
         self._cur_start = 0
         self._next: tuple[int, Future[bytes]] | None = None  # (offset, verified plaintext)
+        self._complete = chunks is not None
+        if chunks is not None:
+            self._rows = [(off, length, cid, None) for off, length, cid in chunks]
+            self._offsets = [r[0] for r in self._rows]
 
     def readable(self) -> bool:
         return True
@@ -101,6 +109,8 @@ class VersionReader(io.RawIOBase):
             return self._cur_data, self._cur_start
         i = bisect.bisect_right(self._offsets, pos) - 1
         if i < 0 or i >= len(self._rows) or pos >= self._rows[i][0] + self._rows[i][1]:
+            if self._complete:
+                raise IntegrityError(f"{self.path}: chunk list has a gap at byte {pos}")
             self._load_batch(pos)
             i = bisect.bisect_right(self._offsets, pos) - 1
             if i < 0 or pos >= self._rows[i][0] + self._rows[i][1]:

@@ -34,16 +34,32 @@ def insert_version(
     return vid
 
 
-def verify_version(conn: sqlite3.Connection, etag_key: bytes, version_id: int, size: int, etag: str, path: str) -> None:
+def verify_version(conn: sqlite3.Connection, etag_key: bytes, version_id: int, size: int, etag: str, path: str,
+                   *, keep: int = 0) -> list[tuple[int, int, bytes]] | None:
     """Check that a version's size and chunk list are the ones its keyed ETag was made
-    of: a chunk list swapped with another file's, or a changed size, fails here."""
-    rows = conn.execute(
+    of: a chunk list swapped with another file's, or a changed size, fails here.
+
+    The list is read as a stream (memory does not grow with the file). With ``keep``,
+    a list of at most that many chunks is returned, ``(offset, length, chunk_id)`` in
+    order, so that a reader need not query it again; a longer one gives None."""
+    cursor = conn.execute(
         "SELECT offset, length, chunk_id FROM version_chunks WHERE version_id=? ORDER BY offset", (version_id,)
-    ).fetchall()
+    )
+    h = blake3.blake3(key=etag_key)
+    h.update(size.to_bytes(8, "big"))
+    kept: list[tuple[int, int, bytes]] | None = [] if keep else None
     expected = 0
-    for offset, length, _cid in rows:
+    contiguous = True
+    for offset, length, cid in cursor:
         if offset != expected:
-            break
+            contiguous = False
         expected += length
-    if expected != size or version_etag(etag_key, size, (bytes(r[2]) for r in rows)) != etag:
+        h.update(cid)
+        if kept is not None:
+            if len(kept) < keep:
+                kept.append((offset, length, bytes(cid)))
+            else:
+                kept = None
+    if not contiguous or expected != size or h.hexdigest(16) != etag:
         raise IntegrityError(f"{path}: the catalog's chunk list or size of this file fails verification")
+    return kept
