@@ -97,6 +97,34 @@ def test_upload_ls_download_and_skip_unchanged(shared_dav_server, tmp_path):
     assert r.returncode == 0 and (tmp_path / "single.bin").read_bytes() == files["big.bin"]
 
 
+def test_parallel_tree_upload_and_skip(shared_dav_server, tmp_path):
+    """A tree of many files with 8 transfers at once: every file arrives intact, a second
+    run reads no file and sends nothing, a changed file is found and sent."""
+    cli = Cli(shared_dav_server, tmp_path / "home")
+    src = tmp_path / "many"
+    files = {f"d{i % 5}/s{i % 3}/f{i:03d}.bin": os.urandom(i * 97 % 20_000) for i in range(120)}
+    files["d0/large.bin"] = os.urandom(5 * MiB + 1)  # over the one-PUT size: range PUT parts
+    for rel, content in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(content)
+    base = f"{shared_dav_server.url}/cli-parallel"
+    r = cli.run("upload", "--jobs", "8", "--part-size", "2M", base, str(src))
+    assert r.returncode == 0, r.stderr
+    assert f"uploaded {len(files)} file(s)" in r.stdout
+    with shared_dav_server.session() as s:
+        for rel, content in files.items():
+            assert s.get(f"{base}/many/{rel}").content == content, rel
+    r = cli.run("upload", "--jobs", "8", base, str(src))
+    assert r.returncode == 0 and "uploaded 0 file(s) (0 B sent)" in r.stdout
+    assert f"{len(files)} unchanged" in r.stdout
+    (src / "d3/s1/f013.bin").write_bytes(b"changed")
+    r = cli.run("upload", "--jobs", "3", base, str(src))
+    assert r.returncode == 0 and "uploaded 1 file(s) (7 B sent)" in r.stdout, r.stdout
+    assert shared_dav_server.session().get(f"{base}/many/d3/s1/f013.bin").content == b"changed"
+    r = cli.run("upload", "--jobs", "0", base, str(src))
+    assert r.returncode == 2 and "--jobs" in r.stderr
+
+
 def test_single_file_upload_into_folder(shared_dav_server, tmp_path):
     cli = Cli(shared_dav_server, tmp_path / "home")
     f = tmp_path / "one.txt"

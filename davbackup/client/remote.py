@@ -11,6 +11,7 @@ import builtins
 import email.utils
 import importlib.metadata
 import posixpath
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -91,6 +92,8 @@ class Remote:
         self.session.verify = verify
         self.session.headers["User-Agent"] = f"davbackup-client/{_version}"
         self._known_dirs: set[str] = {"/"}
+        self._owner = threading.get_ident()
+        self._local = threading.local()  # one session (connection pool) per transfer thread
 
     # --- addressing ----------------------------------------------------------------
 
@@ -98,9 +101,21 @@ class Remote:
         return self.origin + quote(path)
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """A raw request; connection failures propagate (the caller retries)."""
+        """A raw request; connection failures propagate (the caller retries). Safe to
+        call from several threads: each has its own session (and connections)."""
         kwargs.setdefault("timeout", TIMEOUT)
-        return self.session.request(method, self.url(path), **kwargs)
+        return self._session().request(method, self.url(path), **kwargs)
+
+    def _session(self) -> requests.Session:
+        if threading.get_ident() == self._owner:
+            return self.session
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.auth = self.session.auth
+            session.verify = self.session.verify
+            session.headers.update(self.session.headers)
+        return session
 
     # --- metadata ------------------------------------------------------------------
 
@@ -153,10 +168,11 @@ class Remote:
 
     # --- folders -------------------------------------------------------------------
 
-    def makedirs(self, path: str) -> None:
-        """Create ``path`` and its missing parents (MKCOL; 405 means it exists)."""
+    def makedirs(self, path: str) -> bool:
+        """Create ``path`` and its missing parents (MKCOL; 405 means it exists).
+        True if ``path`` itself was created now (so it is empty)."""
         if path in self._known_dirs:
-            return
+            return False
         parent = posixpath.dirname(path.rstrip("/")) or "/"
         self.makedirs(parent)
         try:
@@ -170,6 +186,7 @@ class Remote:
             if entry is None or not entry.is_dir:
                 raise Conflict(f"{path}: a file stands where a folder is needed")
         self._known_dirs.add(path)
+        return response.status_code == 201
 
     def _translate(self, exc: WebDavException, what: str) -> DavBackupError:
         if isinstance(exc, NoConnection) or "Connection" in type(exc).__name__:

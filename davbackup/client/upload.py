@@ -13,7 +13,11 @@ the server how much it holds (``Content-Range: bytes */T``, empty body, answered
 starts with that question too, so a client killed in the middle of a file and run
 again sends only what the server is missing.
 
-Unchanged files are skipped using the local state (:mod:`davbackup.client.state`).
+Files up to 4 MiB go up in one plain ``PUT`` with the same ``Repr-Digest`` (nothing
+worth resuming). A tree is walked by :mod:`davbackup.client.tree_upload`, which sends
+several files at once (``--jobs``). Unchanged files are skipped using the local state
+(:mod:`davbackup.client.state`) and the ETag and size the server lists for each folder:
+no file is read when its size and modification time are those of its last upload.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import base64
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +39,7 @@ from davbackup.client.progress import Progress
 from davbackup.client.remote import Remote, RemoteEntry, join
 from davbackup.client.retry import Backoff, retry_after_seconds
 from davbackup.client.state import ClientState, UploadRecord
+from davbackup.client.tree_upload import TreeUpload
 from davbackup.errors import DavBackupError, UsageError
 
 _log = logging.getLogger(__name__)
@@ -45,6 +51,11 @@ DIGEST_PROBLEM = "tag:davbackup,2026:digest-mismatch"
 BLOCK = 1 * MiB
 
 
+#: files up to this size (and the part size) go up in one plain PUT: nothing to resume
+SMALL_FILE = 4 * MiB
+DEFAULT_JOBS = 4
+
+
 @dataclass
 class UploadOptions:
     part_size: int = DEFAULT_PART_SIZE
@@ -52,6 +63,7 @@ class UploadOptions:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     force: bool = False  # send even files the state says are unchanged
+    jobs: int = DEFAULT_JOBS  # files of a tree transferred at the same time
 
 
 @dataclass
@@ -72,8 +84,22 @@ class Uploader:
         self.remote = remote
         self.state = state
         self.options = options or UploadOptions()
+        if self.options.jobs < 1:
+            raise UsageError("--jobs must be at least 1")
         self.progress = progress or Progress(False)
         self.stats = UploadStats()
+        self._stats_lock = threading.Lock()
+
+    def count(self, **amounts: int) -> None:
+        """Add to the statistics (transfers of a tree run in several threads)."""
+        with self._stats_lock:
+            for name, amount in amounts.items():
+                setattr(self.stats, name, getattr(self.stats, name) + amount)
+
+    def failed(self, error: DavBackupError) -> None:
+        with self._stats_lock:
+            self.stats.files_failed += 1
+            self.stats.errors.append(error)
 
     # --- trees -----------------------------------------------------------------------
 
@@ -89,19 +115,7 @@ class Uploader:
             self._guarded(local, join(remote_dir, local.name), listing.get(local.name))
 
     def _upload_tree(self, root: Path, remote_root: str) -> None:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            here = Path(dirpath)
-            rel = here.relative_to(root).as_posix()
-            remote_dir = remote_root if rel == "." else join(remote_root, rel)
-            self.remote.makedirs(remote_dir)
-            listing = {e.name: e for e in self.remote.list(remote_dir) or []}
-            for name in sorted(filenames):
-                path = here / name
-                if not path.is_file():
-                    _log.warning("%s: not a regular file, skipped", path)
-                    continue
-                self._guarded(path, join(remote_dir, name), listing.get(name))
+        TreeUpload(self).run(root, remote_root)
 
     def _guarded(self, local: Path, remote_path: str, remote: RemoteEntry | None) -> None:
         """One file; errors that concern only this file are collected, the rest abort."""
@@ -112,12 +126,10 @@ class Uploader:
         except DavBackupError as exc:
             if exc.exit_code == 5:  # authentication or permission: nothing else will work
                 raise
-            self.stats.files_failed += 1
-            self.stats.errors.append(exc)
+            self.failed(exc)
             _log.error("%s: %s", local, exc.message)
         except OSError as exc:
-            self.stats.files_failed += 1
-            self.stats.errors.append(DavBackupError(f"{local}: cannot read ({exc.strerror})"))
+            self.failed(DavBackupError(f"{local}: cannot read ({exc.strerror})"))
             _log.error("%s: cannot read (%s)", local, exc.strerror)
 
     # --- one file --------------------------------------------------------------------
@@ -130,21 +142,53 @@ class Uploader:
         if not self.options.force and record and remote and not remote.is_dir \
                 and remote.etag == record.etag and remote.size == st.st_size == record.size:
             if record.mtime_ns == st.st_mtime_ns:
-                self.stats.files_skipped += 1
+                self.count(files_skipped=1)
                 return record.etag
             if _sha256_file(local).hex() == record.sha256 and self.state is not None:
                 self.state.record_upload(key, UploadRecord(st.st_size, st.st_mtime_ns, record.sha256, record.etag))
-                self.stats.files_skipped += 1
+                self.count(files_skipped=1)
                 return record.etag
-        digest = _sha256_file(local)
-        with open(local, "rb") as handle:
-            if os.fstat(handle.fileno()).st_mtime_ns != st.st_mtime_ns:
-                raise TransferFailed(f"{local}: changed while being read; try again")
-            etag = _FileUpload(self, handle, local, remote_path, st.st_size, digest, int(st.st_mtime)).run()
+        if 0 < st.st_size <= min(SMALL_FILE, self.options.part_size):
+            etag, digest = self._put_whole(local, remote_path, st)
+        else:
+            digest = _sha256_file(local)
+            with open(local, "rb") as handle:
+                if os.fstat(handle.fileno()).st_mtime_ns != st.st_mtime_ns:
+                    raise TransferFailed(f"{local}: changed while being read; try again")
+                etag = _FileUpload(self, handle, local, remote_path, st.st_size, digest, int(st.st_mtime)).run()
         if self.state:
             self.state.record_upload(key, UploadRecord(st.st_size, st.st_mtime_ns, digest.hex(), etag))
-        self.stats.files_sent += 1
+        self.count(files_sent=1)
         return etag
+
+    def _put_whole(self, local: Path, remote_path: str, st: os.stat_result) -> tuple[str, bytes]:
+        """A small file in one PUT (read once: hashed and sent from memory), retried whole
+        after a failure; the server checks ``Repr-Digest`` before the file becomes current."""
+        with open(local, "rb") as handle:
+            data = handle.read()
+            if os.fstat(handle.fileno()).st_mtime_ns != st.st_mtime_ns or len(data) != st.st_size:
+                raise TransferFailed(f"{local}: changed while being read; try again")
+        digest = hashlib.sha256(data).digest()
+        headers = {"Repr-Digest": f"sha-256=:{base64.b64encode(digest).decode('ascii')}:",
+                   "X-OC-Mtime": str(int(st.st_mtime))}
+        opts = self.options
+        backoff = Backoff(opts.retries, opts.backoff_base, opts.backoff_max)
+        while True:
+            self.count(bytes_sent=len(data))
+            try:
+                response = self.remote.request("PUT", remote_path, data=data, headers=headers)
+            except RETRYABLE as exc:
+                if backoff.failed():
+                    continue
+                raise ConnectionFailed(f"PUT {self.remote.origin}{remote_path}: giving up after "
+                                       f"{backoff.retries} retries ({exc})") from exc
+            status = response.status_code
+            if status in (200, 201, 204):
+                return (response.headers.get("ETag") or "").strip('"'), digest
+            if (status in (423, 429) or status >= 500) and backoff.failed(
+                    retry_after_seconds(response.headers.get("Retry-After"))):
+                continue
+            raise error_for(response, f"PUT {remote_path}")
 
 
 class _FileUpload:
@@ -174,7 +218,7 @@ class _FileUpload:
         if isinstance(first, str):
             return first
         if first:
-            self.up.stats.resumed += 1
+            self.up.count(resumed=1)
         offset = first
         bar = self.up.progress.bar(self.local.name, self.size, offset)
         try:
@@ -195,7 +239,7 @@ class _FileUpload:
     def _send(self, start: int, end: int) -> int | str:
         """PUT one part; the next offset, or the ETag when the file is complete."""
         headers = dict(self.headers, **{"Content-Range": f"bytes {start}-{end}/{self.size}"})
-        body = _Slice(self.handle, start, end - start + 1, self.up.stats)
+        body = _Slice(self.handle, start, end - start + 1, self.up)
         try:
             response = self.remote.request("PUT", self.path, data=body, headers=headers)
         except RETRYABLE as exc:
@@ -271,8 +315,8 @@ class _FileUpload:
 class _Slice:
     """``length`` bytes of a file from ``start``, as a request body of known length."""
 
-    def __init__(self, handle: BinaryIO, start: int, length: int, stats: UploadStats) -> None:
-        self.handle, self.start, self.length, self.stats = handle, start, length, stats
+    def __init__(self, handle: BinaryIO, start: int, length: int, stats_of: Uploader) -> None:
+        self.handle, self.start, self.length, self.stats_of = handle, start, length, stats_of
 
     def __len__(self) -> int:
         return self.length
@@ -285,7 +329,7 @@ class _Slice:
             if not data:
                 raise TransferFailed("the local file got shorter during the upload")
             remaining -= len(data)
-            self.stats.bytes_sent += len(data)
+            self.stats_of.count(bytes_sent=len(data))
             yield data
 
 
