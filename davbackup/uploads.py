@@ -351,8 +351,16 @@ class UploadManager:
             self._end(session.id, "cancel")
 
     def discard_path(self, user: str, path: str) -> int:
-        """A whole-file write supersedes every session for the path; returns how many."""
+        """A whole-file write supersedes every session for the path; returns how many.
+
+        Nearly every PUT finds none: that is seen with a read, and only a path that has
+        sessions costs a write transaction (which looks again). A session started after
+        the read is one started after this call, as it would be after the transaction."""
         path_hash = self._path_hash(join_path(split_path(path)))
+        if self.repo.catalog.reader().execute(
+                "SELECT 1 FROM upload_sessions WHERE user_name=? AND path_hash=? LIMIT 1",
+                (user, path_hash)).fetchone() is None:
+            return 0
 
         def txn(conn: sqlite3.Connection) -> int:
             ids = [r[0] for r in conn.execute(
