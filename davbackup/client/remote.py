@@ -168,6 +168,10 @@ class Remote:
 
     # --- folders -------------------------------------------------------------------
 
+    def known_dir(self, path: str) -> None:
+        """Remember that the folder ``path`` exists (seen in a listing)."""
+        self._known_dirs.add(path)
+
     def makedirs(self, path: str) -> bool:
         """Create ``path`` and its missing parents (MKCOL; 405 means it exists).
         True if ``path`` itself was created now (so it is empty)."""

@@ -1,9 +1,9 @@
 """Uploading a folder tree with several transfers at once.
 
-The tree is walked in the calling thread, folder by folder and in name order: each
-remote folder is created (MKCOL) and, unless it was just created and so is empty,
-listed once (one PROPFIND, which gives every file's ETag and size for the skip
-check). Each file then goes to a pool of ``jobs`` threads, each with its own HTTP
+The tree is walked in the calling thread, folder by folder and in name order, with
+one request per folder: a folder its parent's listing shows is listed (one PROPFIND,
+which gives every file's ETag and size for the skip check), a missing one is
+created (one MKCOL; it is empty). Each file then goes to a pool of ``jobs`` threads, each with its own HTTP
 session, at most ``4 × jobs`` files ahead of the transfers. A file's own failure is
 counted and the rest go on; a failure that concerns every file (no connection, login
 refused) stops the walk, lets the transfers under way finish and is raised.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +53,7 @@ class TreeUpload:
             raise self._fatal[0]
 
     def _files(self, root: Path, remote_root: str) -> Iterator[tuple[Path, str, RemoteEntry | None]]:
-        remote = self.up.remote
+        listings: dict[str, dict[str, RemoteEntry]] = {}
         for dirpath, dirnames, filenames in os.walk(root):
             if self._fatal:
                 return
@@ -60,15 +61,30 @@ class TreeUpload:
             here = Path(dirpath)
             rel = here.relative_to(root).as_posix()
             remote_dir = remote_root if rel == "." else join(remote_root, rel)
-            created = remote.makedirs(remote_dir)
-            listing: dict[str, RemoteEntry] = {} if created else {
-                e.name: e for e in remote.list(remote_dir) or []}
+            listing = self._listing(remote_dir, listings)
+            listings[remote_dir] = listing
             for name in sorted(filenames):
                 path = here / name
                 if not path.is_file():
                     _log.warning("%s: not a regular file, skipped", path)
                     continue
                 yield path, join(remote_dir, name), listing.get(name)
+
+    def _listing(self, remote_dir: str, listings: dict[str, dict[str, RemoteEntry]]) -> dict[str, RemoteEntry]:
+        """The members of ``remote_dir``, which is created if missing. One request per
+        folder: the parent's listing tells whether it exists (then one PROPFIND) or not
+        (then one MKCOL, and it is empty)."""
+        remote = self.up.remote
+        parent, name = posixpath.split(remote_dir)
+        seen = listings.get(parent, {}).get(name) if parent in listings else None
+        if seen is not None and seen.is_dir:
+            remote.known_dir(remote_dir)
+            created = False
+        else:
+            created = remote.makedirs(remote_dir)  # a file in the way: Conflict
+        if created:
+            return {}
+        return {e.name: e for e in remote.list(remote_dir) or []}
 
     def _one(self, path: Path, remote_path: str, entry: RemoteEntry | None) -> None:
         try:
