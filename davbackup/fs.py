@@ -40,9 +40,9 @@ class BodyReader(Protocol):
     def read(self, n: int = -1) -> bytes: ...
 
 
-#: chunk lists up to this long (files up to about 1 GiB) are read once, verified and
+#: chunk lists up to this long (files up to about 1 GiB at 512 KiB per chunk) are read once, verified and
 #: handed to the reader; longer ones are verified as a stream and read in batches
-KEEP_CHUNK_LIST = 1024
+KEEP_CHUNK_LIST = 2048
 
 #: Names at a user's root that belong to history (DESIGN.md §15): never live files.
 RESERVED_ROOT_NAMES = frozenset({".history", ".versions"})
