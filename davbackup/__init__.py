@@ -5,7 +5,7 @@ The public facade of the core is what :data:`__all__` lists; the WebDAV adapter
 ``scripts/`` should need nothing else. The names are loaded on first use, so that
 ``import davbackup.client`` does not load the store.
 
-Layers (enforced by ``tests/test_core_layers.py``): the core — every module directly
+Layers (enforced by ``tests/core/test_core_layers.py``): the core — every module directly
 in this package and :mod:`davbackup.maintenance` — never imports ``provider``,
 ``wsgidav``, ``cheroot`` or the HTTP client's libraries (``requests``, ``webdav3``,
 ``tqdm``). :mod:`davbackup.cli` wires the core and the server together;

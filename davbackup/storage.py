@@ -1,6 +1,6 @@
 """Pack storage: where pack files live, behind one small interface (DESIGN.md §6).
 
-Guarantees a backend must give (and ``tests/test_core_storage.py`` checks for each):
+Guarantees a backend must give (and ``tests/core/test_core_storage.py`` checks for each):
 
 1. ``create(name)`` makes a new, empty pack that no other pack shares a name with.
 2. ``PackAppender.append`` returns the offset at which its bytes start; the bytes are
@@ -14,7 +14,7 @@ Guarantees a backend must give (and ``tests/test_core_storage.py`` checks for ea
    durable; ``close()`` implies it. (An object store uploads the pack whole then.)
 
 The local backend keeps packs as ``packs/<first two hex>/<name>.pack``; the S3
-backend is :mod:`davbackup.storage_s3`. ``tests/test_storage_conformance.py`` runs the
+backend is :mod:`davbackup.storage_s3`. ``tests/core/test_storage_conformance.py`` runs the
 same checks against both.
 """
 

@@ -5,7 +5,7 @@ headers and locks the way its own PUT does, holding a write transaction), and
 cheroot none for reading one transfer-coding chunk at a time. Code elsewhere calls
 the wrappers below instead of the private names, and subclasses that override a
 private method are listed in :data:`OVERRIDES`. :func:`verify` checks that all of
-them still exist; the server calls it at start and ``tests/test_provider_internals.py``
+them still exist; the server calls it at start and ``tests/provider/test_provider_internals.py``
 runs it, so an upgrade that removes or renames one fails loudly instead of silently
 bypassing an override. ``pyproject.toml`` pins the versions this was checked against.
 """

@@ -297,7 +297,7 @@ class DavBackupRequestResolver(RequestResolver):
 
 
 def _tolerate_client_depths(environ: Environ) -> None:
-    """Accept the Depth values webdavclient3 sends (tests/test_interop_webdavclient3.py).
+    """Accept the Depth values webdavclient3 sends (tests/interop/test_interop_webdavclient3.py).
 
     It sends ``Depth: 1`` with every PROPPATCH (where Depth means nothing; WsgiDAV
     answers 400) and with COPY of a collection, meaning "with its content" (RFC 4918

@@ -1,11 +1,25 @@
-"""Shared pytest setup: cheap key derivation for every repository a test creates."""
+"""Shared pytest setup: cheap key derivation for every repository a test creates, and
+the fixture modules every area uses.
+
+The tests are organised like the code: ``core/`` (the storage engine), ``provider/``
+(the WsgiDAV layer over a real server), ``resume/`` (resumable uploads), ``interop/``
+(real clients) and ``client/`` (the bundled client). Shared helpers live here at the
+top (``*_fixtures.py``, ``services.py``, ...)."""
 
 import os
 
 # Argon2id at its production cost takes ~0.2 s per key slot; tests create hundreds.
 os.environ.setdefault("DAVBACKUP_KDF_MEMORY_KIB", "1024")
 
-# The throwaway PostgreSQL and Ceph RGW (tests/services.py) are session fixtures: they
-# must be registered once, here, so that every module shares one instance (a module
-# importing them by name would get its own). Only tests that ask for them start them.
-pytest_plugins = ["tests.services"]
+# Fixture modules are registered once, here, instead of being imported by name into
+# each test module: tests ask for a fixture by parameter name and pytest finds it.
+# The throwaway PostgreSQL and Ceph RGW (tests/services.py) are session fixtures, so
+# every module shares one instance; only tests that ask for them start them. A test
+# module may define a fixture of the same name (``repo``, ``alice``, ``server``),
+# which then wins inside that module.
+pytest_plugins = [
+    "tests.services",
+    "tests.server_fixtures",  # dav_server, shared_dav_server (one per test module)
+    "tests.core_fixtures",  # repo, small_repo, ns, small_ns
+    "tests.provider_http_helpers",  # server, alice, base
+]

@@ -1,4 +1,4 @@
-"""Shared fixtures and helpers for the storage-engine tests (``tests/test_core_*.py``).
+"""Shared fixtures and helpers for the storage-engine tests (``tests/core/``).
 
 Not a conftest: test modules import what they use by name, e.g.
 ``from tests.core_fixtures import repo, ns, write_file``. Importing this module sets

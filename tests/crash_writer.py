@@ -1,4 +1,4 @@
-"""Writer process for the crash test (tests/test_core_crash.py); killed with SIGKILL.
+"""Writer process for the crash test (tests/core/test_core_crash.py); killed with SIGKILL.
 
 Usage: ``python tests/crash_writer.py REPO_DIR SEED [THREADS]``
 

@@ -1,4 +1,4 @@
-"""Shared pieces of the interoperability tests (``tests/test_interop_*.py``).
+"""Shared pieces of the interoperability tests (``tests/interop/``).
 
 The server itself comes from :mod:`tests.server_fixtures` (a real ``davbackup serve``
 subprocess on 127.0.0.1). This module adds what every client test needs besides:
@@ -16,11 +16,14 @@ installed by ``scripts/test``; a missing tool is a failure, not a skip.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import subprocess
 import unicodedata
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
@@ -161,3 +164,40 @@ def assert_same_tree(actual: dict[str, bytes], expected: dict[str, bytes]) -> No
     assert not wrong, "content differs: " + ", ".join(
         f"{rel} ({len(actual[rel])} vs {len(expected[rel])} bytes)" for rel in wrong
     )
+
+
+@contextmanager
+def davfs2_mount(server: DavServer, workdir: Path, name: str,
+                 *, use_locks: bool = True) -> Iterator[Path]:
+    """Mount the server's root for alice with davfs2; unmount (and so flush) on exit."""
+    require_tool("mount.davfs")
+    if os.geteuid() != 0:
+        pytest.fail("davfs2 mounts need root (mount -t davfs); run the tests as root")
+    mountpoint = workdir / f"{name}-mnt"
+    cache = workdir / f"{name}-cache"
+    mountpoint.mkdir()
+    cache.mkdir()
+    cache.chmod(0o777)  # the davfs2 daemon runs as user davfs2 and creates its dir here
+    secrets = workdir / f"{name}-secrets"
+    secrets.write_text(f"{server.url}/ alice {server.password('alice')}\n")
+    secrets.chmod(0o600)
+    conf = workdir / f"{name}-davfs2.conf"
+    conf.write_text(
+        "buf_size 64\n"
+        f"use_locks {1 if use_locks else 0}\n"
+        f"cache_dir {cache}\n"
+        f"secrets {secrets}\n"
+        "delay_upload 1\n"
+        "ask_auth 0\n"
+    )
+    run(["mount", "-t", "davfs", f"{server.url}/", str(mountpoint), "-o", f"conf={conf}"],
+        timeout=60)
+    mounted = True
+    try:
+        assert os.path.ismount(mountpoint)
+        yield mountpoint
+        run(["umount", str(mountpoint)], timeout=120)  # waits for pending uploads
+        mounted = False
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, timeout=60)

@@ -13,7 +13,7 @@ import pytest
 import requests
 from lxml import etree
 
-from tests.server_fixtures import DavServer, shared_dav_server  # noqa: F401
+from tests.server_fixtures import DavServer, shared_dav_server
 
 
 DAV = "{DAV:}"

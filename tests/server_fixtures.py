@@ -2,7 +2,7 @@
 
 Import the fixtures from ``tests/conftest.py``::
 
-    from tests.server_fixtures import dav_server, shared_dav_server  # noqa: F401
+    from tests.server_fixtures import dav_server, shared_dav_server
 
 Each server gets its own repository, made with the CLI exactly as a user would
 (``davbackup init``, ``davbackup user add`` with the password on stdin), and runs as

@@ -13,7 +13,7 @@ The error element is an RFC 9457 problem type: the IETF draft's registered types
 (``mismatching-upload-offset``, ``inconsistent-upload-length``) and davbackup's own
 ``tag:`` URI for a digest mismatch. Rows without one answer in ``text/plain``.
 Each row's status is the one the exception class itself declares (checked by
-``tests/test_resume_errors.py``), so the same core error gets the same status in
+``tests/resume/test_resume_errors.py``), so the same core error gets the same status in
 every protocol: ``RangeError`` (a range that does not fit the file) is always 416,
 ``LengthMismatch`` (bytes that disagree with the declared length) always 400.
 """

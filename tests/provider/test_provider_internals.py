@@ -1,0 +1,120 @@
+"""The private members of WsgiDAV and cheroot that davbackup relies on (provider/internals.py).
+
+If an upgrade of WsgiDAV or cheroot removes or changes one, these tests fail with the
+member's name, and so does the server at start (``internals.verify()``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import socket
+import tomllib
+from pathlib import Path
+
+import pytest
+from cheroot.server import ChunkedRFile
+
+from provider import internals
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_private_member_is_still_there():
+    assert list(internals.problems()) == []
+    internals.verify()
+
+
+def test_a_missing_member_fails_loudly():
+    class Upgraded:  # what a future cheroot without _fetch would look like
+        def __init__(self) -> None:
+            self.rfile = None
+
+    found = list(internals.problems(((Upgraded, "_fetch", ()),), ((Upgraded, "buffer"),)))
+    assert any("Upgraded._fetch is gone" in line for line in found)
+    assert any("no longer sets self.buffer" in line for line in found)
+
+    class Changed:
+        def _evaluate_if_headers(self, environ):  # one parameter fewer
+            pass
+
+    found = list(internals.problems(((Changed, "_evaluate_if_headers", ("res", "environ")),), ()))
+    assert len(found) == 1 and "_evaluate_if_headers" in found[0]
+
+
+def test_no_private_member_is_used_outside_internals():
+    """Calls of the wrapped private members go through provider/internals.py; overrides
+    (``def _name`` and their ``super()._name``) are listed in ``internals.OVERRIDES``."""
+    names = {name for _cls, name, _params in internals.CALLED + internals.OVERRIDES}
+    names |= {name for _cls, name in internals.ATTRIBUTES if name.startswith("_")}
+    overridden = {name for _cls, name, _params in internals.OVERRIDES}
+    offenders = []
+    for path in sorted((ROOT / "provider").rglob("*.py")):
+        if path.name == "internals.py":
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for name in names:
+                for match in re.finditer(rf"(\w+(?:\(\))?)\.{name}\b", line):
+                    if match.group(1) == "super()" and name in overridden:
+                        continue
+                    offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+        text = path.read_text(encoding="utf-8")
+        assert "wsgidav.dir_browser._dir_browser" not in text, path
+    assert offenders == []
+
+
+def _pinned(package: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for requirement in project["dependencies"]:
+        match = re.fullmatch(rf"{package}>=([\d.]+),<([\d.]+)", requirement)
+        if match:
+            return tuple(map(int, match.group(1).split("."))), tuple(map(int, match.group(2).split(".")))
+    raise AssertionError(f"{package} has no >=X,<Y pin in pyproject.toml")
+
+
+@pytest.mark.parametrize("package", ["wsgidav", "cheroot"])
+def test_installed_versions_are_the_pinned_ones(package):
+    low, high = _pinned(package)
+    installed = tuple(int(p) for p in re.findall(r"\d+", importlib.metadata.version(package))[:3])
+    assert low <= installed < high, (package, installed, low, high)
+
+
+def test_read_one_chunk_on_a_real_chunked_body():
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(b"5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n")
+        rfile = right.makefile("rb")
+        body = ChunkedRFile(rfile, maxlen=1 << 20)
+        assert internals.chunked_source(body) is body
+        assert internals.read_one_chunk(body, 3) == b"hel"
+        assert internals.read_one_chunk(body, -1) == b"lo"  # never more than the current chunk
+        assert internals.read_one_chunk(body, None) == b"abc"
+        assert internals.read_one_chunk(body, 10) == b""
+        assert internals.connection_socket(body) is right
+
+
+def test_chunked_source_looks_through_wrappers():
+    class Wrapper:
+        def __init__(self, stream: object) -> None:
+            self._stream = stream
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._stream, name)
+
+    left, right = socket.socketpair()
+    with left, right:
+        body = ChunkedRFile(right.makefile("rb"), maxlen=1 << 20)
+        assert internals.chunked_source(Wrapper(Wrapper(body))) is body
+        assert internals.chunked_source(Wrapper(right.makefile("rb"))) is None
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("http://h:8080/a;b.txt", ("http", "h:8080", "/a;b.txt")),
+    ("https://h/d;1/what?.txt", ("https", "h", "/d;1/what?.txt")),
+    ("/x/a b#c;d", ("", "", "/x/a b#c;d")),
+    ("//h/p", ("", "h", "/p")),
+])
+def test_decoded_destination_keeps_every_character_of_the_path(url: str, expected: tuple[str, str, str]) -> None:
+    parsed = internals.parse_unquoted_destination(url, allow_fragments=False)
+    assert (parsed.scheme, parsed.netloc, parsed.path) == expected
+    assert (parsed.params, parsed.query, parsed.fragment) == ("", "", "")
