@@ -2,18 +2,17 @@
 
 This is the one definition of files and folders over the store; the WebDAV provider
 and the CLI are thin adapters over it. Paths are Unicode strings with ``/``
-separators; ``/`` is the user's root. Every change is one catalog transaction.
+separators; ``/`` is the user's root. Every change is one catalog transaction (a large
+COPY or DELETE: bounded batches no client can tell from one, davbackup/tree_bulk.py).
 """
 
 from __future__ import annotations
 
 import sqlite3
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
-from davbackup import clock
-from davbackup import crypto
+from davbackup import clock, tree_bulk
 from davbackup.errors import (
     AlreadyExists,
     Conflict,
@@ -107,18 +106,20 @@ class Namespace:
 
     # -- bookkeeping shared by every change ----------------------------------------
 
-    def _changed(self, conn: sqlite3.Connection, now: float, delta: int = 0) -> None:
+    def _changed(self, conn: sqlite3.Connection, now: float, delta: int = 0, pending: int = 0) -> None:
         """Record the point in time and charge ``delta`` live bytes to the user's quota.
 
         Inside the change's transaction: a write that would go over the quota raises
         :class:`StorageFull` and the job's savepoint undoes everything it did.
+        ``pending``: bytes this change put into the trash (still in ``used`` until
+        the trash is emptied, right after), not held against the quota.
         """
         record_moment(conn, self.root_id, now)
         if delta:
             conn.execute("UPDATE users SET used = used + ? WHERE root_id=?", (delta, self.root_id))
             if delta > 0:
                 used, quota = conn.execute("SELECT used, quota FROM users WHERE root_id=?", (self.root_id,)).fetchone()
-                if quota is not None and used > quota:
+                if quota is not None and used - pending > quota:
                     raise StorageFull(
                         f"quota of user {self.user!r} exceeded: {used} of {quota} bytes; nothing was changed"
                     )
@@ -324,24 +325,46 @@ class Namespace:
         return self.open_write(path).commit()
 
     def delete(self, path: str) -> None:
+        """Remove a file or a tree (into history). A large tree leaves the live tree in one short
+        transaction and goes to history in batches (DESIGN.md §19); this returns when all of it has."""
         parts = split_path(path)
         if not parts:
             raise PermissionDenied("the root folder cannot be deleted")
+        large = self._large(parts, sized=False)
 
-        def txn(conn: sqlite3.Connection) -> None:
+        def txn(conn: sqlite3.Connection) -> int | None:
             now = clock.now()
             node = self._tree.resolve(conn, self.root_id, parts)
             if node is None:
                 raise NotFound(f"{path}: no such file or folder")
-            removed = self._tree.delete_subtree(conn, self.root_id, node.id, now)
+            trash, removed = self._remove(conn, node, large is not None and large[0] == node.id, now)
             if node.parent_id is not None:
                 self._tree.touch(conn, node.parent_id, now)
             self._changed(conn, now, -removed)
+            return trash
 
-        self._catalog.write(txn)
+        self._empty(self._catalog.write(txn))
 
-    def _transfer(self, src: str, dst: str, overwrite: bool, action: str,
-                  apply: Callable[[sqlite3.Connection, Node, Node, str, float], int]) -> bool:
+    def _large(self, parts: list[str], sized: bool = True) -> tuple[int, int] | None:
+        """(node ID, bytes if ``sized``) of the folder at ``parts`` if it is a large tree (read outside the writer)."""
+        conn = self._catalog.reader()
+        node = self._tree.resolve(conn, self.root_id, parts)
+        if node is None or not node.is_dir or not tree_bulk.is_large(conn, node.id):
+            return None
+        return node.id, tree_bulk.subtree_bytes(conn, node.id) if sized else 0
+
+    def _remove(self, conn: sqlite3.Connection, node: Node, large: bool, now: float) -> tuple[int | None, int]:
+        """Inside a transaction: take ``node`` out of the live tree; (trash to empty or None, bytes removed now)."""
+        if large:
+            tree_bulk.detach(conn, self._tree, self.root_id, node, now)
+            return node.id, 0
+        return None, self._tree.delete_subtree(conn, self.root_id, node.id, now)
+
+    def _empty(self, trash: int | None) -> None:
+        if trash is not None:
+            tree_bulk.empty_trash(self._catalog, trash)
+
+    def _check_transfer(self, src: str, dst: str, action: str) -> tuple[list[str], list[str]]:
         sparts, dparts = split_path(src), split_path(dst)
         self._writable(dparts, dst)
         if action == "move":
@@ -354,8 +377,26 @@ class Namespace:
             raise PermissionDenied(f"{action} {src} -> {dst}: destination is inside the source")
         if sparts[: len(dparts)] == dparts:
             raise PermissionDenied(f"{action} {src} -> {dst}: destination is a folder holding the source")
+        return sparts, dparts
 
-        def txn(conn: sqlite3.Connection) -> bool:
+    def _clear(self, conn: sqlite3.Connection, parent: Node, dparts: list[str], overwrite: bool,
+               large: tuple[int, int] | None, now: float, label: str) -> tuple[bool, int | None, int, int]:
+        """In a transaction: make room at the destination; (existed, trash to empty, bytes removed, bytes in trash)."""
+        existing = self._tree.child(conn, parent.id, dparts[-1])
+        if existing is None:
+            return False, None, 0, 0
+        if not overwrite:
+            raise PreconditionFailed(f"{label}: destination exists")
+        big = large is not None and large[0] == existing.id
+        trash, removed = self._remove(conn, existing, big, now)
+        return True, trash, removed, large[1] if big and large is not None else 0
+
+    def _transfer(self, src: str, dst: str, overwrite: bool, action: str,
+                  apply: Callable[[sqlite3.Connection, Node, Node, str, float], int]) -> bool:
+        sparts, dparts = self._check_transfer(src, dst, action)
+        large = self._large(dparts) if overwrite else None
+
+        def txn(conn: sqlite3.Connection) -> tuple[bool, int | None]:
             now = clock.now()
             node = self._tree.resolve(conn, self.root_id, sparts)
             if node is None:
@@ -365,18 +406,16 @@ class Namespace:
                 room = MAX_DEPTH - len(dparts)
                 if self._tree.subtree_height(conn, node.id, room) > room:
                     raise InvalidPath(f"{action} {src} -> {dst}: would nest deeper than {MAX_DEPTH} levels")
-            existing = self._tree.child(conn, parent.id, dparts[-1])
-            removed = 0
-            if existing is not None:
-                if not overwrite:
-                    raise PreconditionFailed(f"{action} {src} -> {dst}: destination exists")
-                removed = self._tree.delete_subtree(conn, self.root_id, existing.id, now)
+            existed, trash, removed, pending = self._clear(conn, parent, dparts, overwrite, large, now,
+                                                           f"{action} {src} -> {dst}")
             added = apply(conn, node, parent, dparts[-1], now)
             self._tree.touch(conn, parent.id, now)
-            self._changed(conn, now, added - removed)
-            return existing is None
+            self._changed(conn, now, added - removed, pending)
+            return not existed, trash
 
-        return self._catalog.write(txn)
+        created, trash = self._catalog.write(txn)
+        self._empty(trash)
+        return created
 
     def move(self, src: str, dst: str, overwrite: bool) -> bool:
         def apply(conn: sqlite3.Connection, node: Node, parent: Node, name: str, now: float) -> int:
@@ -388,6 +427,11 @@ class Namespace:
         return self._transfer(src, dst, overwrite, "move", apply)
 
     def copy(self, src: str, dst: str, overwrite: bool, recursive: bool = True) -> bool:
+        """Copy a file or a tree (catalog only: versions are shared). A large tree is built hidden,
+        in batches, from one read snapshot of the source, and linked in one short transaction (§19)."""
+        if recursive and self._large(split_path(src), sized=False) is not None:
+            return tree_bulk.copy_large(self, src, dst, overwrite)
+
         def apply(conn: sqlite3.Connection, node: Node, parent: Node, name: str, now: float) -> int:
             return self._tree.copy_subtree(conn, node, parent.id, name, recursive, now)
 

@@ -70,6 +70,8 @@ class FileVersion:
     second: int
     name: str  # moment + extension
     entry: "Entry"
+    version_id: int  # the catalog version (chunk list) it reads
+    node_id: int  # the file's node, whose properties at ``second`` go with it
 
 
 class PointInTime:
@@ -122,6 +124,31 @@ class PointInTime:
         if node is None:
             raise NotFound(f"{path}: did not exist at {self.name}")
         return self._h.props_at(conn, node.id, self._t, path)
+
+    def child_props(self, path: str) -> dict[str, dict[str, str]]:
+        """Dead properties of every member of a folder then, by member name: the folder
+        is resolved once and the properties read with one query (a PROPFIND listing)."""
+        parts = split_path(path)
+        conn = self._h.catalog.reader()
+        node = self._resolve(conn, parts)
+        if node is None or not node.is_dir:
+            return {}
+        members = {c.id: c.name for c in self._h.tree.children_at(conn, node.id, self._t)}
+        found: dict[str, dict[str, str]] = {name: {} for name in members.values()}
+        ids = list(members)
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = conn.execute(
+                f"SELECT node_id, name, value_enc FROM props WHERE node_id IN ({marks}) AND born < ?"
+                f" UNION ALL SELECT node_id, name, value_enc FROM props_history WHERE node_id IN ({marks})"
+                " AND born < ? AND died >= ?",
+                (*part, self._t, *part, self._t, self._t),
+            ).fetchall()
+            for nid, name, blob in rows:
+                child = members[nid]
+                found[child][name] = self._h.tree.open_prop(blob, nid, name, f"{path.rstrip('/')}/{child}")
+        return found
 
 
 class History:
@@ -191,7 +218,8 @@ class History:
             previous = node.version_id
             second = int(born)
             name = format_moment(second) + ext
-            by_second[second] = FileVersion(second, name, self.entry(parts[:-1] + [name], node))
+            by_second[second] = FileVersion(second, name, self.entry(parts[:-1] + [name], node), node.version_id,
+                                            node_id)
         return [by_second[s] for s in sorted(by_second)]
 
     def version(self, path: str, name: str) -> FileVersion:
@@ -201,24 +229,18 @@ class History:
         raise NotFound(f"{path}: no version {name}")
 
     def open_version(self, path: str, name: str) -> VersionReader:
-        v = self.version(path, name)
-        return self.ns.version_reader(self._version_id(path, v), v.entry.size, v.entry.etag, f"{path}@{name}")
+        return self.read_version(self.version(path, name), path)
 
-    def _version_id(self, path: str, v: FileVersion) -> int:
-        conn = self.catalog.reader()
-        node_id = self.tree.last_node_at_path(conn, self.root_id, split_path(path))
-        assert node_id is not None
-        for node, born in self.tree.states(conn, node_id):
-            if int(born) == v.second and node.version_id is not None and node.etag == v.entry.etag:
-                return node.version_id
-        raise NotFound(f"{path}: no version {v.name}")
+    def read_version(self, v: FileVersion, path: str) -> VersionReader:
+        """A reader of a version found by :meth:`versions` (no second lookup)."""
+        return self.ns.version_reader(v.version_id, v.entry.size, v.entry.etag, f"{path}@{v.name}")
 
     def version_props(self, path: str, name: str) -> dict[str, str]:
-        v = self.version(path, name)
-        conn = self.catalog.reader()
-        node_id = self.tree.last_node_at_path(conn, self.root_id, split_path(path))
-        assert node_id is not None
-        return self.props_at(conn, node_id, v.second + 1.0, path)
+        return self.props_of(self.version(path, name), path)
+
+    def props_of(self, v: FileVersion, path: str) -> dict[str, str]:
+        """The dead properties the file had when ``v`` became current."""
+        return self.props_at(self.catalog.reader(), v.node_id, v.second + 1.0, path)
 
     # -- restore ---------------------------------------------------------------------
 
@@ -231,10 +253,7 @@ class History:
 
     def restore_version(self, path: str, name: str, dst: str, overwrite: bool) -> bool:
         v = self.version(path, name)
-        conn = self.catalog.reader()
-        node_id = self.tree.last_node_at_path(conn, self.root_id, split_path(path))
-        assert node_id is not None
-        return self._restore_node(node_id, v.second + 1.0, dst, overwrite, f"{path}@{name}")
+        return self._restore_node(v.node_id, v.second + 1.0, dst, overwrite, f"{path}@{name}")
 
     def _restore(self, t: float, sparts: list[str], dst: str, overwrite: bool, label: str) -> bool:
         node = self.tree.resolve_at(self.catalog.reader(), self.root_id, sparts, t)

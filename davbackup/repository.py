@@ -24,7 +24,7 @@ import os
 import secrets
 from pathlib import Path
 
-from davbackup import crypto, faults
+from davbackup import crypto, faults, tree_bulk
 from davbackup.catalog import Catalog
 from davbackup.chunker import Chunker
 from davbackup.chunkstore import ChunkStore
@@ -78,6 +78,9 @@ class Repository:
             self._release_writer_lock()
             raise
         self.uploads = UploadManager(self)
+        if mode == "rw":
+            # a large COPY or DELETE cut off by a crash: nothing else can be building one now
+            tree_bulk.finish_leftovers(self.catalog)
         #: disk space kept back for DELETE and gc on a full disk; the server sizes and takes it
         self.reserve = SpaceReserve(root)
         self.space = SpaceGuard(self.reserve, self.storage)

@@ -19,6 +19,11 @@ from davbackup.errors import IntegrityError, InvalidPath
 
 MAX_NAME_BYTES = 1024
 MAX_DEPTH = 256
+#: parent IDs at or above TRASH mark the top of a detached tree: TRASH + owner's root ID
+#: (a large deletion being moved to history), STAGING + owner (a large copy being
+#: built); no path reaches them (davbackup/tree_bulk.py, DESIGN.md §19)
+TRASH = 1 << 62
+STAGING = TRASH + (1 << 61)
 NAME_AD_V1 = b"davbackup-name-v1"  # schema 1 and before the row upgrade: not bound to the row
 NAME_AD = b"davbackup-name-v2"  # + node id, parent id, version id (8 bytes BE each; 0 for none)
 CHECKSUMS_AD = b"davbackup-checksums-v1"
@@ -364,8 +369,12 @@ class Tree:
         return copied
 
     def purge_owner(self, conn: sqlite3.Connection, root_id: int) -> None:
-        """Remove a user's whole tree and its history (the user is being removed)."""
+        """Remove a user's whole tree, its detached trees and its history (the user is being removed)."""
         ids = self.subtree_ids(conn, root_id)
+        for (top,) in conn.execute(
+            "SELECT id FROM nodes WHERE parent_id IN (?, ?)", (TRASH + root_id, STAGING + root_id)
+        ).fetchall():
+            ids += self.subtree_ids(conn, top)
         versions = {r[0] for r in conn.execute(
             "SELECT DISTINCT version_id FROM node_history WHERE owner=? AND version_id IS NOT NULL", (root_id,))}
         for start in range(0, len(ids), 500):

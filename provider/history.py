@@ -308,28 +308,53 @@ class VersionFile(_ReadOnly, DAVNonCollection):
 
     def get_content(self) -> Any:
         with dav_errors():
-            return ChunkAlignedReader(self.history.open_version(self.target, self.version.name))
+            return ChunkAlignedReader(self.history.read_version(self.version, self.target))
 
     def _restore(self, dest: str, overwrite: bool) -> bool:
         return self.history.restore_version(self.target, self.version.name, dest, overwrite)
 
 
-def dead_props(ns: Namespace, path: str) -> dict[str, str] | None:
-    """Dead properties of a history resource as they were then (None: not history)."""
+#: per request: resolved points in time, props of listed folders' members, versions of files
+DEAD_PROPS_CACHE_KEY = "davbackup.history_props"
+
+
+def dead_props(ns: Namespace, path: str, environ: Environ | None = None) -> dict[str, str] | None:
+    """Dead properties of a history resource as they were then (None: not history).
+
+    A PROPFIND of a history folder asks this for every member: with ``environ``, the
+    point in time is resolved once per request, in a Depth 1 PROPFIND the members'
+    properties are read for the whole folder at once, and a file's versions are
+    listed once."""
     if not is_history_path(path):
         return None
     parts = [p for p in path.split("/") if p]
+    cache: dict[tuple, Any] = environ.setdefault(DEAD_PROPS_CACHE_KEY, {}) if environ is not None else {}
     try:
         if parts[0] == ".history" and len(parts) > 1:
-            point = ns.history().at(parse_moment(parts[1]))
-            return point.get_props("/" + "/".join(parts[2:]))
+            point = cache.get(("at", parts[1]))
+            if point is None:
+                point = cache[("at", parts[1])] = ns.history().at(parse_moment(parts[1]))
+            listing = environ is not None and environ.get("HTTP_DEPTH") == "1"
+            if len(parts) == 2 or not listing:
+                return point.get_props("/" + "/".join(parts[2:]))
+            folder = "/" + "/".join(parts[2:-1])
+            members = cache.get(("members", parts[1], folder))
+            if members is None:
+                members = cache[("members", parts[1], folder)] = point.child_props(folder)
+            return members.get(parts[-1], {})
         if parts[0] == ".versions" and len(parts) > 1:
             file_path = "/" + "/".join(parts[1:-1])
-            history = ns.history()
-            try:
-                return history.version_props(file_path, parts[-1])
-            except DavBackupError:
-                return {}
+            versions = cache.get(("versions", file_path))
+            if versions is None:
+                history = ns.history()
+                try:
+                    listed = history.versions(file_path)
+                except DavBackupError:
+                    listed = []
+                versions = cache[("versions", file_path)] = (history, {v.name: v for v in listed})
+            history, by_name = versions
+            version = by_name.get(parts[-1])
+            return history.props_of(version, file_path) if version is not None else {}
     except DavBackupError:
         return {}
     return {}

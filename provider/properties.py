@@ -67,7 +67,7 @@ class CatalogPropertyManager:
         props = cache.get(norm_url)
         if props is None:
             ns, path = self._locate(norm_url, environ)
-            props = history.dead_props(ns, path)
+            props = history.dead_props(ns, path, environ)
             if props is not None:
                 cache[norm_url] = props
                 return props

@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
         f"gc: history retention dropped {pr.moments_dropped} points in time and {pr.states_dropped} old states;"
         f" {pr.versions_released} versions ({human(pr.bytes_released)}) released"
     )
+    if report.trash_emptied or report.staging_dropped:
+        print(f"gc: finished {report.trash_emptied} interrupted large deletions, dropped "
+              f"{report.staging_dropped} interrupted large copies")
     if report.unreadable_chunks:
         print(f"gc: {report.unreadable_chunks} damaged chunks were left in place; run `davbackup check --read-data`")
         return 1

@@ -17,6 +17,7 @@ from davbackup.errors import IntegrityError
 from davbackup.maintenance.paths import node_path, version_paths
 from davbackup.pack import HEADER_SIZE, BlobError
 from davbackup.storage import PackMissing
+from davbackup.tree import TRASH
 from davbackup.uploads import sessions_missing_chunks
 
 if TYPE_CHECKING:
@@ -51,10 +52,14 @@ def check_repository(
 
     # nodes: parents and names
     for nid, parent in conn.execute(
-        "SELECT n.id, n.parent_id FROM nodes n WHERE n.parent_id IS NOT NULL"
-        " AND NOT EXISTS (SELECT 1 FROM nodes p WHERE p.id = n.parent_id)"
+        "SELECT n.id, n.parent_id FROM nodes n WHERE n.parent_id IS NOT NULL AND n.parent_id < ?"
+        " AND NOT EXISTS (SELECT 1 FROM nodes p WHERE p.id = n.parent_id)", (TRASH,)
     ).fetchall():
         report.problems.append(f"catalog node {nid}: parent {parent} does not exist")
+    detached = conn.execute("SELECT count(*) FROM nodes WHERE parent_id >= ?", (TRASH,)).fetchone()[0]
+    if detached:
+        report.warnings.append(f"{detached} large deletions or copies are unfinished (in progress, or cut off"
+                               " by a crash: the server's next start or gc finishes them)")
     for nid, parent, version_id, name_enc in conn.execute(
         "SELECT id, parent_id, version_id, name_enc FROM nodes WHERE parent_id IS NOT NULL"
         " UNION ALL SELECT node_id, parent_id, version_id, name_enc FROM node_history"

@@ -23,7 +23,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from davbackup import chunklists, clock, uploads
+from davbackup import chunklists, clock, tree_bulk, uploads
 from davbackup.chunkstore import storage_error
 from davbackup.errors import Locked, StorageFull
 from davbackup.pack import HEADER_SIZE, BlobError
@@ -46,6 +46,9 @@ class GcReport:
     bytes_after: int = 0
     grace_seconds: float = 0.0
     unreadable_chunks: int = 0
+    #: large deletions finished / large copies dropped that a crash had cut off
+    trash_emptied: int = 0
+    staging_dropped: int = 0
     pruned: PruneReport = field(default_factory=PruneReport)
 
     @property
@@ -87,6 +90,10 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
     now = clock.now()
     # History first: what retention lets go becomes orphaned versions (reclaimed by
     # this run once the grace period allows).
+    # A crash can leave a large DELETE half moved to history or a large COPY half built
+    # (DESIGN.md §19); a copy younger than the grace period may still be in progress.
+    leftovers = tree_bulk.finish_leftovers(repo.catalog, staged_before=now - grace)
+    report.trash_emptied, report.staging_dropped = leftovers.trash_emptied, leftovers.staging_dropped
     report.pruned = prune(repo.catalog, load_policy(repo.catalog), now)
     ttl = session_ttl if session_ttl is not None else uploads.load_settings(repo.catalog.reader()).session_ttl
 

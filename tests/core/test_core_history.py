@@ -95,6 +95,10 @@ def test_point_in_time_across_every_kind_of_change(ns: Namespace, at) -> None:
     assert h.at(t1 + 5).open_read("/docs/a.txt").read() == b"a one"
     assert h.at(t2).open_read("/docs/a.txt").read() == b"a two, longer"
     assert h.at(t2).get_props("/docs/a.txt") == {"{urn:x}color": "<c xmlns='urn:x'>red</c>"}
+    for point in (p1, h.at(t2), h.at(t3)):  # a listing's properties, read at once, are each member's
+        members = point.child_props("/docs")
+        assert members == {e.name: point.get_props(e.path) for e in point.list("/docs")}
+    assert p1.child_props("/docs")["a.txt"] == {"{urn:x}color": "<c xmlns='urn:x'>blue</c>"}
     assert names(h.at(t3).list("/docs")) == ["a.txt", "moved.txt"]
     assert names(h.at(t3).list("/")) == ["copy", "docs"]
     assert names(h.at(t4).list("/")) == ["copy"]  # deleted: the trash bin is history

@@ -48,6 +48,13 @@ def test_point_in_time_browse_read_and_restore(server: DavServer, alice: request
     assert dead_prop(alice, old + "a.txt", "tag") == "one"
     listing = multistatus(propfind(alice, old))
     assert {h.rstrip("/").rsplit("/", 1)[-1] for h in listing} >= {"a.txt", "sub"}
+    # a Depth 1 listing reads its members' properties at once: the same values
+    (a_txt,) = [el for h, el in listing.items() if h.endswith("/a.txt")]
+    tag = prop_value(a_txt, "{urn:test}tag")
+    assert tag is not None and tag.text == "one"
+    versions_listing = multistatus(propfind(alice, f"{server.url}/.versions{folder}a.txt/"))
+    assert [prop_value(el, "{urn:test}tag").text for h, el in versions_listing.items()  # type: ignore[union-attr]
+            if h.endswith(".txt")] == ["one", "one"]  # the tag stayed when the content changed
     # /.history/ lists the retained points in time; a point in time is a folder
     points = multistatus(propfind(alice, f"{server.url}/.history/"))
     assert any(h.rstrip("/").endswith(before) or h.endswith("Z/") for h in points)
