@@ -92,9 +92,9 @@ def owner_of(detached_parent: int) -> int:
 def is_large(conn: sqlite3.Connection, node_id: int) -> bool:
     """Whether the subtree of ``node_id`` has more than :data:`SMALL` nodes (counted
     no further than that)."""
-    row = conn.execute(
-        "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT n.id FROM nodes n JOIN sub ON n.parent_id = sub.id"
-        " LIMIT ?) SELECT count(*) FROM sub",
+    row = conn.execute(  # the outer LIMIT stops the recursion (SQLite and PostgreSQL alike)
+        "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT n.id FROM nodes n JOIN sub ON n.parent_id = sub.id)"
+        " SELECT count(*) FROM (SELECT id FROM sub LIMIT ?) AS first",
         (node_id, SMALL + 1),
     ).fetchone()
     return int(row[0]) > SMALL
