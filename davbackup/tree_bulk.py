@@ -89,6 +89,12 @@ def owner_of(detached_parent: int) -> int:
     return detached_parent - (STAGING if detached_parent >= STAGING else TRASH)
 
 
+def detached_name(node_id: int) -> str:
+    """The name of a detached top: its own ID, so that two of one owner never share a
+    name (the real name is in its history state, or given when a copy is linked)."""
+    return str(node_id)
+
+
 def is_large(conn: sqlite3.Connection, node_id: int) -> bool:
     """Whether the subtree of ``node_id`` has more than :data:`SMALL` nodes (counted
     no further than that)."""
@@ -158,11 +164,10 @@ def detach(conn: sqlite3.Connection, tree: Tree, owner: int, node: Node, now: fl
     archive_nodes(conn, owner, [node.id], now)
     archive_props(conn, owner, [node.id], None, now)
     conn.execute("DELETE FROM props WHERE node_id=?", (node.id,))
-    parent = trash_of(owner)
+    parent, name = trash_of(owner), detached_name(node.id)
     conn.execute(
         "UPDATE nodes SET parent_id=?, name_hash=?, name_enc=?, born=? WHERE id=?",
-        (parent, tree.name_hash(parent, node.name), tree.seal_name(node.name, node.id, parent, node.version_id),
-         now, node.id),
+        (parent, tree.name_hash(parent, name), tree.seal_name(name, node.id, parent, node.version_id), now, node.id),
     )
 
 
@@ -238,7 +243,7 @@ class CopyStager:
 
         def make_top(conn: sqlite3.Connection) -> int:
             now = clock.now()
-            nid = tree.insert(conn, parent, source.name, source.is_dir, source.version_id, now)
+            nid = tree.insert(conn, parent, detached_name(new_node_id(conn)), source.is_dir, source.version_id, now)
             self._insert_props(conn, props, {source.id: nid}, now)
             return nid
 

@@ -428,3 +428,37 @@ def test_linking_refuses_a_staging_tree_gc_removed(tmp_path: Path, small_batches
         assert detached(repo) == 0
     finally:
         repo.close()
+
+
+def test_detached_trees_of_one_owner_never_collide_by_name(tmp_path: Path, small_batches: None):
+    """Two large deletions or copies of one user under the same name at once (here: one
+    left unfinished by a failing commit, then another) each get a detached top."""
+    repo = new_repo(tmp_path / "r")
+    try:
+        ns = repo.namespace("alice")
+        ns.mkdir("/x")
+        ns.mkdir("/y")
+        build(ns, "/x/same")
+        build(ns, "/y/same")
+        repo.catalog.fault_hook = FailingCommits(after=2, times=1)  # the first delete stops half-way
+        with pytest.raises(RepositoryError):
+            ns.delete("/x/same")
+        assert detached(repo) == 1
+        ns.delete("/y/same")
+        assert ns.lookup("/y/same") is None and detached(repo) == 1
+        build(ns, "/y/same")
+        repo.catalog.fault_hook = FailingCommits(after=2, times=10**6)  # a copy stops half-way, uncleaned
+        with pytest.raises(RepositoryError):
+            ns.copy("/y/same", "/x/copy", overwrite=False)
+        repo.catalog.fault_hook = None
+        assert detached(repo) == 2
+        assert ns.copy("/y/same", "/y/copy", overwrite=False) is True
+        assert len(listing(ns, "/y/copy")) == len(listing(ns, "/y/same"))
+    finally:
+        repo.close()
+    repo = Repository.open(tmp_path / "r", "pass")
+    try:
+        assert detached(repo) == 0
+        assert check_repository(repo).problems == []
+    finally:
+        repo.close()
