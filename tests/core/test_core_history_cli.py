@@ -34,7 +34,8 @@ def repo_dir(tmp_path: Path) -> Path:
         with Repository.open(root, PASSPHRASE) as repo:
             ns = repo.namespace("alice")
             for days, text in ((200, b"v200"), (100, b"v100"), (50, b"v50")):
-                clock.set_offset(-days * DAY)
+                # at the start of a second: report.txt and old.txt make one point in time
+                clock.set_offset(-days * DAY - time.time() % 1)
                 write_file(ns, "/report.txt", text)
                 if days == 200:
                     write_file(ns, "/old.txt", b"old")
