@@ -80,7 +80,7 @@ class Repository:
         self.uploads = UploadManager(self)
         if mode == "rw":
             # a large COPY or DELETE cut off by a crash: nothing else can be building one now
-            tree_bulk.finish_leftovers(self.catalog)
+            tree_bulk.finish_leftovers(self.catalog, best_effort=True)
         #: disk space kept back for DELETE and gc on a full disk; the server sizes and takes it
         self.reserve = SpaceReserve(root)
         self.space = SpaceGuard(self.reserve, self.storage)

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from davbackup import clock
 from davbackup.catalog import Catalog
-from davbackup.errors import Conflict, InvalidPath, NotFound, PreconditionFailed
+from davbackup.errors import Conflict, DavBackupError, InvalidPath, NotFound, PreconditionFailed
 from davbackup.tree import (
     MAX_DEPTH,
     NODE_COLUMNS,
@@ -419,20 +419,28 @@ class Leftovers:
 
 
 def finish_leftovers(catalog: Catalog, *, staged_before: float | None = None,
-                     on_each: Callable[[], None] | None = None) -> Leftovers:
+                     best_effort: bool = False) -> Leftovers:
     """Empty every trash and drop every staging tree started before ``staged_before``
-    (None: all of them; a running server's copy may be building one)."""
+    (None: all of them; a running server's copy may be building one). With
+    ``best_effort``, a failure (a full disk) is logged and what is left waits for the
+    next start or gc: it is invisible, and a server must start and gc must go on
+    reclaiming space on a full disk."""
     found = Leftovers()
     rows = catalog.reader().execute("SELECT id, parent_id, born FROM nodes WHERE parent_id >= ?", (TRASH,)).fetchall()
     for top, parent, born in rows:
-        if parent >= STAGING:
-            if staged_before is not None and born >= staged_before:
-                continue
-            discard(catalog, top)
-            found.staging_dropped += 1
-        else:
-            empty_trash(catalog, top)
-            found.trash_emptied += 1
-        if on_each is not None:
-            on_each()
+        try:
+            if parent >= STAGING:
+                if staged_before is not None and born >= staged_before:
+                    continue
+                discard(catalog, top)
+                found.staging_dropped += 1
+            else:
+                empty_trash(catalog, top)
+                found.trash_emptied += 1
+        except DavBackupError as exc:
+            if not best_effort:
+                raise
+            _log.warning("an interrupted large COPY or DELETE could not be finished now (%s); "
+                         "the next start or gc finishes it", exc)
+            break
     return found

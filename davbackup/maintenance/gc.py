@@ -92,7 +92,7 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
     # this run once the grace period allows).
     # A crash can leave a large DELETE half moved to history or a large COPY half built
     # (DESIGN.md §19); a copy younger than the grace period may still be in progress.
-    leftovers = tree_bulk.finish_leftovers(repo.catalog, staged_before=now - grace)
+    leftovers = tree_bulk.finish_leftovers(repo.catalog, staged_before=now - grace, best_effort=True)
     report.trash_emptied, report.staging_dropped = leftovers.trash_emptied, leftovers.staging_dropped
     report.pruned = prune(repo.catalog, load_policy(repo.catalog), now)
     ttl = session_ttl if session_ttl is not None else uploads.load_settings(repo.catalog.reader()).session_ttl

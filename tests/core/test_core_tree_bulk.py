@@ -18,6 +18,7 @@ import pytest
 
 from davbackup import clock, tree_bulk
 from davbackup.errors import Conflict, InvalidPath, NotFound, RepositoryError, StorageFull
+from davbackup.faults import ENV
 from davbackup.fs import Namespace
 from davbackup.maintenance.check import check_repository
 from davbackup.maintenance.gc import collect_garbage
@@ -462,3 +463,43 @@ def test_detached_trees_of_one_owner_never_collide_by_name(tmp_path: Path, small
         assert check_repository(repo).problems == []
     finally:
         repo.close()
+
+
+def test_leftovers_that_cannot_be_finished_do_not_stop_a_start_or_gc(
+        tmp_path: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """On a full disk the server must still start and gc must go on: an unfinished
+    large DELETE stays invisible and is finished later."""
+    repo = new_repo(tmp_path / "r")
+    ns = repo.namespace("alice")
+    build(ns)
+    repo.catalog.fault_hook = FailingCommits(after=2, times=1)
+    with pytest.raises(RepositoryError):
+        ns.delete("/src")
+    repo.catalog.fault_hook = FailingCommits(after=0, times=10**6)  # a full disk at the next start
+    try:
+        found = tree_bulk.finish_leftovers(repo.catalog, best_effort=True)  # what Repository() runs
+        assert found.trash_emptied == 0 and "could not be finished now" in caplog.text
+        with pytest.raises(RepositoryError):
+            tree_bulk.finish_leftovers(repo.catalog)
+    finally:
+        repo.catalog.fault_hook = None
+    assert detached(repo) == 1 and ns.lookup("/src") is None
+    repo.close()
+    rules = tmp_path / "faults.json"
+    rules.write_text('[{"op": "commit", "error": "ENOSPC"}]')
+    monkeypatch.setenv(ENV, str(rules))
+    admin = Repository.open(tmp_path / "r", "pass", mode="admin")
+    caplog.clear()
+    try:
+        with pytest.raises(StorageFull):  # gc goes on to its own writes, which fail the same way
+            collect_garbage(admin, grace_seconds=0)
+        assert "could not be finished now" in caplog.text  # ... after logging the leftover and going on
+    finally:
+        admin.close()
+    monkeypatch.delenv(ENV)
+    admin = Repository.open(tmp_path / "r", "pass", mode="admin")
+    try:
+        assert collect_garbage(admin, grace_seconds=0).trash_emptied == 1
+        assert detached(admin) == 0 and admin.namespace("alice").usage()[0] == 0
+    finally:
+        admin.close()
