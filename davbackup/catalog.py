@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 from davbackup import chunklists
-from davbackup.errors import DavBackupError, RepositoryError, StorageFull, UnsupportedFormat
+from davbackup.errors import DavBackupError, RepositoryError, StorageFull, StorageUnavailable, UnsupportedFormat
 
 T = TypeVar("T")
 
@@ -184,6 +184,8 @@ def _as_catalog_error(exc: BaseException | None, what: str) -> DavBackupError:
     detail = f"{what}: {exc}" if exc is not None else what
     if code is not None and code & 0xFF == _SQLITE_FULL:
         return StorageFull(f"{what}: no space left for the catalog")
+    if str(getattr(exc, "sqlstate", "") or "").startswith("08"):  # PostgreSQL: connection lost
+        return StorageUnavailable(f"{what}: the catalog database does not answer ({exc})")
     return RepositoryError(detail)
 
 
@@ -204,9 +206,12 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
 
 
 class Catalog:
+    #: whether other processes on other machines share this catalog (PostgreSQL)
+    shared = False
+
     def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = path
-        if not create and not path.exists():
+        if not create and not self._exists():
             raise RepositoryError(f"{path}: catalog is missing")
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -222,6 +227,9 @@ class Catalog:
         #: called right before each group COMMIT; set only by fault injection in tests
         self.fault_hook: Callable[[], None] | None = None
         self._migrate(create)
+
+    def _exists(self) -> bool:
+        return self.path.exists()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)

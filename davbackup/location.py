@@ -17,6 +17,7 @@ from davbackup.metafiles import LocalFiles, MetaFiles, S3Files
 from davbackup.storage import LocalPackStorage, PackStorage
 
 PACKS_URL_FILE = "packs.url"
+CATALOG_URL_FILE = "catalog.url"  # the PostgreSQL catalog of a repository directory (0600: may hold a password)
 
 
 def recorded_packs_url(root: Path) -> str | None:
@@ -24,6 +25,17 @@ def recorded_packs_url(root: Path) -> str | None:
         return (root / PACKS_URL_FILE).read_text(encoding="utf-8").strip() or None
     except FileNotFoundError:
         return None
+
+
+def recorded_catalog_url(root: Path) -> str | None:
+    try:
+        return (root / CATALOG_URL_FILE).read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def record_catalog_url(root: Path, url: str) -> None:
+    write_atomic(root / CATALOG_URL_FILE, (url + "\n").encode("utf-8"), 0o600)
 
 
 def resolve_packs_url(root: Path, given: str | None) -> str | None:

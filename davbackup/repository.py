@@ -12,6 +12,12 @@ With packs in an S3-compatible store (``init --packs s3://bucket/prefix``), conf
 key slots and packs are objects there; ``DIR/packs.url`` says where (see
 :mod:`davbackup.location`).
 
+With the catalog in PostgreSQL (``--catalog postgresql://…``, :mod:`davbackup.catalog_pg`)
+several processes on several machines serve one repository: the directory is then
+only this process's local state (spools of packs being written, the pack cache) and
+defaults to a private temporary directory; the writer lock and gc's lock become
+PostgreSQL advisory locks.
+
 Modes: ``"rw"`` appends chunks and takes ``writer.lock`` exclusively (the server);
 ``"admin"`` changes the catalog only (users, keys, locks) and may run beside a server;
 ``"read"`` never writes packs.
@@ -22,6 +28,10 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from davbackup import crypto, faults, tree_bulk
@@ -32,7 +42,7 @@ from davbackup.config import RepoConfig
 from davbackup.errors import Locked, RepositoryError, UsageError
 from davbackup.fs import Namespace
 from davbackup.keys import MASTER_SIZE, KeyRing, MasterKeys
-from davbackup.location import PackLocation, resolve_packs_url
+from davbackup.location import PackLocation, record_catalog_url, recorded_catalog_url, resolve_packs_url
 from davbackup.locks import LockTable
 from davbackup.offload import Offloader
 from davbackup.pack import BlobCodec
@@ -47,7 +57,8 @@ MODES = ("rw", "admin", "read")
 
 class Repository:
     def __init__(
-        self, root: Path, config: RepoConfig, keys: MasterKeys, mode: str, location: PackLocation | None = None
+        self, root: Path, config: RepoConfig, keys: MasterKeys, mode: str, location: PackLocation | None = None,
+        catalog_url: str | None = None, *, temporary_root: bool = False,
     ) -> None:
         if mode not in MODES:
             raise UsageError(f"unknown repository mode {mode!r}")
@@ -56,11 +67,13 @@ class Repository:
         self.config = config
         self.keys = keys
         self.mode = mode
+        self.catalog_url = catalog_url
+        self._temporary_root = temporary_root
         self._lock_fd: int | None = None
-        if mode == "rw":
+        if mode == "rw" and catalog_url is None:
             self._lock_fd = self._take_writer_lock()
         try:
-            self.catalog = Catalog(root / "catalog.sqlite")
+            self.catalog = self._open_catalog(catalog_url, mode)
             self.tree = Tree(keys.name_key(), keys.name_hash_key())
             self._authenticate_rows()
             self.storage = self.location.storage(writer=mode == "rw")
@@ -85,6 +98,19 @@ class Repository:
         self.reserve = SpaceReserve(root)
         self.space = SpaceGuard(self.reserve, self.storage)
 
+    def _open_catalog(self, catalog_url: str | None, mode: str) -> Catalog:
+        if catalog_url is None:
+            return Catalog(self.root / "catalog.sqlite")
+        from davbackup.catalog_pg import PgCatalog
+
+        catalog = PgCatalog(catalog_url, writer=mode == "rw")
+        try:
+            catalog.check_repository(self.config.repo_id, bind=mode != "read")
+        except BaseException:
+            catalog.close()
+            raise
+        return catalog
+
     def _authenticate_rows(self) -> None:
         """A catalog from before row authentication is upgraded on its first writable
         open; read-only opens accept its old sealing without changing it."""
@@ -100,27 +126,47 @@ class Repository:
 
     @classmethod
     def init(
-        cls, root: Path, passphrase: str, *, config: RepoConfig | None = None, packs_url: str | None = None
+        cls, root: Path | None, passphrase: str, *, config: RepoConfig | None = None, packs_url: str | None = None,
+        catalog_url: str | None = None,
     ) -> "Repository":
         """Create a repository in ``root``; with ``packs_url`` (``s3://bucket/prefix``)
-        its packs, config and key slots go to that object store."""
+        its packs, config and key slots go to that object store; with ``catalog_url``
+        (``postgresql://…``) the catalog is created in that (empty) database and
+        ``root`` is only local state (a temporary directory if None)."""
+        temporary = root is None
+        if root is None:
+            if catalog_url is None or packs_url is None:
+                raise UsageError("a repository needs a directory (--repo), or --catalog and --packs")
+            root = Path(tempfile.mkdtemp(prefix="davbackup-node-"))
         root = Path(root)
-        if root.exists() and any(root.iterdir()):
+        if not temporary and root.exists() and any(root.iterdir()):
             raise UsageError(f"{root}: directory exists and is not empty")
         location = PackLocation(root, packs_url)
         location.check_new()
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(root, 0o700)  # an existing empty directory keeps its mode otherwise
-        location.prepare()
         config = config or RepoConfig(repo_id=secrets.token_hex(16))
+        if catalog_url is not None:
+            from davbackup.catalog_pg import PgCatalog
+
+            catalog = PgCatalog(catalog_url, create=True)  # refuses a database that holds one
+            try:
+                catalog.check_repository(config.repo_id, bind=True)
+            finally:
+                catalog.close()
+        location.prepare()
         master = MasterKeys(crypto.random_bytes(MASTER_SIZE))
         KeyRing(location.meta, config.repo_id).add(master, passphrase, label="initial")
-        catalog_path = root / "catalog.sqlite"
-        os.close(os.open(catalog_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        Catalog(catalog_path, create=True).close()  # SQLite gives -wal/-shm the same mode
+        if catalog_url is None:
+            catalog_path = root / "catalog.sqlite"
+            os.close(os.open(catalog_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            Catalog(catalog_path, create=True).close()  # SQLite gives -wal/-shm the same mode
         location.meta.write("config.json", config.to_json().encode("utf-8"), 0o644)  # last: now it is one
-        location.record()
-        return cls(root, config, master, "rw", location)
+        if not temporary:
+            location.record()
+            if catalog_url is not None:
+                record_catalog_url(root, catalog_url)
+        return cls(root, config, master, "rw", location, catalog_url, temporary_root=temporary)
 
     @classmethod
     def read_config(cls, root: Path, location: PackLocation | None = None) -> RepoConfig:
@@ -139,22 +185,46 @@ class Repository:
     @classmethod
     def open(
         cls,
-        root: Path,
+        root: Path | None,
         passphrase: str,
         *,
         mode: str = "rw",
         packs_url: str | None = None,
         packs_cache_bytes: int = 0,
+        catalog_url: str | None = None,
     ) -> "Repository":
         """Open the repository in ``root``. Where its packs are is recorded there;
         ``packs_url``, if given, must agree. ``packs_cache_bytes`` bounds the local
-        cache of packs from an object store (0: no cache)."""
-        root = Path(root)
-        url = resolve_packs_url(root, packs_url)
-        location = PackLocation(root, url, cache_bytes=packs_cache_bytes)
-        config = cls.read_config(root, location)
-        master, _slot = KeyRing(location.meta, config.repo_id).unlock(passphrase)
-        return cls(root, config, master, mode, location)
+        cache of packs from an object store (0: no cache). With ``catalog_url`` the
+        catalog is that PostgreSQL database, the packs are at ``packs_url`` (or in
+        ``root``), and ``root`` is this process's local state (a temporary directory
+        if None)."""
+        temporary = root is None
+        if catalog_url is None and root is not None:
+            catalog_url = recorded_catalog_url(Path(root))
+            if catalog_url is not None:
+                packs_url = resolve_packs_url(Path(root), packs_url)
+        if catalog_url is None:
+            if root is None:
+                raise UsageError("no repository: give --repo DIR, or --catalog URL and --packs URL")
+            root = Path(root)
+            url = resolve_packs_url(root, packs_url)
+        else:
+            if root is None and packs_url is None:
+                raise UsageError("--catalog needs --packs (s3://bucket/prefix) or --repo (packs in that directory)")
+            if root is None:
+                root = Path(tempfile.mkdtemp(prefix="davbackup-node-"))
+            root = Path(root)
+            url = packs_url
+        try:
+            location = PackLocation(root, url, cache_bytes=packs_cache_bytes)
+            config = cls.read_config(root, location)
+            master, _slot = KeyRing(location.meta, config.repo_id).unlock(passphrase)
+            return cls(root, config, master, mode, location, catalog_url, temporary_root=temporary)
+        except BaseException:
+            if temporary:
+                shutil.rmtree(root, ignore_errors=True)
+            raise
 
     def keyring(self) -> KeyRing:
         return KeyRing(self.location.meta, self.config.repo_id)
@@ -178,7 +248,10 @@ class Repository:
             self._lock_fd = None
 
     def writer_active(self) -> bool:
-        """Whether some process holds the writer lock (false if it is us)."""
+        """Whether some process holds the writer lock (false if it is us); with a
+        shared catalog, whether any other node is serving."""
+        if self.catalog.shared:
+            return bool(self.catalog.writers_active())  # type: ignore[attr-defined]
         if self._lock_fd is not None:
             return False
         fd = os.open(self.root / "writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -189,6 +262,28 @@ class Repository:
         finally:
             os.close(fd)
         return False
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold the repository-wide lock ``name`` (e.g. ``"gc"``) or raise :class:`Locked`:
+        a file lock in the directory, or a PostgreSQL advisory lock across the cluster."""
+        if self.catalog.shared:
+            if not self.catalog.try_lock(name):  # type: ignore[attr-defined]
+                raise Locked(f"{self.location.describe()}: another {name} is running")
+            try:
+                yield
+            finally:
+                self.catalog.unlock(name)  # type: ignore[attr-defined]
+            return
+        fd = os.open(self.root / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise Locked(f"{self.root}: another {name} is running") from exc
+            yield
+        finally:
+            os.close(fd)
 
     # -- namespaces and files --------------------------------------------------------
 
@@ -208,6 +303,8 @@ class Repository:
             self.catalog.close()
         finally:
             self._release_writer_lock()
+            if self._temporary_root:
+                shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> "Repository":
         return self

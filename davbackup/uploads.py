@@ -414,8 +414,18 @@ class UploadManager:
                 if self.sid in self.manager._active:
                     raise Locked("another request is appending to this upload session")
                 self.manager._active.add(self.sid)
+            catalog = self.manager.repo.catalog
+            # With a shared catalog another node may be appending: a cluster-wide lock,
+            # released by PostgreSQL also when that node dies.
+            if catalog.shared and not catalog.try_lock("upload:" + self.sid):
+                with self.manager._active_lock:
+                    self.manager._active.discard(self.sid)
+                raise Locked("another request (on another node) is appending to this upload session")
 
         def __exit__(self, *exc: object) -> None:
+            catalog = self.manager.repo.catalog
+            if catalog.shared:
+                catalog.unlock("upload:" + self.sid)
             with self.manager._active_lock:
                 self.manager._active.discard(self.sid)
 

@@ -117,4 +117,20 @@ def build_app(repo: Repository, settings: ServerSettings) -> WSGIApp:
     logging.getLogger("wsgidav").setLevel(
         logging.DEBUG if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.WARNING
     )
-    return HealthCheck(OptionsPath(RequestLog(WsgiDAVApp(build_config(repo, settings)))), repo)
+    config = build_config(repo, settings)
+    app: WSGIApp = WsgiDAVApp(config)
+    if repo.catalog.shared:  # several nodes: each request first sees other nodes' locks
+        app = LockSync(app, config["lock_storage"])
+    return HealthCheck(OptionsPath(RequestLog(app)), repo)
+
+
+class LockSync:
+    """With a catalog shared by several nodes: bring the lock copy up to date before
+    each request (provider.locks.RepositoryLockStorage.sync)."""
+
+    def __init__(self, app: WSGIApp, storage: RepositoryLockStorage) -> None:
+        self.app, self.storage = app, storage
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        self.storage.sync()
+        return self.app(environ, start_response)

@@ -26,6 +26,7 @@ from provider.settings import ServerSettings
 SCHEMA: dict[str, type] = {
     "repo": Path,
     "passphrase_file": Path,
+    "catalog": str,
     "packs.url": str,
     "packs.cache_mib": int,
     "host": str,

@@ -6,6 +6,12 @@ time would turn a listing into one query per entry, so this storage keeps an
 in-memory copy of the (few) live locks and writes every change through to
 ``repo.locks`` before it returns. That is correct because one server process owns
 the repository (the lock manager's own locking works only inside one process too).
+With a catalog shared by several nodes (PostgreSQL), every request first checks
+the catalog's lock epoch (:meth:`RepositoryLockStorage.sync`, one query) and reloads
+the copy when another node changed a lock, so a lock taken through one node is
+enforced by every other node from its next request on. Two LOCK requests for the
+same resource that race on two nodes are not serialised (each node checks conflicts
+against its copy): a known limit of the cluster mode.
 
 The copy is indexed by lock root (a sorted list of roots plus a dict), so the
 questions WsgiDAV asks for every request and every listed resource ("locks on this
@@ -88,6 +94,9 @@ class RepositoryLockStorage:
         self._roots: list[str] = []  # sorted keys of _by_root
         self._per_user: dict[str, int] = {}
         self._swept = 0.0
+        #: with a catalog shared by several nodes, the copy is checked against the
+        #: catalog's lock epoch at the start of every request (:meth:`sync`)
+        self._epoch: int | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -98,15 +107,33 @@ class RepositoryLockStorage:
         """Load the live locks from the catalog, dropping expired ones."""
         with self._mutex:
             self._repo.locks.delete_expired(time.time())
-            self._locks, self._by_root, self._roots, self._per_user = {}, {}, [], {}
-            for data in self._repo.locks.list(None):
-                try:
-                    lock = _from_stored(data)
-                except (KeyError, TypeError, ValueError) as exc:
-                    _log.warning("ignoring malformed stored lock %r: %s", data, exc)
-                    continue
-                self._add(lock)
-            _log.debug("loaded %d lock(s) from the catalog", len(self._locks))
+            self._load()
+
+    def sync(self) -> None:
+        """With a shared catalog (several nodes): reload the copy if any node changed a
+        lock since it was loaded. One query (the epoch a trigger bumps on every change
+        of the lock table); called once per request, before WsgiDAV asks anything."""
+        if not self._repo.catalog.shared:
+            return
+        epoch = self._repo.catalog.lock_epoch()  # type: ignore[attr-defined]
+        with self._mutex:
+            if epoch != self._epoch and self._locks is not None:
+                self._load(epoch)
+
+    def _load(self, epoch: int | None = None) -> None:
+        """Called with the mutex held: replace the copy by what the catalog holds."""
+        if self._repo.catalog.shared and epoch is None:
+            epoch = self._repo.catalog.lock_epoch()  # type: ignore[attr-defined]
+        self._epoch = epoch
+        self._locks, self._by_root, self._roots, self._per_user = {}, {}, [], {}
+        for data in self._repo.locks.list(None):
+            try:
+                lock = _from_stored(data)
+            except (KeyError, TypeError, ValueError) as exc:
+                _log.warning("ignoring malformed stored lock %r: %s", data, exc)
+                continue
+            self._add(lock)
+        _log.debug("loaded %d lock(s) from the catalog", len(self._locks))
 
     def close(self) -> None:
         with self._mutex:

@@ -8,6 +8,8 @@ top (``*_fixtures.py``, ``services.py``, ...)."""
 
 import os
 
+import pytest
+
 # Argon2id at its production cost takes ~0.2 s per key slot; tests create hundreds.
 os.environ.setdefault("DAVBACKUP_KDF_MEMORY_KIB", "1024")
 
@@ -23,3 +25,24 @@ pytest_plugins = [
     "tests.core_fixtures",  # repo, small_repo, ns, small_ns
     "tests.provider_http_helpers",  # server, alice, base
 ]
+
+
+def pytest_generate_tests(metafunc):  # type: ignore[no-untyped-def]
+    """Modules with ``CATALOG_BACKENDS`` run every test that uses a repository (the
+    ``catalog_url`` fixture below) once per catalog backend."""
+    backends = getattr(metafunc.module, "CATALOG_BACKENDS", None)
+    if backends and "catalog_url" in metafunc.fixturenames:
+        metafunc.parametrize("catalog_url", backends, indirect=True)
+
+
+@pytest.fixture
+def catalog_url(request: pytest.FixtureRequest) -> str | None:
+    """None (SQLite in the repository directory), or a fresh PostgreSQL database.
+
+    SQLite unless the test module lists ``CATALOG_BACKENDS = ("sqlite", "postgresql")``:
+    then each of its tests that uses a repository runs against both."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        return None
+    server = request.getfixturevalue("postgres_server")
+    return str(server.url(server.create_database()))

@@ -31,30 +31,33 @@ SMALL_CHUNKER = ChunkerParams(min_size=1024, avg_size=4096, max_size=16384)
 MiB = 1024 * 1024
 
 
-def init_repo(path: Path, *, small: bool = False, pack_target_size: int | None = None) -> Repository:
-    """A fresh repository at ``path`` (mode ``rw``) with one user, :data:`USER`."""
+def init_repo(
+    path: Path, *, small: bool = False, pack_target_size: int | None = None, catalog_url: str | None = None
+) -> Repository:
+    """A fresh repository at ``path`` (mode ``rw``) with one user, :data:`USER`; with
+    ``catalog_url`` its catalog is in that PostgreSQL database (packs stay in ``path``)."""
     config = RepoConfig(repo_id=secrets.token_hex(16))
     if small:
         config = RepoConfig(repo_id=config.repo_id, chunker=SMALL_CHUNKER, pack_target_size=256 * 1024)
     if pack_target_size is not None:
         config = RepoConfig(repo_id=config.repo_id, chunker=config.chunker, pack_target_size=pack_target_size)
-    repo = Repository.init(path, PASSPHRASE, config=config)
+    repo = Repository.init(path, PASSPHRASE, config=config, catalog_url=catalog_url)
     repo.users.add(USER, USER_PASSWORD)
     return repo
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Iterator[Repository]:
+def repo(tmp_path: Path, catalog_url: str | None) -> Iterator[Repository]:
     """A repository with the default (production) chunker parameters."""
-    r = init_repo(tmp_path / "repo")
+    r = init_repo(tmp_path / "repo", catalog_url=catalog_url)
     yield r
     r.close()
 
 
 @pytest.fixture
-def small_repo(tmp_path: Path) -> Iterator[Repository]:
+def small_repo(tmp_path: Path, catalog_url: str | None) -> Iterator[Repository]:
     """A repository with tiny chunks (1–16 KiB) and 256 KiB packs."""
-    r = init_repo(tmp_path / "repo", small=True)
+    r = init_repo(tmp_path / "repo", small=True, catalog_url=catalog_url)
     yield r
     r.close()
 

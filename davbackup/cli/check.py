@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from davbackup.cli.common import add_repo_arguments, read_passphrase
+from davbackup.cli.common import add_repo_arguments, open_repository
 from davbackup.maintenance.check import check_repository
-from davbackup.repository import Repository
 
 EXIT_PROBLEMS = 1
 
@@ -20,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    repo = Repository.open(args.repo, read_passphrase(args), mode="read")
+    repo = open_repository(args, mode="read")
     try:
         report = check_repository(repo, read_data=args.read_data)
     finally:

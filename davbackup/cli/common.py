@@ -9,16 +9,48 @@ import sys
 from pathlib import Path
 
 from davbackup.errors import UsageError
+from davbackup.repository import Repository
 
 PASSPHRASE_ENV = "DAVBACKUP_PASSPHRASE"
 
 
 def add_repo_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    parser.add_argument("--repo", required=required, type=Path, help="repository directory")
+    """``--repo DIR``, or ``--catalog URL --packs URL`` for a repository whose catalog is
+    in PostgreSQL and whose packs are in an S3-compatible store (``--repo`` is then
+    only this process's local state, a temporary directory by default)."""
+    parser.add_argument(
+        "--repo", type=Path,
+        help="repository directory" + (" (or --catalog and --packs)" if required else ""),
+    )
+    parser.add_argument(
+        "--catalog", metavar="URL",
+        help="the catalog in PostgreSQL (postgresql://user@host:port/db; password from PGPASSWORD or ~/.pgpass)",
+    )
+    parser.add_argument(
+        "--packs", metavar="URL",
+        help="packs, config and key slots in an S3-compatible store (s3://bucket/prefix; endpoint and "
+        "credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION)",
+    )
     parser.add_argument(
         "--passphrase-file",
         type=Path,
         help=f"file holding the passphrase (default: ${PASSPHRASE_ENV}, else a prompt)",
+    )
+    parser.set_defaults(repo_required=required)
+
+
+def check_repo_arguments(args: argparse.Namespace) -> None:
+    """A repository must be named: ``--repo``, or ``--catalog`` with ``--packs``."""
+    if args.repo is None and getattr(args, "catalog", None) is None and getattr(args, "repo_required", True):
+        raise UsageError("no repository: give --repo DIR, or --catalog URL and --packs URL")
+
+
+def open_repository(args: argparse.Namespace, *, mode: str, passphrase: str | None = None) -> Repository:
+    """The repository the command line names, opened in ``mode``."""
+    check_repo_arguments(args)
+    return Repository.open(
+        args.repo, passphrase if passphrase is not None else read_passphrase(args), mode=mode,
+        packs_url=getattr(args, "packs", None), catalog_url=getattr(args, "catalog", None),
     )
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from davbackup.cli.common import add_repo_arguments, read_passphrase
+from davbackup.cli.common import add_repo_arguments, open_repository
 from davbackup.cli.stats import human
 from davbackup.maintenance.gc import collect_garbage
-from davbackup.repository import Repository
 from davbackup.reserve import SpaceReserve
 
 
@@ -27,9 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # On a full disk gc needs room to open the catalog (its -wal and -shm files), to
     # write its changes and to copy packs: release the space reserve first.
-    if Path(args.repo, "config.json").exists():
+    if args.repo is not None and Path(args.repo, "config.json").exists():
         SpaceReserve(Path(args.repo)).release_if_low()
-    repo = Repository.open(args.repo, read_passphrase(args), mode="admin")
+    repo = open_repository(args, mode="admin")
     try:
         report = collect_garbage(repo, grace_seconds=args.grace, rewrite_threshold=args.threshold)
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from davbackup import clock
-from davbackup.cli.common import add_repo_arguments, read_passphrase
+from davbackup.cli.common import add_repo_arguments, open_repository
 from davbackup.cli.stats import human
 from davbackup.history import format_moment, history_usage
 from davbackup.repository import Repository
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     mode = "read" if args.action == "show" or getattr(args, "dry_run", False) else "admin"
-    repo = Repository.open(args.repo, read_passphrase(args), mode=mode)
+    repo = open_repository(args, mode=mode)
     try:
         if args.action == "show":
             _show(repo, args.user)

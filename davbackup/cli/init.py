@@ -1,11 +1,11 @@
-"""`davbackup init --repo DIR`: create a new repository."""
+"""`davbackup init --repo DIR` (or `--catalog URL --packs URL`): create a new repository."""
 
 from __future__ import annotations
 
 import argparse
 import secrets
 
-from davbackup.cli.common import add_repo_arguments, parse_size, read_passphrase
+from davbackup.cli.common import add_repo_arguments, check_repo_arguments, parse_size, read_passphrase
 from davbackup.config import ChunkerParams, RepoConfig
 from davbackup.repository import Repository
 
@@ -13,13 +13,6 @@ from davbackup.repository import Repository
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("init", help="create a new encrypted repository")
     add_repo_arguments(parser)
-    parser.add_argument(
-        "--packs",
-        metavar="URL",
-        help="keep packs, config and key slots in an S3-compatible store (s3://bucket/prefix; "
-        "endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); "
-        "the catalog stays in --repo",
-    )
     parser.add_argument(
         "--chunker-params",
         metavar="MIN,AVG,MAX[,NORM]",
@@ -48,11 +41,12 @@ def chunker_params(text: str) -> ChunkerParams:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_repo_arguments(args)
     passphrase = read_passphrase(args, confirm=True)
     config = None
     if args.chunker_params is not None:
         config = RepoConfig(repo_id=secrets.token_hex(16), chunker=args.chunker_params)
-    repo = Repository.init(args.repo, passphrase, config=config, packs_url=args.packs)
+    repo = Repository.init(args.repo, passphrase, config=config, packs_url=args.packs, catalog_url=args.catalog)
     try:
         print(f"created repository {repo.location.describe()} (id {repo.config.repo_id})")
         print("Keep the passphrase safe: without it the data cannot be decrypted.")

@@ -8,9 +8,8 @@ import os
 import sys
 import time
 
-from davbackup.cli.common import add_repo_arguments, read_passphrase
+from davbackup.cli.common import add_repo_arguments, open_repository, read_passphrase
 from davbackup.errors import UsageError
-from davbackup.repository import Repository
 
 NEW_PASSPHRASE_ENV = "DAVBACKUP_NEW_PASSPHRASE"
 
@@ -49,7 +48,7 @@ def _new_passphrase(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     passphrase = read_passphrase(args)
-    repo = Repository.open(args.repo, passphrase, mode="read")
+    repo = open_repository(args, mode="read", passphrase=passphrase)
     try:
         ring = repo.keyring()
         if args.action == "list":

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from davbackup.cli.common import add_repo_arguments, read_passphrase
+from davbackup.cli.common import add_repo_arguments, open_repository
 from davbackup.maintenance.rebuild import rebuild_index
-from davbackup.repository import Repository
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    repo = Repository.open(args.repo, read_passphrase(args), mode="admin")
+    repo = open_repository(args, mode="admin")
     try:
         report = rebuild_index(repo)
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from davbackup.cli.common import add_repo_arguments, read_passphrase
+from davbackup.cli.common import add_repo_arguments, open_repository
 from davbackup.history import format_moment, parse_moment
 from davbackup.repository import Repository
 
@@ -32,7 +32,7 @@ def _moment(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    repo = Repository.open(args.repo, read_passphrase(args), mode="admin")
+    repo = open_repository(args, mode="admin")
     try:
         history = repo.namespace(args.user).history()
         dest = args.to if args.to is not None else args.path

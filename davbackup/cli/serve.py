@@ -61,10 +61,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", type=Path, help="YAML configuration file")
     parser.add_argument(
-        "--packs", metavar="URL", help="where the repository keeps its packs (s3://bucket/prefix); "
-        "recorded by init, so only needed as a check"
-    )
-    parser.add_argument(
         "--packs-cache-mib", type=int, metavar="N",
         help="with packs in an object store: keep up to N MiB of packs in DIR/cache (default 0: off)",
     )
@@ -101,9 +97,10 @@ def run(args: argparse.Namespace) -> int:
                      bool(options.get("allow_insecure_http")))
 
     repo_dir = options.get("repo")
-    if repo_dir is None and options.get("packs.url"):
-        raise UsageError("--packs (packs.url) needs --repo (the directory that holds the catalog)")
-    if repo_dir is None:
+    catalog_url = options.get("catalog")
+    if repo_dir is None and catalog_url is None and options.get("packs.url"):
+        raise UsageError("--packs (packs.url) needs --repo (the directory that holds the catalog) or --catalog")
+    if repo_dir is None and catalog_url is None:
         repo = _open_default_repository(options.get("passphrase_file"))
         repo_dir = DEFAULT_REPO
     else:
@@ -115,7 +112,10 @@ def run(args: argparse.Namespace) -> int:
             _passphrase(options.get("passphrase_file")),
             packs_url=options.get("packs.url"),
             packs_cache_bytes=cache_mib * 1024 * 1024,
+            catalog_url=catalog_url,
         )
+        if repo_dir is None:
+            repo_dir = repo.root  # this node's local state; the repository is catalog + packs
     try:
         if self_signed:
             cert, key, created = ensure_self_signed(repo_dir, settings.host)
@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
         app = build_app(repo, settings)
 
         def announce(url: str) -> None:
-            print(f"davbackup serve: serving {repo_dir} on {url}", flush=True)
+            where = repo_dir if catalog_url is None else f"{repo.location.url or repo_dir} (catalog in PostgreSQL)"
+            print(f"davbackup serve: serving {where} on {url}", flush=True)
 
         serve_forever(app, settings, on_ready=announce)
     finally:
@@ -140,6 +141,7 @@ def _merged_options(args: argparse.Namespace, options: dict[str, Any]) -> dict[s
     from_cli = {
         "repo": args.repo,
         "passphrase_file": args.passphrase_file,
+        "catalog": args.catalog,
         "packs.url": args.packs,
         "packs.cache_mib": args.packs_cache_mib,
         "host": args.host,

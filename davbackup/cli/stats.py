@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from davbackup.cli.common import add_repo_arguments, read_passphrase
+from davbackup.cli.common import add_repo_arguments, open_repository
 from davbackup.history import history_usage
 from davbackup.maintenance.stats import repository_stats
 from davbackup.repository import Repository
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    repo = Repository.open(args.repo, read_passphrase(args), mode="read")
+    repo = open_repository(args, mode="read")
     try:
         if args.user:
             return _user_stats(repo, args.user)

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from davbackup.cli.common import add_repo_arguments, parse_size, read_passphrase, read_secret
+from davbackup.cli.common import add_repo_arguments, open_repository, parse_size, read_secret
 from davbackup.cli.stats import human
-from davbackup.repository import Repository
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    repo = Repository.open(args.repo, read_passphrase(args), mode="admin")
+    repo = open_repository(args, mode="admin")
     try:
         users = repo.users
         if args.action == "add":

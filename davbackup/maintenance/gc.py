@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 import secrets
 import sqlite3
 from dataclasses import dataclass, field
@@ -25,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from davbackup import chunklists, clock, tree_bulk, uploads
 from davbackup.chunkstore import storage_error
-from davbackup.errors import Locked, StorageFull
+from davbackup.errors import StorageFull
 from davbackup.pack import HEADER_SIZE, BlobError
 from davbackup.retention import PruneReport, load_policy, prune
 from davbackup.storage import PackMissing
@@ -63,15 +61,8 @@ def collect_garbage(
     session_ttl: float | None = None,
 ) -> GcReport:
     """``session_ttl`` overrides the lifetime the server recorded (tests)."""
-    lock_fd = os.open(repo.root / "gc.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise Locked(f"{repo.root}: another gc is running") from exc
+    with repo.exclusive("gc"):  # one gc at a time (across the cluster with PostgreSQL)
         return _collect(repo, grace_seconds, rewrite_threshold, session_ttl)
-    finally:
-        os.close(lock_fd)
 
 
 def _pack_bytes(repo: "Repository") -> int:

@@ -13,9 +13,16 @@ from davbackup.catalog import SCHEMA_VERSION, Catalog
 from davbackup.errors import DavBackupError, RepositoryError
 
 
-@pytest.fixture
-def catalog(tmp_path: Path):
-    c = Catalog(tmp_path / "catalog.sqlite", create=True)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path):
+    """The catalog on each backend: the group commit is shared, the connections differ."""
+    if request.param == "sqlite":
+        c = Catalog(tmp_path / "catalog.sqlite", create=True)
+    else:
+        from davbackup.catalog_pg import PgCatalog
+
+        server = request.getfixturevalue("postgres_server")
+        c = PgCatalog(server.url(server.create_database()), create=True, writer=True)
     c.write(lambda conn: conn.execute("CREATE TABLE t(x INTEGER PRIMARY KEY)"))
     yield c
     c.close()
@@ -25,7 +32,8 @@ def rows(c: Catalog) -> list[int]:
     return [r[0] for r in c.reader().execute("SELECT x FROM t ORDER BY x")]
 
 
-def test_schema_and_wal(catalog: Catalog) -> None:
+def test_schema_and_wal(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "catalog.sqlite", create=True)
     conn = catalog.reader()
     assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(SCHEMA_VERSION),)
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -33,6 +41,7 @@ def test_schema_and_wal(catalog: Catalog) -> None:
     assert {"users", "nodes", "versions", "segments", "version_segments", "packs", "chunks", "props", "locks"} <= tables
     views = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='view'")}
     assert views == {"version_chunks"}
+    catalog.close()
 
 
 def test_not_a_catalog(tmp_path: Path) -> None:

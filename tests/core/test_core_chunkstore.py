@@ -12,6 +12,10 @@ from davbackup.repository import Repository
 from tests.core_fixtures import PASSPHRASE, USER, count_chunks, count_rows, init_repo, read_file, write_file
 
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py).
+CATALOG_BACKENDS = ("sqlite", "postgresql")
+
+
 def pack_states(repo: Repository) -> dict[str, int]:
     return dict(repo.catalog.reader().execute("SELECT state, count(*) FROM packs GROUP BY state").fetchall())
 

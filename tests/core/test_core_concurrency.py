@@ -12,6 +12,10 @@ from davbackup.repository import Repository
 from tests.core_fixtures import MiB, count_chunks, read_file, write_file
 
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py).
+CATALOG_BACKENDS = ("sqlite", "postgresql")
+
+
 def payload(seed: int, size: int) -> bytes:
     return random.Random(seed).randbytes(size)
 

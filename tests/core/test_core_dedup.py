@@ -8,6 +8,10 @@ from davbackup.repository import Repository
 from tests.core_fixtures import MiB, count_chunks, count_rows, read_file, sha256, version_chunk_ids, write_file
 
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py).
+CATALOG_BACKENDS = ("sqlite", "postgresql")
+
+
 def test_one_byte_insertion_adds_few_chunks(repo: Repository, ns) -> None:
     data = random.Random(50).randbytes(50 * MiB)
     edited = data[:1000] + b"\xa5" + data[1000:]

@@ -21,6 +21,10 @@ from davbackup.repository import Repository
 from tests.core_fixtures import count_chunks, count_rows, read_file, write_file
 
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py).
+CATALOG_BACKENDS = ("sqlite", "postgresql")
+
+
 def names(ns: Namespace, path: str = "/") -> list[str]:
     return [e.name for e in ns.list(path)]
 

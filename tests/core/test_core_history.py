@@ -26,6 +26,10 @@ FIXTURES = Path(__file__).parents[1] / "fixtures"
 BASE = int(time.time()) // DAY * DAY - 100 * DAY  # midnight UTC, 100 days ago
 
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py).
+CATALOG_BACKENDS = ("sqlite", "postgresql")
+
+
 @pytest.fixture
 def at() -> Iterator:
     """``at(seconds)`` sets this process's clock to BASE + seconds (plus a fraction)."""
@@ -39,8 +43,8 @@ def at() -> Iterator:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Iterator[Repository]:
-    r = init_repo(tmp_path / "repo", small=True)
+def repo(tmp_path: Path, catalog_url: str | None) -> Iterator[Repository]:
+    r = init_repo(tmp_path / "repo", small=True, catalog_url=catalog_url)
     yield r
     r.close()
 

@@ -9,6 +9,10 @@ from davbackup.repository import Repository
 from tests.core_fixtures import PASSPHRASE, init_repo
 
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py).
+CATALOG_BACKENDS = ("sqlite", "postgresql")
+
+
 def test_put_get_delete(repo: Repository) -> None:
     locks: LockTable = repo.locks
     assert locks.get("opaquelocktoken:1") is None

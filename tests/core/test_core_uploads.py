@@ -33,9 +33,13 @@ from davbackup.uploads import (
 MiB = 1024 * 1024
 
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py).
+CATALOG_BACKENDS = ("sqlite", "postgresql")
+
+
 @pytest.fixture()
-def repo(tmp_path: Path):
-    r = Repository.init(tmp_path / "repo", "pass")
+def repo(tmp_path: Path, catalog_url: str | None):
+    r = Repository.init(tmp_path / "repo", "pass", catalog_url=catalog_url)
     r.users.add("alice", "password1")
     r.users.add("bob", "password2")
     yield r

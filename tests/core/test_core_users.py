@@ -9,6 +9,10 @@ from davbackup.repository import Repository
 from tests.core_fixtures import USER, USER_PASSWORD, count_rows, read_file, write_file
 
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py).
+CATALOG_BACKENDS = ("sqlite", "postgresql")
+
+
 def test_add_and_verify(repo: Repository) -> None:
     user = repo.users.add("bob", "bob-password-1", role="ro")
     assert (user.name, user.role, user.read_only) == ("bob", "ro", True)
