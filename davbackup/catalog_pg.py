@@ -26,6 +26,7 @@ Cluster-wide rules, all by PostgreSQL advisory locks (scoped to the database):
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ import psycopg
 
 from davbackup import pgsql
 from davbackup.catalog import SCHEMA_VERSION, Catalog
-from davbackup.errors import RepositoryError, UnsupportedFormat
+from davbackup.errors import RepositoryError, StorageUnavailable, UnsupportedFormat
 
 #: advisory lock classes (first key of the two-key form): "davb", "davn", "davl"
 CLASS = 0x64617662
@@ -43,6 +44,9 @@ NODE_CLASS = 0x6461766E
 NAMED_CLASS = 0x6461766C
 WRITE = 1  # held by every write transaction
 WRITERS = 2  # held shared by every serving process
+KEEPER_SECONDS = 5.0  # how often a serving process checks its lock session
+
+_log = logging.getLogger(__name__)
 
 SCHEMA = f"""
 CREATE TABLE meta(key TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL);
@@ -238,8 +242,45 @@ class PgCatalog(Catalog):
                 self.node = int(self._value("SELECT nextval('node_numbers')"))
                 writer_conn: Any = self._writer
                 writer_conn.raw.execute("SELECT set_config('davbackup.node', %s, false)", (str(self.node),))
-            self._session.execute("SELECT pg_advisory_lock(%s, %s)", (NODE_CLASS, self.node))
-            self._session.execute("SELECT pg_advisory_lock_shared(%s, %s)", (CLASS, WRITERS))
+        self._stop = threading.Event()
+        if writer:
+            self._hold_node_locks()
+            # The session locks vanish with the session (a PostgreSQL restart, a network
+            # cut): a keeper notices within seconds and takes them again.
+            threading.Thread(target=self._keep_session, name="davbackup-pg-locks", daemon=True).start()
+
+    def _hold_node_locks(self) -> None:
+        self._session.execute("SELECT pg_advisory_lock(%s, %s)", (NODE_CLASS, self.node))
+        self._session.execute("SELECT pg_advisory_lock_shared(%s, %s)", (CLASS, WRITERS))
+
+    def _ensure_session(self) -> None:
+        """Called with the session lock held: a lost session is replaced, and a serving
+        process takes its node and writer locks again (named locks are gone with it)."""
+        try:
+            self._session.execute("SELECT 1")
+            return
+        except psycopg.Error:
+            pass
+        try:
+            self._session.close()
+        except psycopg.Error:
+            pass
+        try:
+            self._session = psycopg.connect(self.url, autocommit=True)
+        except psycopg.Error as exc:
+            raise StorageUnavailable(f"{redact(self.url)}: the catalog database does not answer ({exc})") from exc
+        self._named.clear()
+        if self.writer:
+            self._hold_node_locks()
+            _log.warning("the catalog session was lost and is back; node %d holds its locks again", self.node)
+
+    def _keep_session(self) -> None:
+        while not self._stop.wait(KEEPER_SECONDS):
+            with self._session_lock:
+                try:
+                    self._ensure_session()
+                except (psycopg.Error, StorageUnavailable):
+                    pass  # still down: try again later
 
     # -- the hooks of Catalog ----------------------------------------------------------
 
@@ -293,6 +334,7 @@ class PgCatalog(Catalog):
     def writers_active(self) -> bool:
         """Whether a serving process other than this one holds the catalog."""
         with self._session_lock:
+            self._ensure_session()
             got = self._value("SELECT pg_try_advisory_lock(%s, %s)", (CLASS, WRITERS))
             if got:
                 self._session.execute("SELECT pg_advisory_unlock(%s, %s)", (CLASS, WRITERS))
@@ -303,6 +345,7 @@ class PgCatalog(Catalog):
         with self._session_lock:
             if name in self._named:
                 return False
+            self._ensure_session()
             got = self._value("SELECT pg_try_advisory_lock(%s, %s)", (NAMED_CLASS, _named_key(name)))
             if got:
                 self._named.add(name)
@@ -342,6 +385,7 @@ class PgCatalog(Catalog):
             )
 
     def close(self) -> None:
+        self._stop.set()
         try:
             super().close()
         finally:

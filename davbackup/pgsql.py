@@ -213,10 +213,14 @@ def as_sqlite_error(exc: psycopg.Error) -> sqlite3.Error:
         error = sqlite3.OperationalError(f"PostgreSQL: {exc}")
     else:
         error = sqlite3.DatabaseError(f"PostgreSQL: {exc}")
-    if not state and isinstance(exc, psycopg.OperationalError):
-        state = "08000"  # no answer from the server at all: a lost connection
+    if (not state and isinstance(exc, psycopg.OperationalError)) or state.startswith("57P"):
+        state = "08006"  # no answer, or the server ended the session (shutdown, restart): connection lost
     error.sqlstate = state  # type: ignore[attr-defined]
     return error
+
+
+def _is_query(sql: str) -> bool:
+    return sql.lstrip()[:6].upper() in ("SELECT", "WITH R", "WITH S")
 
 
 class PgCursor:
@@ -310,7 +314,15 @@ class PgConnection:
             if t.sql is None:
                 return PgCursor([], -1)
             try:
-                cur = self._conn.execute(t.sql, _params(params))
+                try:
+                    cur = self._conn.execute(t.sql, _params(params))
+                except psycopg.OperationalError:
+                    # A reader's session ended since its last statement (server restart,
+                    # failover): a query outside a transaction is simply run again.
+                    if self._txn or not self._conn.broken or not _is_query(t.sql):
+                        raise
+                    self._usable(False)
+                    cur = self._conn.execute(t.sql, _params(params))
                 if t.kind in ("write-begin", "begin"):
                     self._txn = True
                     if t.kind == "write-begin" and self._write_lock is not None:

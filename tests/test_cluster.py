@@ -54,10 +54,20 @@ def test_cli_commands_on_postgres_and_ceph(cluster: Cluster) -> None:
     assert s.request("MKCOL", node.url + "/docs").status_code == 201
     data = os.urandom(300_000)
     assert s.put(node.url + "/docs/a.bin", data=data).status_code == 201
+    first = time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime())
+    time.sleep(1.1)
+    assert s.put(node.url + "/docs/a.bin", data=b"replaced").status_code == 204
     node.stop()
     assert "alice" in cluster.cli("stats", "--user", "alice")
     cluster.cli("check", "--read-data")  # exit code 0: no problems
+    assert "alice" in cluster.cli("history", "show", "--user", "alice")
+    cluster.cli("history", "prune", "--dry-run")
+    cluster.cli("restore", "--user", "alice", "--at", first, "--path", "/docs/a.bin")
+    cluster.cli("rebuild-index")
     assert "gc:" in cluster.cli("gc")
+    node.start()
+    assert node.session().get(node.url + "/docs/a.bin").content == data  # restored from history
+    node.stop()
     # the catalog is bound to the repository in the bucket: another bucket prefix is refused
     other = cluster.packs.rstrip("/") + "-other"
     result = subprocess.run(

@@ -1,0 +1,317 @@
+#!/usr/bin/env python3
+"""davbackup on PostgreSQL + Ceph RGW (one and two nodes) vs the embedded default, one run.
+
+Starts a throwaway PostgreSQL (tests/services.py) and a throwaway Ceph cluster
+(``scripts/ceph-throwaway``), creates one repository with ``davbackup init --catalog
+URL --packs s3://…`` and measures, for each repeat:
+
+1. **1 node vs embedded**: the default server (SQLite + directory) and one node on
+   PostgreSQL + Ceph, alternating which goes first: PUT of ``--size-mib`` of random
+   data (``curl -T``), GET of it from a restarted server (no pack cache: every byte
+   comes from the gateway), ``--small-files`` 4 KiB PUTs at concurrency 8;
+2. **2 nodes vs 1 node** (both on PostgreSQL + Ceph) with ``--clients`` parallel
+   clients spread round-robin over the nodes: the same number of 4 KiB PUTs, and
+   ``--clients`` PUTs of ``--part-mib`` each.
+
+Where time goes: CPU seconds of the davbackup servers, the Ceph daemons and the
+PostgreSQL processes during each measurement, the PostgreSQL commits it caused
+(``pg_stat_database.xact_commit``) and the objects it left in the bucket. Everything
+runs on this machine's cores and disk, so ratios are lower bounds for a deployment
+where PostgreSQL and the object store are other machines. Numbers are a report,
+never an assertion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import bench_s3  # noqa: E402
+import bench_server as bs  # noqa: E402
+import requests  # noqa: E402
+
+from tests.services import ThrowawayPostgres, free_port  # noqa: E402
+
+MiB, MB = bs.MiB, bs.MB
+PG: ThrowawayPostgres | None = None
+
+
+class ClusterNode(bs.DavbackupServer):
+    """``davbackup serve --catalog URL --packs URL`` (the repository exists already)."""
+
+    label = "davbackup-node"
+    catalog = ""
+    packs = ""
+
+    def prepare(self) -> None:
+        pass
+
+    def command(self) -> list[str]:
+        return [*self.entry(), "serve", "--catalog", self.catalog, "--packs", self.packs, "--port", "0"]
+
+
+def init_cluster(catalog: str, packs: str, workdir: Path) -> None:
+    env = dict(os.environ, DAVBACKUP_PASSPHRASE=bs.PASSPHRASE)
+    cli = [str(bs.PYTHON), "-m", "davbackup"]
+    where = ["--catalog", catalog, "--packs", packs]
+    subprocess.run([*cli, "init", *where], env=env, check=True, stdout=subprocess.DEVNULL, cwd=workdir)
+    subprocess.run([*cli, "user", "add", bs.USER, *where], env=env, input=(bs.PASSWORD + "\n").encode(),
+                   check=True, stdout=subprocess.DEVNULL, cwd=workdir)
+
+
+def pg_pids() -> list[int]:
+    assert PG is not None
+    try:
+        main = int((PG.data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError):
+        return []
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(main)], capture_output=True, text=True).stdout
+    return [main, *(int(p) for p in out.split())]
+
+
+def commits(dbname: str) -> int:
+    import psycopg
+
+    assert PG is not None
+    with psycopg.connect(PG.url(), autocommit=True) as conn:
+        row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname=%s", (dbname,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def object_count(bucket: str) -> int:
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("s3", config=Config(s3={"addressing_style": "path"}))
+    return sum(page.get("KeyCount", 0) for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket))
+
+
+class Probe:
+    """CPU seconds (servers, Ceph, PostgreSQL), PostgreSQL commits and objects over one measurement."""
+
+    def __init__(self, servers: list[bs.Server], dbname: str | None, bucket: str | None) -> None:
+        self.servers, self.dbname, self.bucket = servers, dbname, bucket
+
+    def snapshot(self) -> dict[str, float]:
+        snap = {
+            "cpu_server": bench_s3.cpu([s.pid for s in self.servers]),
+            "cpu_ceph": bench_s3.cpu(bench_s3.CEPH_PIDS),
+            "cpu_pg": bench_s3.cpu(pg_pids()),
+        }
+        if self.dbname:
+            snap["pg_commits"] = commits(self.dbname)
+        if self.bucket:
+            snap["objects"] = object_count(self.bucket)
+        return snap
+
+    def run(self, result: dict[str, float], key: str, fn) -> float:  # type: ignore[no-untyped-def]
+        before = self.snapshot()
+        secs = fn()
+        after = self.snapshot()
+        for name, value in after.items():
+            result[f"{key}_{name}"] = value - before[name]
+        return secs
+
+
+def spread_puts(urls: list[str], bodies: list[bytes], concurrency: int, folder: str) -> float:
+    """PUT every body once, ``concurrency`` keep-alive clients, client i on node i mod N."""
+    for url in urls[:1]:
+        r = requests.request("MKCOL", url + folder, auth=(bs.USER, bs.PASSWORD), timeout=60)
+        if r.status_code not in (201, 405):
+            raise RuntimeError(f"MKCOL {folder}: {r.status_code}")
+    lock = threading.Lock()
+    todo = iter(range(len(bodies)))
+    errors: list[str] = []
+    start = threading.Barrier(concurrency + 1)
+
+    def worker(index: int) -> None:
+        base = urls[index % len(urls)] + folder
+        session = requests.Session()
+        session.auth = (bs.USER, bs.PASSWORD)
+        start.wait()
+        while True:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                break
+            resp = session.put(f"{base}f{i:05d}.bin", data=bodies[i], timeout=300)
+            if resp.status_code not in (201, 204):
+                errors.append(f"f{i:05d}: {resp.status_code}")
+                break
+        session.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    secs = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"PUTs failed: {errors[:5]}")
+    return secs
+
+
+def one_node_vs_embedded(work: Path, r: int, catalog: str, packs: str, dbname: str, bucket: str,
+                         data: Path, size: int, small: list[bytes]) -> dict[str, dict[str, float]]:
+    local = bench_s3.LocalDavbackupServer(work / f"local-{r}")
+    node = ClusterNode(work / f"node-{r}")
+    node.catalog, node.packs = catalog, packs
+    for s in (local, node):
+        s.workdir.mkdir(parents=True, exist_ok=True)
+    out: dict[str, dict[str, float]] = {}
+    order = [("embedded", local), ("cluster1", node)] if r % 2 == 0 else [("cluster1", node), ("embedded", local)]
+    for key, server in order:
+        bs.log(f"repeat {r + 1}: {key}")
+        is_node = server is node
+        result: dict[str, float] = {}
+        server.start()
+        try:
+            probe = Probe([server], dbname if is_node else None, bucket if is_node else None)
+            name = f"big-{secrets.token_hex(3)}.bin"
+            result["put"] = size / probe.run(result, "put", lambda: bs.curl_put(server.url + name, data)) / MB
+            server.stop()
+            server.start()
+            probe = Probe([server], dbname if is_node else None, bucket if is_node else None)
+            result["get"] = size / probe.run(result, "get", lambda: bs.curl_get(server.url + name, size)) / MB
+            folder = f"small-{secrets.token_hex(3)}/"
+            result["small"] = len(small) / probe.run(
+                result, "small", lambda: spread_puts([server.url], small, 8, folder))
+        finally:
+            server.stop()
+        out[key] = result
+    shutil.rmtree(local.workdir, ignore_errors=True)
+    return out
+
+
+def nodes_scaling(work: Path, r: int, catalog: str, packs: str, dbname: str, bucket: str,
+                  small: list[bytes], clients: int, part: bytes) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    order = [1, 2] if r % 2 == 0 else [2, 1]
+    for count in order:
+        key = f"nodes{count}"
+        bs.log(f"repeat {r + 1}: {count} node(s), {clients} clients")
+        nodes = []
+        for i in range(count):
+            n = ClusterNode(work / f"scale-{r}-{count}-{i}")
+            n.workdir.mkdir(parents=True, exist_ok=True)
+            n.catalog, n.packs = catalog, packs
+            nodes.append(n)
+        result: dict[str, float] = {}
+        try:
+            for n in nodes:
+                n.start()
+            urls = [n.url for n in nodes]
+            probe = Probe(list(nodes), dbname, bucket)
+            folder = f"s{count}-{secrets.token_hex(3)}/"
+            result["small"] = len(small) / probe.run(result, "small", lambda: spread_puts(urls, small, clients, folder))
+            bodies = [part[:-8] + os.urandom(8) for _ in range(clients)]  # unique tails: no full dedup
+            folder = f"b{count}-{secrets.token_hex(3)}/"
+            secs = probe.run(result, "large", lambda: spread_puts(urls, bodies, clients, folder))
+            result["large"] = len(bodies) * len(part) / secs / MB
+        finally:
+            for n in nodes:
+                n.stop()
+        out[key] = result
+    return out
+
+
+def med(samples: dict[str, dict[str, list[float]]], side: str, key: str) -> float | None:
+    values = samples.get(side, {}).get(key)
+    return statistics.median(values) if values else None
+
+
+def main() -> int:
+    global PG
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--small-files", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--part-mib", type=int, default=16, help="size of each client's large PUT (2 nodes vs 1)")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--skip-embedded", action="store_true", help="only the 2 nodes vs 1 comparison")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-cluster-", dir=os.environ.get("TMPDIR")))
+    ceph_dir = work / "ceph"
+    # its own temp dir: the postgres user must reach it (work is private to us)
+    PG = ThrowawayPostgres(base=Path(tempfile.mkdtemp(prefix="bench-cluster-pg-")), port=free_port())
+    try:
+        t0 = time.monotonic()
+        PG.start()
+        bs.log(f"PostgreSQL up in {PG.started_in:.1f} s")
+        state = bench_s3.start_ceph(ceph_dir)
+        bench_s3.CEPH_PIDS.extend(state["pids"].values())
+        bs.log(f"Ceph RGW up at {state['endpoint']} ({time.monotonic() - t0:.1f} s for both)")
+        bucket = bench_s3.make_bucket()
+        dbname = PG.create_database()
+        catalog, packs = PG.url(dbname), f"s3://{bucket}/cluster"
+        init_cluster(catalog, packs, work)
+        size = args.size_mib * MiB
+        data = work / "data.bin"
+        bs.make_data(data, size)
+        small = [os.urandom(4096) for _ in range(args.small_files)]
+        part = os.urandom(args.part_mib * MiB)
+        samples: dict[str, dict[str, list[float]]] = {}
+        for r in range(args.repeat):
+            results = {} if args.skip_embedded else one_node_vs_embedded(
+                work, r, catalog, packs, dbname, bucket, data, size, small)
+            results.update(nodes_scaling(work, r, catalog, packs, dbname, bucket, small, args.clients, part))
+            for side, metrics in results.items():
+                for metric, value in metrics.items():
+                    samples.setdefault(side, {}).setdefault(metric, []).append(value)
+        print(f"\n{args.size_mib} MiB PUT/GET, {args.small_files} × 4 KiB, {args.clients} clients × "
+              f"{args.part_mib} MiB, {args.repeat} repeat(s), medians; PostgreSQL started in {PG.started_in:.1f} s, "
+              f"Ceph RGW in {state['start_seconds']} s\n")
+        if not args.skip_embedded:
+            print("| 1 node | embedded default | PostgreSQL + Ceph RGW | ratio |")
+            print("|---|---|---|---|")
+            for label, key in (("PUT MB/s", "put"), ("GET MB/s (cold, no cache)", "get"),
+                               ("4 KiB PUTs/s (8 parallel)", "small")):
+                a, b = med(samples, "embedded", key), med(samples, "cluster1", key)
+                if a and b:
+                    print(f"| {label} | {a:.0f} | {b:.0f} | {b / a:.2f} |")
+        print(f"\n| {args.clients} clients | 1 node | 2 nodes | ratio |")
+        print("|---|---|---|---|")
+        for label, key in (("4 KiB PUTs/s", "small"), (f"{args.part_mib} MiB PUTs, MB/s", "large")):
+            a, b = med(samples, "nodes1", key), med(samples, "nodes2", key)
+            if a and b:
+                print(f"| {label} | {a:.0f} | {b:.0f} | {b / a:.2f} |")
+        print("\nWhere time goes (medians per measurement): CPU s of davbackup / Ceph / PostgreSQL, "
+              "PostgreSQL commits, objects written\n")
+        print("| measurement | side | CPU davbackup | CPU Ceph | CPU PostgreSQL | PG commits | objects |")
+        print("|---|---|---|---|---|---|---|")
+        for side in ("embedded", "cluster1", "nodes1", "nodes2"):
+            for key in ("put", "get", "small", "large"):
+                cpu_s = med(samples, side, f"{key}_cpu_server")
+                if cpu_s is None:
+                    continue
+                cells = [med(samples, side, f"{key}_{n}") for n in ("cpu_ceph", "cpu_pg", "pg_commits", "objects")]
+                shown = [f"{c:.1f}" if c is not None and i < 2 else (f"{c:.0f}" if c is not None else "–")
+                         for i, c in enumerate(cells)]
+                print(f"| {key} | {side} | {cpu_s:.1f} | " + " | ".join(shown) + " |")
+        if args.json:
+            args.json.write_text(json.dumps({"samples": samples}, indent=1))
+    finally:
+        subprocess.run([str(bench_s3.CEPH), "stop", str(ceph_dir)], capture_output=True)
+        PG.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
