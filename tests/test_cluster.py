@@ -224,3 +224,49 @@ def test_one_gc_at_a_time_across_the_cluster(cluster: Cluster) -> None:
     for i in (1, 2):
         assert s.get(node.url + f"/f{i}.bin").status_code == 200
     time.sleep(0)
+
+
+def test_migrate_an_embedded_repository_into_the_cluster(
+    tmp_path: Path, postgres_server: ThrowawayPostgres, s3_bucket: S3Bucket
+) -> None:
+    """Files, history, folders and users of an embedded repository are served by a
+    node after `davbackup migrate`; every chunk is verified on the way; the source is
+    left as it was; a second migrate into the same database is refused."""
+    from tests.server_fixtures import launch
+
+    server = launch(tmp_path / "embedded")
+    s = server.session()
+    assert s.request("MKCOL", server.url + "/docs").status_code == 201
+    first = os.urandom(700_000)
+    assert s.put(server.url + "/docs/a.bin", data=first).status_code == 201
+    moment = time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime())
+    time.sleep(1.1)
+    assert s.put(server.url + "/docs/a.bin", data=b"second version").status_code == 204
+    assert s.put(server.url + "/docs/b.txt", data=b"hello").status_code == 201
+    server.stop()
+    before = sorted(p.name for p in server.repo.iterdir())
+    catalog = postgres_server.url(postgres_server.create_database())
+    packs = s3_bucket.url("migrated")
+    env = server.env
+    out = subprocess.run([*_cli_prefix(), "migrate", "--repo", str(server.repo), "--catalog", catalog,
+                          "--packs", packs], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "chunks verified" in out.stdout
+    assert sorted(p.name for p in server.repo.iterdir()) == before
+    again = subprocess.run([*_cli_prefix(), "migrate", "--repo", str(server.repo), "--catalog", catalog,
+                            "--packs", s3_bucket.url("again")], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode != 0 and "already holds a davbackup catalog" in again.stderr
+    cluster = Cluster(workdir=tmp_path / "cluster", catalog=catalog, packs=packs, users=server.users)
+    try:
+        cluster.cli("check", "--read-data")
+        node = cluster.start_node("a")
+        sn = node.session()
+        assert sn.get(node.url + "/docs/a.bin").content == b"second version"
+        assert sn.get(node.url + "/docs/b.txt").content == b"hello"
+        assert sn.get(node.url + f"/.history/{moment}/docs/a.bin").content == first  # history came along
+        assert sn.put(node.url + "/docs/c.bin", data=first).status_code == 201  # new IDs do not collide
+        assert sn.get(node.url + "/docs/c.bin").content == first
+        bob = node.session("bob")
+        assert bob.put(node.url + "/mine.txt", data=b"bob").status_code == 201
+    finally:
+        cluster.stop()

@@ -24,7 +24,8 @@ def test_translation_of_the_dialect() -> None:
     t = translate("SELECT offset, length FROM version_chunks WHERE version_id=? AND offset>=? ORDER BY offset LIMIT ?")
     assert t.sql == ('SELECT "offset", length FROM version_chunks WHERE version_id=%s AND "offset">=%s'
                      ' ORDER BY "offset" LIMIT %s')
-    t = translate("INSERT OR REPLACE INTO props(node_id, name, value_enc, born) VALUES (?, ?, ?, ?)")
+    t = translate("INSERT OR REPLACE INTO props(node_id, name, value_enc, born) VALUES (?, ?, ?, ?)",
+                  lambda table: ("node_id", "name"))
     assert t.sql == ('INSERT INTO props(node_id, name, value_enc, born) VALUES (%s, %s, %s, %s)'
                      ' ON CONFLICT ("node_id", "name") DO UPDATE SET "value_enc" = EXCLUDED."value_enc",'
                      ' "born" = EXCLUDED."born"')
@@ -46,7 +47,7 @@ def test_translation_of_the_dialect() -> None:
     assert translate("BEGIN IMMEDIATE").kind == "write-begin"
     assert translate("BEGIN").sql == "BEGIN ISOLATION LEVEL REPEATABLE READ"
     with pytest.raises(sqlite3.OperationalError):
-        translate("INSERT OR REPLACE INTO unknown_table(a) VALUES (?)")
+        translate("INSERT OR REPLACE INTO unknown_table(a) VALUES (?)", lambda table: ())
 
 
 def test_redact_hides_the_password() -> None:

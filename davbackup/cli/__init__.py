@@ -30,6 +30,7 @@ COMMANDS = (
     "restore",
     "stats",
     "rebuild_index",
+    "migrate",
     "serve",
     "upload",
     "download",
