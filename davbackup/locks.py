@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from davbackup.catalog import Catalog
+from davbackup.errors import Locked
 
 
 class LockTable:
@@ -23,6 +25,36 @@ class LockTable:
         text = json.dumps(data)
 
         def txn(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO locks(token, root, expire, data) VALUES (?, ?, ?, ?)",
+                (token, root, expire, text),
+            )
+
+        self._catalog.write(txn)
+
+    def put_unless(
+        self, token: str, root: str, expire: float, data: dict[str, Any],
+        conflict: Callable[[list[dict[str, Any]]], str | None],
+    ) -> None:
+        """Store a new lock unless ``conflict``, given every record on ``root``, on a
+        folder above it and below it as the catalog holds them inside the same write
+        transaction, names a reason to refuse (then :class:`Locked`, nothing stored).
+        With a catalog shared by several nodes this makes the conflict check and the
+        insert one step across the cluster (write transactions are serialised)."""
+        text = json.dumps(data)
+        parts = [p for p in root.split("/") if p]
+        above = ["/"] + ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
+        below = root.rstrip("/") + "/"
+
+        def txn(conn: sqlite3.Connection) -> None:
+            marks = ",".join("?" * (len(above) + 1))
+            rows = conn.execute(
+                f"SELECT data FROM locks WHERE root IN ({marks}) OR substr(root, 1, ?) = ?",
+                (*above, root, len(below), below),
+            ).fetchall()
+            reason = conflict([json.loads(r[0]) for r in rows])
+            if reason is not None:
+                raise Locked(reason)
             conn.execute(
                 "INSERT OR REPLACE INTO locks(token, root, expire, data) VALUES (?, ?, ?, ?)",
                 (token, root, expire, text),

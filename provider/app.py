@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from davbackup.errors import StorageUnavailable
 from davbackup.uploads import UploadSettings
 from provider import internals
 from provider.auth import RepositoryAuthenticator, RepositoryDomainController
@@ -132,5 +133,13 @@ class LockSync:
         self.app, self.storage = app, storage
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        self.storage.sync()
+        try:
+            self.storage.sync()
+        except StorageUnavailable as exc:  # the catalog database does not answer
+            body = b"503 Service Unavailable: the catalog database does not answer\n"
+            start_response("503 Service Unavailable", [
+                ("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                ("Retry-After", str(exc.retry_after)),
+            ])
+            return [body]
         return self.app(environ, start_response)

@@ -95,6 +95,11 @@ class _TracebackLogger:
             if exc.errno != errno.EACCES:  # EACCES becomes a 403
                 _log_internal(environ, exc)
             raise
+        except DavBackupError as exc:
+            # one that no handler translated (e.g. the catalog database became
+            # unreachable while WsgiDAV looked a resource up): its own status, so a
+            # lost PostgreSQL is a 503 with Retry-After, not a 500
+            raise to_dav_error(exc) from exc
         except Exception as exc:
             _log_internal(environ, exc)
             raise

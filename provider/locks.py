@@ -9,9 +9,9 @@ the repository (the lock manager's own locking works only inside one process too
 With a catalog shared by several nodes (PostgreSQL), every request first checks
 the catalog's lock epoch (:meth:`RepositoryLockStorage.sync`, one query) and reloads
 the copy when another node changed a lock, so a lock taken through one node is
-enforced by every other node from its next request on. Two LOCK requests for the
-same resource that race on two nodes are not serialised (each node checks conflicts
-against its copy): a known limit of the cluster mode.
+enforced by every other node from its next request on; a new lock is stored by a
+write that checks the catalog's records for conflicts first (serialised across the
+cluster), so two LOCK requests racing on two nodes cannot both be granted.
 
 The copy is indexed by lock root (a sorted list of roots plus a dict), so the
 questions WsgiDAV asks for every request and every listed resource ("locks on this
@@ -59,6 +59,7 @@ from wsgidav.lock_man.lock_manager import (
     validate_lock,
 )
 
+from davbackup.errors import Locked
 from provider.paths import split_ref_url
 
 if TYPE_CHECKING:
@@ -203,7 +204,17 @@ class RepositoryLockStorage:
                 raise DAVError(
                     HTTP_FORBIDDEN, f"a user may hold at most {self.limits.per_user} locks"
                 )
-            self._repo.locks.put(token, root, lock["expire"], _to_stored(dict(lock, token=token)))
+            stored = _to_stored(dict(lock, token=token))
+            if self._repo.catalog.shared:
+                # another node may have granted a conflicting lock since this request
+                # began: check again inside the (cluster-wide serialised) write
+                try:
+                    self._repo.locks.put_unless(token, root, lock["expire"], stored,
+                                                lambda rows: _conflict(lock, rows, now))
+                except Locked as exc:
+                    raise DAVError(HTTP_LOCKED, exc.message) from exc
+            else:
+                self._repo.locks.put(token, root, lock["expire"], stored)
             lock["token"] = token
             self._add(lock)
         return lock
@@ -352,6 +363,25 @@ def check_write_locks(
             conflict.add_href(lock["root"])
     if conflict.hrefs:
         raise DAVError(HTTP_LOCKED, err_condition=conflict)
+
+
+def _conflict(new: LockDict, stored: list[dict[str, Any]], now: float) -> str | None:
+    """Why ``new`` may not be granted beside the ``stored`` records (on its root, above
+    or below it), by RFC 4918's rules: an exclusive lock conflicts with any other lock
+    that covers the same resource, a shared one only with an exclusive one."""
+    root = new["root"].rstrip("/")
+    for other in stored:
+        if _expired(other, now):
+            continue
+        other_root = str(other["root"]).rstrip("/")
+        covers = (
+            other_root == root
+            or (root.startswith(other_root + "/") and other.get("depth") == "infinity")
+            or (other_root.startswith(root + "/") and new.get("depth") == "infinity")
+        )
+        if covers and "exclusive" in (other.get("scope"), new.get("scope")):
+            return f"{other['root']} is locked ({other.get('scope')}) by another request"
+    return None
 
 
 def _expired(lock: LockDict, now: float) -> bool:

@@ -123,6 +123,15 @@ class ThrowawayPostgres:
                    "-w", "-t", "60", "start"])
         self.started_in = time.monotonic() - t0
 
+    def halt(self) -> None:
+        """Stop the server but keep its data (an outage); :meth:`resume` starts it again."""
+        self._run([str(_pg_bindir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+
+    def resume(self) -> None:
+        options = f"-c listen_addresses=127.0.0.1 -c port={self.port} -k {self.socket_dir} -c fsync=on"
+        self._run([str(_pg_bindir() / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options,
+                   "-w", "-t", "60", "start"])
+
     def stop(self) -> None:
         if self.data.exists():
             try:

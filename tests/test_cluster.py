@@ -203,6 +203,23 @@ def test_range_put_started_on_a_continues_on_b_after_a_is_killed(cluster: Cluste
     assert sb.get(url_b).content == data
 
 
+def test_ietf_upload_started_on_a_continues_on_b_after_a_is_killed(cluster: Cluster) -> None:
+    a, b = cluster.start_node("a"), cluster.start_node("b")
+    data = os.urandom(3 * 1024 * 1024)
+    created = a.session().post(a.url + "/ietf.bin", data=data[:1_000_000], headers={
+        "Upload-Complete": "?0", "Upload-Draft-Interop-Version": "8", "Upload-Length": str(len(data))})
+    assert created.status_code == 201, created.text
+    location = created.headers["Location"]
+    a.kill()
+    sb = b.session()
+    head = sb.head(b.url + location)
+    assert head.status_code == 204 and head.headers["Upload-Offset"] == "1000000"
+    done = sb.patch(b.url + location, data=data[1_000_000:], headers={
+        "Content-Type": "application/partial-upload", "Upload-Offset": "1000000", "Upload-Complete": "?1"})
+    assert done.status_code == 201, done.text
+    assert sb.get(b.url + "/ietf.bin").content == data
+
+
 def test_one_gc_at_a_time_across_the_cluster(cluster: Cluster) -> None:
     """gc takes a cluster-wide advisory lock; a second gc is refused while it runs,
     and gc runs with the grace period while a node serves."""
@@ -270,3 +287,29 @@ def test_migrate_an_embedded_repository_into_the_cluster(
         assert bob.put(node.url + "/mine.txt", data=b"bob").status_code == 201
     finally:
         cluster.stop()
+
+
+def test_racing_locks_on_two_nodes_grant_one(cluster: Cluster) -> None:
+    """Exclusive LOCKs of one resource sent to both nodes at the same moment: exactly
+    one is granted each round (the conflict check and the insert are one serialised
+    write across the cluster), the other answers 423."""
+    a, b = cluster.start_node("a"), cluster.start_node("b")
+    sa, sb = a.session(), b.session()
+    for i in range(8):
+        assert sa.put(a.url + f"/race{i}.txt", data=b"x").status_code == 201
+    for i in range(8):
+        barrier = threading.Barrier(2)
+        answers: list[int] = []
+
+        def lock(session, node, i=i) -> None:  # type: ignore[no-untyped-def]
+            barrier.wait()
+            r = session.request("LOCK", node.url + f"/race{i}.txt", data=LOCK_BODY,
+                                headers={"Content-Type": "application/xml", "Timeout": "Second-60"})
+            answers.append(r.status_code)
+
+        threads = [threading.Thread(target=lock, args=(sa, a)), threading.Thread(target=lock, args=(sb, b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(answers) == [200, 423], (i, answers)
