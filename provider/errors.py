@@ -99,6 +99,9 @@ class _TracebackLogger:
             # one that no handler translated (e.g. the catalog database became
             # unreachable while WsgiDAV looked a resource up): its own status, so a
             # lost PostgreSQL is a 503 with Retry-After, not a 500
+            if int(getattr(exc, "http_status", 500) or 500) == 500:
+                _log_internal(environ, exc)
+                raise
             raise to_dav_error(exc) from exc
         except Exception as exc:
             _log_internal(environ, exc)
