@@ -292,8 +292,8 @@ def main() -> int:
             if a and b:
                 print(f"| {label} | {a:.0f} | {b:.0f} | {b / a:.2f} |")
         print("\nWhere time goes (medians per measurement): CPU s of davbackup / Ceph / PostgreSQL, "
-              "PostgreSQL commits, objects written\n")
-        print("| measurement | side | CPU davbackup | CPU Ceph | CPU PostgreSQL | PG commits | objects |")
+              "PostgreSQL transactions (reads included), change in the number of objects in the bucket\n")
+        print("| measurement | side | CPU davbackup | CPU Ceph | CPU PostgreSQL | PG transactions | objects (net) |")
         print("|---|---|---|---|---|---|---|")
         for side in ("embedded", "cluster1", "nodes1", "nodes2"):
             for key in ("put", "get", "small", "large"):
