@@ -234,9 +234,13 @@ class PgCatalog(Catalog):
         except psycopg.Error as exc:
             raise RepositoryError(f"{redact(url)}: cannot connect to the catalog database ({exc})") from exc
         self.node = 0
-        if writer and self._has_schema():
-            self.node = int(self._value("SELECT nextval('node_numbers')"))
-        super().__init__(Path(redact(url)), create=create)
+        try:
+            if writer and self._has_schema():
+                self.node = int(self._value("SELECT nextval('node_numbers')"))
+            super().__init__(Path(redact(url)), create=create)
+        except BaseException:
+            self._session.close()
+            raise
         if writer:
             if self.node == 0:  # created just now
                 self.node = int(self._value("SELECT nextval('node_numbers')"))
