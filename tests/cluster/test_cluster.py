@@ -20,7 +20,7 @@ import pytest
 
 from tests.cluster_fixtures import Cluster, create_cluster
 from tests.services import S3Bucket, ThrowawayPostgres
-from tests.test_litmus import SUITES, parse_summaries
+from tests.interop.test_litmus import SUITES, parse_summaries
 
 LOCK_BODY = (
     '<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:">'
