@@ -54,8 +54,23 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tree_bulk, "BATCH", 7)
 
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py).
+CATALOG_BACKENDS = ("sqlite", "postgresql")
+_new_catalog: Any = None  # a fresh PostgreSQL database per repository, or None (SQLite)
+
+
+@pytest.fixture(autouse=True)
+def _on_each_catalog(request: pytest.FixtureRequest, catalog_url: str | None) -> None:
+    global _new_catalog
+    if catalog_url is None:
+        _new_catalog = None
+    else:
+        server = request.getfixturevalue("postgres_server")
+        _new_catalog = lambda: server.url(server.create_database())  # noqa: E731
+
+
 def new_repo(path: Path, quota: int | None = None) -> Repository:
-    repo = Repository.init(path, "pass")
+    repo = Repository.init(path, "pass", catalog_url=_new_catalog() if _new_catalog else None)
     repo.users.add("alice", "password1")
     repo.users.add("bob", "password2")
     if quota is not None:
