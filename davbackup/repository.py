@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from davbackup import crypto, faults, tree_bulk
+from davbackup import clock, crypto, faults, tree_bulk
 from davbackup.catalog import Catalog
 from davbackup.chunker import Chunker
 from davbackup.chunkstore import ChunkStore
@@ -53,6 +53,8 @@ from davbackup.users import UserDirectory
 from davbackup.writer import FileWriter
 
 MODES = ("rw", "admin", "read")
+#: with a shared catalog, a large COPY staged this long ago is another node's crash debris
+STAGING_GRACE = 3600.0
 
 
 class Repository:
@@ -93,7 +95,10 @@ class Repository:
         self.uploads = UploadManager(self)
         if mode == "rw":
             # a large COPY or DELETE cut off by a crash: nothing else can be building one now
-            tree_bulk.finish_leftovers(self.catalog, best_effort=True)
+            # (unless another node serves the shared catalog: it may be building one,
+            # so only copies staged longer ago than gc's grace period are dropped)
+            staged_before = clock.now() - STAGING_GRACE if self.writer_active() else None
+            tree_bulk.finish_leftovers(self.catalog, staged_before=staged_before, best_effort=True)
         #: disk space kept back for DELETE and gc on a full disk; the server sizes and takes it
         self.reserve = SpaceReserve(root)
         self.space = SpaceGuard(self.reserve, self.storage)
