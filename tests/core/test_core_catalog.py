@@ -5,12 +5,14 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from davbackup.catalog import SCHEMA_VERSION, Catalog
 from davbackup.errors import DavBackupError, RepositoryError
+from tests.tmpfs import mounted_tmpfs
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -178,20 +180,10 @@ def test_a_broken_batch_strands_no_caller(catalog: Catalog) -> None:
 
 
 @pytest.fixture
-def tiny_fs(tmp_path: Path):
-    """A 4 MiB tmpfs (root only; CI runs as root)."""
-    import os
-    import subprocess
-
-    if os.geteuid() != 0:
-        pytest.fail("this test needs root to mount a tmpfs")
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
-    try:
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs."""
+    with mounted_tmpfs(tmp_path / "tiny", "4m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def _fill(path: Path) -> None:

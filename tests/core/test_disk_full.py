@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from tests.server_fixtures import DEFAULT_USERS, DavServer, _env, create_repository, davbackup, free_port
+from tests.tmpfs import mounted_tmpfs
 
 MiB = 1024 * 1024
 #: at least the live bytes of a pack gc must rewrite (the default, 64, covers half a pack)
@@ -28,15 +29,8 @@ RESERVE_MIB = 16
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.fail("this test needs root to mount a tmpfs (scripts/test runs as root in CI)")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", str(mnt)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "small", "64m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.fixture
