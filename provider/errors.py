@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Callable
@@ -28,6 +29,8 @@ from davbackup.errors import DavBackupError
 
 _log = logging.getLogger(__name__)
 _LOGGED = "_davbackup_logged"  # set on an exception whose traceback was logged
+#: the request this thread is answering (``environ``), set by :class:`_TracebackLogger`
+_current = threading.local()
 
 # WsgiDAV renders statuses it has no phrase for as "<code> Status"; name the ones
 # davbackup answers with.
@@ -47,7 +50,7 @@ def to_dav_error(exc: DavBackupError) -> DAVError:
     if status == 500:
         # logged here: WsgiDAV turns errors of COPY/MOVE members into a status
         # without raising, so the printer below would never see them
-        _log.error("%s: %s", type(exc).__name__, exc.message, exc_info=exc)
+        _log_internal(getattr(_current, "environ", None) or {}, exc)
         setattr(exc, _LOGGED, True)
     retry_after = getattr(exc, "retry_after", None)
     headers = [("Retry-After", str(retry_after))] if retry_after else None
@@ -82,6 +85,7 @@ class _TracebackLogger:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
         app_iter: Iterable[bytes] = ()
+        _current.environ = environ
         try:
             app_iter = self.app(environ, start_response)
             yield from app_iter
@@ -107,6 +111,7 @@ class _TracebackLogger:
             _log_internal(environ, exc)
             raise
         finally:
+            _current.environ = None
             close = getattr(app_iter, "close", None)
             if close is not None:
                 close()
