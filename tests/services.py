@@ -239,12 +239,19 @@ def stop_ceph(base: Path) -> None:
 
 @pytest.fixture(scope="session")
 def ceph_rgw() -> Iterator[ThrowawayCeph]:
-    base = Path(tempfile.mkdtemp(prefix="davbackup-ceph-"))
-    try:
-        ceph = start_ceph(base)
-    except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
-        stop_ceph(base)
-        pytest.fail(f"cannot start the throwaway Ceph RADOS Gateway: {exc}", pytrace=False)
+    # Two attempts: the cluster's ports are a random range that was free when picked,
+    # and another process on the machine may take one of them before Ceph binds it
+    # (seen with several test runs at once: radosgw's port answered by someone else).
+    for attempt in (1, 2):
+        base = Path(tempfile.mkdtemp(prefix="davbackup-ceph-"))
+        try:
+            ceph = start_ceph(base)
+            break
+        except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
+            stop_ceph(base)
+            shutil.rmtree(base, ignore_errors=True)
+            if attempt == 2:
+                pytest.fail(f"cannot start the throwaway Ceph RADOS Gateway: {exc}", pytrace=False)
     yield ceph
     stop_ceph(base)
 
