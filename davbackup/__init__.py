@@ -19,6 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from davbackup.digests import Digests
     from davbackup.errors import (
         Conflict,
         DavBackupError,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from davbackup.maintenance.rebuild import rebuild_index
     from davbackup.maintenance.stats import repository_stats
     from davbackup.repository import Repository
-    from davbackup.uploads import Digests, UploadSession
+    from davbackup.uploads import UploadSession
 
 __version__ = "0.1.0"
 
@@ -44,7 +45,7 @@ _FACADE = {
     "Namespace": "davbackup.fs",
     "Entry": "davbackup.fs",
     "UploadSession": "davbackup.uploads",
-    "Digests": "davbackup.uploads",
+    "Digests": "davbackup.digests",
     "check_repository": "davbackup.maintenance.check",
     "collect_garbage": "davbackup.maintenance.gc",
     "rebuild_index": "davbackup.maintenance.rebuild",

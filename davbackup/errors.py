@@ -141,3 +141,29 @@ class TooManyUploads(DavBackupError):
 
     http_status = 429
     exit_code = 6
+
+
+class OffsetMismatch(DavBackupError):
+    """The client's offset is not the one the server holds; carries the right one."""
+
+    http_status = 409
+    exit_code = 3
+
+    def __init__(self, message: str, offset: int, provided: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.provided = provided
+
+
+class LengthMismatch(DavBackupError):
+    """Bytes or a completion that disagree with the upload's declared length."""
+
+    http_status = 400
+    exit_code = 3
+
+
+class DigestMismatch(DavBackupError):
+    """The uploaded bytes do not match the digest the client sent; nothing was stored."""
+
+    http_status = 400
+    exit_code = 3

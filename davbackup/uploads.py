@@ -25,44 +25,44 @@ request may append to a session at a time; a second one gets
 This module is the only one that reads or writes ``upload_sessions`` and
 ``session_chunks``; gc, user removal and stats call the functions at the end.
 
-The settings that decide a session's fate (``UploadSettings``: lifetime, checkpoint
-size, per-user limit, largest length) are stored once, in catalog ``meta`` key
-``uploads``: the server records its configuration there when it starts, and every
-other process (``davbackup gc`` expiring idle sessions) reads them from there, so
-a server configured for a 48 h lifetime never loses sessions to a gc that assumed
-24 h (DESIGN.md §13).
+The settings that decide a session's fate are in :mod:`davbackup.upload_settings`,
+the digests a client may promise in :mod:`davbackup.digests`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import secrets
 import sqlite3
 import threading
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from davbackup import clock
 from davbackup import crypto
-from davbackup.errors import Conflict, DavBackupError, Locked, NotFound, TooLarge, TooManyUploads, UsageError
+from davbackup.digests import Digests, verify_digests
+from davbackup.errors import (
+    Conflict,
+    DigestMismatch,
+    LengthMismatch,
+    Locked,
+    NotFound,
+    OffsetMismatch,
+    TooLarge,
+    TooManyUploads,
+    UsageError,
+)
 from davbackup.fs import Entry
 from davbackup.tree import join_path, split_path
+from davbackup.upload_settings import UploadSettings, load_settings, store_settings
 from davbackup.writer import FileWriter
 
 if TYPE_CHECKING:
-    from davbackup.catalog import Catalog
     from davbackup.repository import Repository
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_TTL = 24 * 3600.0
-CHECKPOINT_BYTES = 64 * 1024 * 1024
-#: open (unexpired) sessions one user may hold
-MAX_SESSIONS_PER_USER = 256
-#: the largest length an upload may declare (16 TiB)
-MAX_LENGTH = 16 * 1024**4
 READ_SIZE = 1024 * 1024
 PATH_AD = b"davbackup-upload-path-v1"
 
@@ -92,81 +92,6 @@ def transition(state: str, event: str) -> str:
         raise Conflict(f"upload session: cannot {event} when {state}") from None
 
 
-META_KEY = "uploads"
-
-
-@dataclass(frozen=True)
-class UploadSettings:
-    """What the server was configured with; recorded in ``meta`` so gc agrees."""
-
-    #: seconds an unfinished session may stay idle before it expires
-    session_ttl: float = DEFAULT_TTL
-    #: bytes of a long request between two durable checkpoints of its session
-    checkpoint_bytes: int = CHECKPOINT_BYTES
-    #: open (unexpired) sessions one user may hold
-    max_sessions_per_user: int = MAX_SESSIONS_PER_USER
-    #: the largest length an upload may declare
-    max_length: int = MAX_LENGTH
-
-    def __post_init__(self) -> None:
-        if not self.session_ttl > 0 or self.checkpoint_bytes < 1 or self.max_sessions_per_user < 1 \
-                or self.max_length < 1:
-            raise UsageError(f"invalid upload settings {self}: every value must be positive")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "UploadSettings":
-        try:
-            data = json.loads(text)
-            known = {f.name for f in fields(cls)}
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise UsageError(f"catalog meta {META_KEY!r} is not valid upload settings: {exc}") from exc
-
-
-def load_settings(conn: sqlite3.Connection) -> UploadSettings:
-    """The settings the server last recorded (the defaults if none ever did)."""
-    row = conn.execute("SELECT value FROM meta WHERE key=?", (META_KEY,)).fetchone()
-    return UploadSettings.from_json(row[0]) if row else UploadSettings()
-
-
-def store_settings(catalog: "Catalog", settings: UploadSettings) -> bool:
-    """Record ``settings`` (one transaction, only if they differ); True if written."""
-    if load_settings(catalog.reader()) == settings:
-        return False
-    text = settings.to_json()
-    catalog.write(lambda conn: conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (META_KEY, text)))
-    return True
-
-
-class OffsetMismatch(DavBackupError):
-    """The client's offset is not the one the server holds; carries the right one."""
-
-    http_status = 409
-    exit_code = 3
-
-    def __init__(self, message: str, offset: int, provided: int | None = None) -> None:
-        super().__init__(message)
-        self.offset = offset
-        self.provided = provided
-
-
-class LengthMismatch(DavBackupError):
-    """Bytes or a completion that disagree with the upload's declared length."""
-
-    http_status = 400
-    exit_code = 3
-
-
-class DigestMismatch(DavBackupError):
-    """The uploaded bytes do not match the digest the client sent; nothing was stored."""
-
-    http_status = 400
-    exit_code = 3
-
-
 class BodyReader(Protocol):
     def read(self, n: int = -1) -> bytes: ...
 
@@ -189,41 +114,6 @@ class AppendResult:
     offset: int  # bytes held after this request
     entry: Entry | None  # the committed file when the upload completed
     interrupted: bool  # the body ended early (dropped connection)
-
-
-@dataclass(frozen=True)
-class Digests:
-    """Whole-file digests the client promised (raw bytes)."""
-
-    sha256: bytes | None = None
-    sha1: bytes | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.sha256 or self.sha1)
-
-
-def verify_digests(digests: Digests | None, writer: FileWriter, path: str) -> str | None:
-    """Check the promised digests against the bytes written; raise on a mismatch.
-
-    When the client sent an ownCloud SHA-1, returns ``"SHA1:<hex> MD5:<hex>"`` (MD5
-    computed in the same pass) to keep with the version: rclone's owncloud vendor
-    compares MD5 first."""
-    if not digests:
-        return None
-    h256 = hashlib.sha256() if digests.sha256 else None
-    h1 = hashlib.sha1() if digests.sha1 else None
-    hmd5 = hashlib.md5() if digests.sha1 else None
-    for data in writer.iter_content(path):
-        for h in (h256, h1, hmd5):
-            if h is not None:
-                h.update(data)
-    if h256 and h256.digest() != digests.sha256:
-        raise DigestMismatch(f"{path}: SHA-256 of the received bytes does not match Repr-Digest")
-    if h1 and h1.digest() != digests.sha1:
-        raise DigestMismatch(f"{path}: SHA-1 of the received bytes does not match OC-Checksum")
-    if h1 is not None and hmd5 is not None:
-        return f"SHA1:{h1.hexdigest()} MD5:{hmd5.hexdigest()}"
-    return None
 
 
 class UploadManager:

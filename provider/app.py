@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from davbackup.errors import StorageUnavailable
-from davbackup.uploads import UploadSettings
+from davbackup.upload_settings import UploadSettings
 from provider import internals
 from provider.auth import RepositoryAuthenticator, RepositoryDomainController
 from provider.client_compat import OptionsPath

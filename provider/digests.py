@@ -16,7 +16,7 @@ from typing import Any
 
 from wsgidav.dav_error import DAVError
 
-from davbackup.uploads import Digests
+from davbackup.digests import Digests
 
 Environ = dict[str, Any]
 

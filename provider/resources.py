@@ -34,7 +34,7 @@ from wsgidav.dav_error import (
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 from wsgidav.xml_tools import etree
 
-from davbackup.uploads import Digests, verify_digests
+from davbackup.digests import Digests, verify_digests
 from provider.digests import parse_digests
 from provider.errors import dav_errors
 from provider.locks import check_write_locks

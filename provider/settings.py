@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from davbackup import uploads
+from davbackup import upload_settings
 from provider.auth import ThrottleSettings
 from provider.http_limits import HttpLimits
 
@@ -68,13 +68,13 @@ class ServerSettings:
     #: .DS_Store, ._*, Thumbs.db, desktop.ini: "store" (like any file), "refuse" (403), "skip"
     os_metadata: str = "store"
     #: seconds an unfinished resumable upload may stay idle before it expires
-    upload_session_ttl: float = uploads.DEFAULT_TTL
+    upload_session_ttl: float = upload_settings.DEFAULT_TTL
     #: bytes of a long upload request between two durable checkpoints of its session
-    upload_checkpoint_bytes: int = uploads.CHECKPOINT_BYTES
+    upload_checkpoint_bytes: int = upload_settings.CHECKPOINT_BYTES
     #: open (unexpired) upload sessions one user may hold; one more is a 429
-    upload_max_sessions_per_user: int = uploads.MAX_SESSIONS_PER_USER
+    upload_max_sessions_per_user: int = upload_settings.MAX_SESSIONS_PER_USER
     #: the largest length an upload may declare (413 above); 16 TiB
-    upload_max_length: int = uploads.MAX_LENGTH
+    upload_max_length: int = upload_settings.MAX_LENGTH
     #: disk space kept back so that DELETE and gc work on a full disk (davbackup/reserve.py)
     reserve_bytes: int = 64 * MiB
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)

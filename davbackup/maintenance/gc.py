@@ -1,7 +1,7 @@
 """`davbackup gc`: reclaim the space of chunks nothing references (DESIGN.md §12).
 
 1. Expire upload sessions idle longer than the session lifetime the server recorded
-   in the catalog (``uploads.session_ttl``, davbackup/uploads.py), and delete file
+   in the catalog (``uploads.session_ttl``, davbackup/upload_settings.py), and delete file
    versions orphaned (overwritten or deleted) longer than the grace period.
 2. Delete index rows of chunks that no version and no session references and that
    were not touched within the grace period. Writers touch every chunk they
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from davbackup import chunklists, clock, tree_bulk, uploads
+from davbackup.upload_settings import load_settings
 from davbackup.chunkstore import storage_error
 from davbackup.errors import StorageFull
 from davbackup.pack import HEADER_SIZE, BlobError
@@ -86,7 +87,7 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
     leftovers = tree_bulk.finish_leftovers(repo.catalog, staged_before=now - grace, best_effort=True)
     report.trash_emptied, report.staging_dropped = leftovers.trash_emptied, leftovers.staging_dropped
     report.pruned = prune(repo.catalog, load_policy(repo.catalog), now)
-    ttl = session_ttl if session_ttl is not None else uploads.load_settings(repo.catalog.reader()).session_ttl
+    ttl = session_ttl if session_ttl is not None else load_settings(repo.catalog.reader()).session_ttl
 
     def sweep(conn: sqlite3.Connection) -> tuple[int, int]:
         expired = uploads.expire_idle(conn, now, ttl)

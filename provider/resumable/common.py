@@ -10,8 +10,9 @@ from typing import Any
 from wsgidav import util
 from wsgidav.dav_error import HTTP_CONFLICT, HTTP_METHOD_NOT_ALLOWED, HTTP_PRECONDITION_FAILED, DAVError
 
+from davbackup.digests import Digests
 from davbackup.errors import DavBackupError
-from davbackup.uploads import Digests, UploadSession
+from davbackup.uploads import UploadSession
 from provider.internals import check_write_permission, dav_provider, evaluate_if_headers
 from provider.resources import PendingFile
 from provider.resumable.answers import RECENT, Done, Headers, StartResponse, respond

@@ -27,14 +27,16 @@ from typing import Any
 from davbackup.errors import (
     Conflict,
     DavBackupError,
+    DigestMismatch,
     IncompleteBody,
+    LengthMismatch,
     Locked,
     NotFound,
+    OffsetMismatch,
     RangeError,
     TooLarge,
     TooManyUploads,
 )
-from davbackup.uploads import DigestMismatch, LengthMismatch, OffsetMismatch
 from provider.resumable.answers import Headers, StartResponse, problem, respond
 
 #: problem type (RFC 9457) of a completed upload whose bytes fail the client's digest

@@ -39,8 +39,9 @@ from typing import Any
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 
 from davbackup import clock
-from davbackup.errors import DavBackupError, NotFound
-from davbackup.uploads import Digests, LengthMismatch, OffsetMismatch, UploadManager, UploadSession
+from davbackup.digests import Digests
+from davbackup.errors import DavBackupError, LengthMismatch, NotFound, OffsetMismatch
+from davbackup.uploads import UploadManager, UploadSession
 from provider.internals import dav_provider, write_transaction
 from provider.paths import normalize_path
 from provider.resumable.answers import RECENT, Headers, StartResponse, problem, respond

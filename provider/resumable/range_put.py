@@ -42,8 +42,9 @@ import base64
 from collections.abc import Iterable
 from typing import Any
 
-from davbackup.errors import Conflict, DavBackupError
-from davbackup.uploads import Digests, OffsetMismatch, UploadSession
+from davbackup.digests import Digests
+from davbackup.errors import Conflict, DavBackupError, OffsetMismatch
+from davbackup.uploads import UploadSession
 from provider.internals import dav_provider, write_transaction
 from provider.paths import normalize_path
 from provider.resumable.answers import RECENT, Headers, StartResponse, respond

@@ -17,18 +17,10 @@ from davbackup import clock
 from davbackup.errors import Conflict, Locked, NotFound, RangeError, TooLarge, TooManyUploads, UsageError
 from davbackup.maintenance.gc import collect_garbage
 from davbackup.repository import Repository
-from davbackup.uploads import (
-    EVENTS,
-    STATES,
-    TRANSITIONS,
-    Digests,
-    DigestMismatch,
-    LengthMismatch,
-    OffsetMismatch,
-    UploadSettings,
-    load_settings,
-    transition,
-)
+from davbackup.digests import Digests
+from davbackup.errors import DigestMismatch, LengthMismatch, OffsetMismatch
+from davbackup.upload_settings import UploadSettings, load_settings
+from davbackup.uploads import EVENTS, STATES, TRANSITIONS, transition
 
 MiB = 1024 * 1024
 

@@ -19,7 +19,7 @@ from davbackup.errors import (
     TooLarge,
     TooManyUploads,
 )
-from davbackup.uploads import DigestMismatch, LengthMismatch, OffsetMismatch
+from davbackup.errors import DigestMismatch, LengthMismatch, OffsetMismatch
 from provider.resumable.errors import DIGEST_PROBLEM, ERRORS, answer_error, row_for
 
 
