@@ -39,9 +39,10 @@ class BodyReader(Protocol):
     def read(self, n: int = -1) -> bytes: ...
 
 
-#: chunk lists up to this long (files up to about 1 GiB at 512 KiB per chunk) are read once, verified and
-#: handed to the reader; longer ones are verified as a stream and read in batches
-KEEP_CHUNK_LIST = 2048
+#: chunk lists up to this long (files up to about 16 GiB at 512 KiB per chunk) are kept,
+#: once verified, in ``repo.chunk_lists`` and read from there; longer ones are verified
+#: as a stream at every open and read in batches
+KEEP_CHUNK_LIST = 1 << 15
 
 #: Names at a user's root that belong to history (DESIGN.md §15): never live files.
 RESERVED_ROOT_NAMES = frozenset({".history", ".versions"})
@@ -201,8 +202,13 @@ class Namespace:
     def version_reader(self, version_id: int, size: int, etag: str, path: str) -> VersionReader:
         """A reader of one version, after checking that the catalog's chunk list and size
         are the ones its keyed ETag was computed from (DESIGN.md §14)."""
-        chunks = verify_version(self._catalog.reader(), self.repo.keys.etag_key(), version_id, size, etag, path,
-                                keep=KEEP_CHUNK_LIST)
+        verified = self.repo.chunk_lists
+        chunks = verified.get(version_id, size, etag)
+        if chunks is None:
+            chunks = verify_version(self._catalog.reader(), self.repo.keys.etag_key(), version_id, size, etag, path,
+                                    keep=KEEP_CHUNK_LIST)
+            if chunks is not None:
+                verified.put(version_id, size, etag, chunks)
         return VersionReader(self._catalog, self.repo.chunks, version_id, size, path, chunks)
 
     # -- writing -----------------------------------------------------------------

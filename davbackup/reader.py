@@ -19,16 +19,16 @@ import io
 from davbackup.catalog import Catalog
 from davbackup.chunkstore import ChunkStore, Location
 from davbackup.errors import IntegrityError
+from davbackup.versions import ChunkList
 
 BATCH = 512
 
 
 class VersionReader(io.RawIOBase):
     def __init__(self, catalog: Catalog, store: ChunkStore, version_id: int, size: int, path: str,
-                 chunks: list[tuple[int, int, bytes]] | None = None) -> None:
-        """``chunks``: the whole chunk list, ``(offset, length, chunk_id)`` in order, as the
-        caller just verified it (then no batch is queried; each chunk's place in the
-        packs is looked up when it is read)."""
+                 chunks: ChunkList | None = None) -> None:
+        """``chunks``: the whole chunk list as the caller verified it (then no batch is
+        queried; each chunk's place in the packs is looked up when it is read)."""
         super().__init__()
         self._catalog = catalog
         self._store = store
@@ -42,10 +42,7 @@ class VersionReader(io.RawIOBase):
         self._cur_index = -1
         self._cur_data = b""
         self._cur_start = 0
-        self._complete = chunks is not None
-        if chunks is not None:
-            self._rows = [(off, length, cid, None) for off, length, cid in chunks]
-            self._offsets = [r[0] for r in self._rows]
+        self._list = chunks
 
     def readable(self) -> bool:
         return True
@@ -90,18 +87,26 @@ class VersionReader(io.RawIOBase):
         ]
         self._offsets = [r[0] for r in self._rows]
 
-    def _chunk_at(self, pos: int) -> tuple[bytes, int]:
-        if self._cur_data and self._cur_start <= pos < self._cur_start + len(self._cur_data):
-            return self._cur_data, self._cur_start
+    def _batch_row(self, pos: int) -> tuple[int, int, bytes, Location | None]:
         i = bisect.bisect_right(self._offsets, pos) - 1
         if i < 0 or i >= len(self._rows) or pos >= self._rows[i][0] + self._rows[i][1]:
-            if self._complete:
-                raise IntegrityError(f"{self.path}: chunk list has a gap at byte {pos}")
             self._load_batch(pos)
             i = bisect.bisect_right(self._offsets, pos) - 1
             if i < 0 or pos >= self._rows[i][0] + self._rows[i][1]:
                 raise IntegrityError(f"{self.path}: chunk list has a gap at byte {pos}")
-        off, length, cid, location = self._rows[i]
+        return self._rows[i]
+
+    def _chunk_at(self, pos: int) -> tuple[bytes, int]:
+        if self._cur_data and self._cur_start <= pos < self._cur_start + len(self._cur_data):
+            return self._cur_data, self._cur_start
+        if self._list is not None:
+            i = bisect.bisect_right(self._list.offsets, pos) - 1
+            if i < 0:
+                raise IntegrityError(f"{self.path}: chunk list has a gap at byte {pos}")
+            off, length, cid = self._list.row(i)
+            location = None
+        else:
+            off, length, cid, location = self._batch_row(pos)
         data = self._store.read(cid, location, f"{self.path} (bytes {off}-{off + length - 1})")
         if len(data) != length:
             raise IntegrityError(f"{self.path}: chunk {cid.hex()[:16]} has length {len(data)}, expected {length}")
@@ -142,4 +147,5 @@ class VersionReader(io.RawIOBase):
     def close(self) -> None:
         self._cur_data = b""
         self._rows = []
+        self._list = None
         super().close()

@@ -50,6 +50,7 @@ from davbackup.reserve import SpaceGuard, SpaceReserve
 from davbackup.tree import Tree, authenticate_rows
 from davbackup.uploads import UploadManager
 from davbackup.users import UserDirectory
+from davbackup.versions import VerifiedChunkLists
 from davbackup.writer import FileWriter
 
 MODES = ("rw", "admin", "read")
@@ -86,6 +87,7 @@ class Repository:
             self.codec = BlobCodec(keys.chunk_subkey_base(), keys.chunk_id_key(), config.compression_level)
             self.chunker = Chunker(config.chunker, keys.chunker_seed())
             self.chunks = ChunkStore(self.catalog, self.storage, self.codec, config.pack_target_size, mode == "rw")
+            self.chunk_lists = VerifiedChunkLists()  # chunk lists verified at open (versions.py)
             self.users = UserDirectory(self.catalog, self.tree)
             self.offloader = Offloader(threads=min(2, os.cpu_count() or 1))
             self.locks = LockTable(self.catalog)

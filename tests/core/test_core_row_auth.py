@@ -145,3 +145,44 @@ def test_old_repository_is_readable_then_upgraded_on_first_write_open(tmp_path: 
     conn.close()
     with Repository.open(root, "fixture passphrase v1", mode="read") as repo:
         assert not check_repository(repo).ok  # no fallback to the old sealing after the upgrade
+
+
+def test_chunk_list_swapped_while_open_is_never_served(repo_dir: Path, ids: dict[str, int]) -> None:
+    """A reader uses the chunk list as it was verified when the version was first opened
+    (repo.chunk_lists): rows swapped in the catalog afterwards change nothing that is
+    served, and the next process to open the file detects them."""
+    va, vb = ids["va"], ids["vb"]
+    with opened(repo_dir) as repo:
+        ns = repo.namespace(USER)
+        assert read_file(ns, "/d/a.txt") == b"alpha " * 3000  # verified, kept
+        tamper(repo_dir,
+               f"UPDATE version_segments SET version_id=-1 WHERE version_id={va}",
+               f"UPDATE version_segments SET version_id={va} WHERE version_id={vb}",
+               f"UPDATE version_segments SET version_id={vb} WHERE version_id=-1")
+        for _ in range(2):
+            assert read_file(ns, "/d/a.txt") == b"alpha " * 3000
+        with ns.open_read("/d/a.txt") as reader:
+            reader.seek(6 * 2000)
+            assert reader.read(12) == b"alpha alpha "
+        with pytest.raises(IntegrityError, match="/d/b.txt"):
+            ns.open_read("/d/b.txt")  # not opened before: verified now, and refused
+    with opened(repo_dir) as repo:
+        with pytest.raises(IntegrityError, match="/d/a.txt"):
+            repo.namespace(USER).open_read("/d/a.txt")
+
+
+def test_verified_chunk_lists_are_bounded() -> None:
+    from array import array
+
+    from davbackup.versions import ChunkList, VerifiedChunkLists
+
+    lists = VerifiedChunkLists(max_chunks=100)
+    one = ChunkList(array("q", range(0, 20 * 10, 10)), bytes(32 * 20), 200)
+    assert one.row(19) == (190, 10, bytes(32))
+    for vid in range(10):
+        lists.put(vid, 200, f"e{vid}", one)
+    assert lists.get(0, 200, "e0") is None  # the oldest went first
+    assert lists.get(9, 200, "e9") is one
+    assert lists.get(9, 200, "other etag") is None
+    lists.put(99, 10_000, "huge", ChunkList(array("q", range(26)), bytes(32 * 26), 10_000))
+    assert lists.get(99, 10_000, "huge") is None  # over a quarter of the bound: not kept
