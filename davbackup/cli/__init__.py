@@ -97,4 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
+    if sys.argv[1:2] == ["serve"]:
+        # before anything is imported: the allocator settings of a long-running server
+        # work best when the first large blocks are already placed by them
+        from davbackup.cli.malloc_tuning import tune_malloc
+
+        tune_malloc()
     sys.exit(main())
