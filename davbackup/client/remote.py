@@ -1,8 +1,9 @@
 """One WebDAV server as the client sees it: listings, metadata, folders, raw requests.
 
-Listing and metadata go through webdavclient3; its ``requests`` session (with the
-credentials set on it) also carries the range PUTs and ranged GETs, so every request
-shares one connection pool.
+The ``requests`` session of a webdavclient3 client (with the credentials set on it)
+carries every request of the calling thread: listings (one ``PROPFIND`` of four
+properties per folder), folders, range PUTs and ranged GETs; transfer threads get a
+session of their own.
 """
 
 from __future__ import annotations
@@ -17,26 +18,14 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
+from lxml import etree
 from webdav3.client import Client
-from webdav3.exceptions import (
-    MethodNotSupported,
-    NoConnection,
-    RemoteResourceNotFound,
-    ResourceLocked,
-    ResponseErrorCode,
-    WebDavException,
-)
 
 from davbackup.client.credentials import Credentials
 from davbackup.client.errors import RETRYABLE, ConnectionFailed, ServerError, error_for
 from davbackup.errors import (
-    AuthenticationFailed,
     Conflict,
-    DavBackupError,
-    Locked,
     NotFound,
-    PermissionDenied,
-    StorageFull,
     UsageError,
 )
 
@@ -130,29 +119,45 @@ class Remote:
         return None
 
     def list(self, path: str, *, missing_ok: bool = False) -> list[RemoteEntry] | None:
-        """The members of the folder ``path`` (None if it is missing and ``missing_ok``)."""
+        """The members of the folder ``path`` (None if it is missing and ``missing_ok``).
+
+        One ``PROPFIND`` with ``Depth: 1`` asking for the four properties used here (a
+        listing of every property is several times longer, and webdavclient3 also asks
+        whether the folder exists first)."""
+        folder = path if path.endswith("/") else path + "/"
         try:
-            infos = self.client.list(path if path.endswith("/") else path + "/", get_info=True)
-        except RemoteResourceNotFound:
+            response = self.request("PROPFIND", folder, data=LIST_BODY,
+                                    headers={"Depth": "1", "Content-Type": "application/xml; charset=utf-8"})
+        except RETRYABLE as exc:
+            raise ConnectionFailed(f"PROPFIND {self.origin}{path}: {exc}") from exc
+        if response.status_code == 404:
             if missing_ok:
                 return None
-            raise NotFound(f"{self.origin}{path}: no such folder") from None
-        except WebDavException as exc:
-            raise self._translate(exc, f"PROPFIND {path}") from exc
-        entries = []
+            raise NotFound(f"{self.origin}{path}: no such folder")
+        if response.status_code != 207:
+            raise error_for(response, f"PROPFIND {path}")
+        try:
+            root = etree.fromstring(response.content, etree.XMLParser(resolve_entities=False, no_network=True))
+        except etree.XMLSyntaxError as exc:
+            raise ServerError(f"PROPFIND {path}: the answer is not XML ({exc})") from exc
         base = path.rstrip("/")
-        for info in infos:
-            item_path = (info.get("path") or "").rstrip("/")
+        own = (base or "/").rstrip("/")
+        entries = []
+        for response_el in root.iterfind("{DAV:}response"):
+            href = response_el.findtext("{DAV:}href") or ""
+            item_path = unquote(urlsplit(href).path).rstrip("/")
             name = posixpath.basename(item_path)
-            if not name:
+            if not name or item_path == own:
                 continue
+            props = _ok_props(response_el)
             entries.append(RemoteEntry(
                 path=f"{base}/{name}",
                 name=name,
-                is_dir=bool(info.get("isdir")),
-                size=int(info.get("size") or 0),
-                etag=_strip_etag(info.get("etag")),
-                modified=_parse_http_date(info.get("modified")),
+                is_dir=props.get("resourcetype") is not None
+                and props["resourcetype"].find("{DAV:}collection") is not None,
+                size=_int(props.get("getcontentlength")),
+                etag=_strip_etag(_text(props.get("getetag"))),
+                modified=_parse_http_date(_text(props.get("getlastmodified"))),
             ))
         entries.sort(key=lambda e: e.name)
         return entries
@@ -192,25 +197,34 @@ class Remote:
         self._known_dirs.add(path)
         return response.status_code == 201
 
-    def _translate(self, exc: WebDavException, what: str) -> DavBackupError:
-        if isinstance(exc, NoConnection) or "Connection" in type(exc).__name__:
-            return ConnectionFailed(f"{what}: cannot reach {self.origin} ({exc})")
-        if isinstance(exc, ResourceLocked):
-            return Locked(f"{what}: locked")
-        if isinstance(exc, MethodNotSupported):
-            return Conflict(f"{what}: not allowed here")
-        if isinstance(exc, ResponseErrorCode):
-            code = int(exc.code)
-            if code == 401:
-                return AuthenticationFailed(f"{what}: the server refused the user name or password (401)")
-            if code == 403:
-                return PermissionDenied(f"{what}: forbidden (403)")
-            if code == 507:
-                return StorageFull(f"{what}: the server is out of space (507)")
-            if code >= 500:
-                return ServerError(f"{what}: server error {code}")
-            return DavBackupError(f"{what}: {code}")
-        return ServerError(f"{what}: {exc}")
+
+LIST_BODY = (b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop>'
+             b"<D:resourcetype/><D:getcontentlength/><D:getetag/><D:getlastmodified/></D:prop></D:propfind>")
+
+
+def _ok_props(response_el: Any) -> dict[str, Any]:
+    """The properties of one ``<response>`` that came with status 200, by local name."""
+    found: dict[str, Any] = {}
+    for propstat in response_el.iterfind("{DAV:}propstat"):
+        status = propstat.findtext("{DAV:}status") or ""
+        if " 200 " not in status + " ":
+            continue
+        prop = propstat.find("{DAV:}prop")
+        for el in prop if prop is not None else ():
+            if isinstance(el.tag, str) and el.tag.startswith("{DAV:}"):
+                found[el.tag[6:]] = el
+    return found
+
+
+def _text(el: Any) -> str | None:
+    return None if el is None else (el.text or "")
+
+
+def _int(el: Any) -> int:
+    try:
+        return int((el.text or "0").strip()) if el is not None else 0
+    except ValueError:
+        return 0
 
 
 def _strip_etag(value: str | None) -> str | None:
