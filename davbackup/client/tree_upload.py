@@ -1,10 +1,13 @@
 """Uploading a folder tree with several transfers at once.
 
-The tree is walked in the calling thread, folder by folder and in name order, with
-one request per folder: a folder its parent's listing shows is listed (one PROPFIND,
-which gives every file's ETag and size for the skip check), a missing one is
-created (one MKCOL; it is empty). Each file then goes to a pool of ``jobs`` threads, each with its own HTTP
-session, at most ``4 × jobs`` files ahead of the transfers. A file's own failure is
+First every folder of the tree gets one request, a level of the tree at a time and
+``jobs`` folders at once: a folder its parent's listing shows is listed (one
+PROPFIND, which gives every file's ETag and size for the skip check), a missing one
+is created (one MKCOL; it is empty). Then the files are taken in folder and name
+order: one whose size and modification time are those of its last upload, whose
+ETag the server still lists, is skipped on the spot; the others go to a pool of
+``jobs`` threads, each with its own HTTP session, at most ``4 × jobs`` files ahead
+of the transfers. A file's own failure is
 counted and the rest go on; a failure that concerns every file (no connection, login
 refused) stops the walk, lets the transfers under way finish and is raised.
 """
@@ -43,6 +46,8 @@ class TreeUpload:
         slots = threading.BoundedSemaphore(4 * self.jobs)
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="davbackup-upload") as pool:
             for path, remote_path, entry in self._files(root, remote_root):
+                if self.up.unchanged(path, remote_path, entry):
+                    continue  # decided here: no thread hand-over for a skipped file
                 slots.acquire()
                 if self._fatal:
                     slots.release()
@@ -53,22 +58,37 @@ class TreeUpload:
             raise self._fatal[0]
 
     def _files(self, root: Path, remote_root: str) -> Iterator[tuple[Path, str, RemoteEntry | None]]:
-        listings: dict[str, dict[str, RemoteEntry]] = {}
+        folders: list[tuple[Path, str, list[str]]] = []
         for dirpath, dirnames, filenames in os.walk(root):
-            if self._fatal:
-                return
             dirnames.sort()
             here = Path(dirpath)
             rel = here.relative_to(root).as_posix()
-            remote_dir = remote_root if rel == "." else join(remote_root, rel)
-            listing = self._listing(remote_dir, listings)
-            listings[remote_dir] = listing
-            for name in sorted(filenames):
+            folders.append((here, remote_root if rel == "." else join(remote_root, rel), sorted(filenames)))
+        listings = self._list_all([remote for _here, remote, _names in folders])
+        for here, remote_dir, filenames in folders:
+            if self._fatal:
+                return
+            listing = listings[remote_dir]
+            for name in filenames:
                 path = here / name
                 if not path.is_file():
                     _log.warning("%s: not a regular file, skipped", path)
                     continue
                 yield path, join(remote_dir, name), listing.get(name)
+
+    def _list_all(self, folders: list[str]) -> dict[str, dict[str, RemoteEntry]]:
+        """Every folder's listing (creating the missing ones), a level of the tree at a
+        time, ``jobs`` folders of a level at once."""
+        listings: dict[str, dict[str, RemoteEntry]] = {}
+        levels: dict[int, list[str]] = {}
+        for folder in folders:
+            levels.setdefault(folder.count("/"), []).append(folder)
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="davbackup-list") as pool:
+            for depth in sorted(levels):
+                level = levels[depth]
+                for folder, listing in zip(level, pool.map(lambda f: self._listing(f, listings), level), strict=True):
+                    listings[folder] = listing
+        return listings
 
     def _listing(self, remote_dir: str, listings: dict[str, dict[str, RemoteEntry]]) -> dict[str, RemoteEntry]:
         """The members of ``remote_dir``, which is created if missing. One request per

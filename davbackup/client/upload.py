@@ -134,6 +134,23 @@ class Uploader:
 
     # --- one file --------------------------------------------------------------------
 
+    def unchanged(self, local: Path, remote_path: str, remote: RemoteEntry | None) -> bool:
+        """The cheap check alone: the server lists the ETag and size of this file's last
+        upload and the local file has that upload's size and modification time."""
+        if self.options.force or self.state is None or remote is None or remote.is_dir:
+            return False
+        record = self.state.uploaded(ClientState.key(self.remote.origin, self.remote.user, remote_path))
+        if record is None or remote.etag != record.etag or remote.size != record.size:
+            return False
+        try:
+            st = local.stat()
+        except OSError:
+            return False  # the upload reports it
+        if st.st_size == record.size and st.st_mtime_ns == record.mtime_ns:
+            self.count(files_skipped=1)
+            return True
+        return False
+
     def upload_file(self, local: Path, remote_path: str, remote: RemoteEntry | None = None) -> str:
         """Upload one file to ``remote_path``; returns the server's ETag."""
         st = local.stat()
