@@ -181,6 +181,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--clients", action="store_true", help="also davbackup upload vs rclone copy")
     parser.add_argument("--client-jobs", type=int, default=4)
+    parser.add_argument("--client-rounds", type=int, help="rounds of the client comparison (default: --repeat)")
     parser.add_argument("--skip-servers", action="store_true", help="only the client comparison")
     parser.add_argument("--baseline-build", help="also measure davbackup from this checkout")
     args = parser.parse_args()
@@ -223,7 +224,7 @@ def main() -> int:
                         srv.stop()
                 shutil.rmtree(rdir, ignore_errors=True)
         if args.clients:
-            for r in range(args.repeat):
+            for r in range(args.client_rounds or args.repeat):
                 rdir = work / f"clients-{r}"
                 rdir.mkdir()
                 srv = DavbackupServer(rdir)
