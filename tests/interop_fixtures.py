@@ -100,6 +100,24 @@ def run(cmd: list[str], *, timeout: float = 120, check: bool = True, text: bool 
     return result
 
 
+def rclone_env(home: Path, remotes: dict[str, tuple[str, str, str, str]]) -> dict[str, str]:
+    """The environment for rclone with the given webdav remotes and nothing else:
+    ``{NAME: (url, user, password, vendor)}``, configured through ``RCLONE_CONFIG_*``
+    variables with ``RCLONE_CONFIG`` an empty file below ``home`` (the user's own
+    rclone configuration is never read or written)."""
+    require_tool("rclone")
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "rclone.conf"
+    config.write_text("")
+    env = {**os.environ, "HOME": str(home), "RCLONE_CONFIG": str(config)}
+    for name, (url, user, password, vendor) in remotes.items():
+        obscured = run(["rclone", "obscure", password], env=env).stdout.strip()
+        prefix = f"RCLONE_CONFIG_{name.upper()}_"
+        env.update({prefix + "TYPE": "webdav", prefix + "URL": url, prefix + "VENDOR": vendor,
+                    prefix + "USER": user, prefix + "PASS": obscured})
+    return env
+
+
 def url_path(path: str) -> str:
     """Percent-encode a server path (UTF-8), keeping the slashes."""
     return quote(path, safe="/")

@@ -12,13 +12,12 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.cluster_fixtures import Cluster, create_cluster
+from tests.cluster_fixtures import Cluster
 from tests.services import S3Bucket, ThrowawayPostgres
 from tests.interop.test_litmus import SUITES, parse_summaries
 
@@ -27,15 +26,6 @@ LOCK_BODY = (
     "<D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype>"
     "<D:owner>cluster test</D:owner></D:lockinfo>"
 )
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, postgres_server: ThrowawayPostgres, s3_bucket: S3Bucket) -> Iterator[Cluster]:
-    c = create_cluster(tmp_path / "cluster", postgres_server, s3_bucket)
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def _catalog_value(cluster: Cluster, sql: str) -> object:

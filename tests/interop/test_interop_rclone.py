@@ -24,8 +24,8 @@ from tests.interop_fixtures import (
     assert_same_tree,
     get_bytes,
     read_tree,
+    rclone_env as make_rclone_env,
     remote_tree,
-    require_tool,
     run,
     sample_tree,
     url_of,
@@ -39,20 +39,9 @@ pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
 @pytest.fixture(scope="module")
 def rclone_env(shared_dav_server: DavServer,
                tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    require_tool("rclone")
-    home = tmp_path_factory.mktemp("rclone-home")
-    config = home / "rclone.conf"
-    config.write_text("")
-    env = {**os.environ, "HOME": str(home), "RCLONE_CONFIG": str(config)}
-    obscured = run(["rclone", "obscure", shared_dav_server.password("alice")],
-                   env=env).stdout.strip()
-    for name, vendor in (("PLAIN", "other"), ("OC", "owncloud")):
-        env[f"RCLONE_CONFIG_{name}_TYPE"] = "webdav"
-        env[f"RCLONE_CONFIG_{name}_URL"] = shared_dav_server.url + "/"
-        env[f"RCLONE_CONFIG_{name}_VENDOR"] = vendor
-        env[f"RCLONE_CONFIG_{name}_USER"] = "alice"
-        env[f"RCLONE_CONFIG_{name}_PASS"] = obscured
-    return env
+    url, password = shared_dav_server.url + "/", shared_dav_server.password("alice")
+    return make_rclone_env(tmp_path_factory.mktemp("rclone-home"), {
+        "plain": (url, "alice", password, "other"), "oc": (url, "alice", password, "owncloud")})
 
 
 def rclone(env: dict[str, str], *args: str, check: bool = True):  # type: ignore[no-untyped-def]
