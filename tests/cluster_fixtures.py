@@ -27,10 +27,12 @@ class Cluster:
     packs: str
     users: dict[str, tuple[str, str]]
     nodes: list["Node"] = field(default_factory=list)
+    #: the AWS_* variables of the bucket (else those of the environment, as s3_bucket sets them)
+    store_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
-        return _env(self.workdir)  # carries the AWS_* variables of s3_bucket
+        return {**_env(self.workdir), **self.store_env}
 
     def args(self) -> list[str]:
         return ["--catalog", self.catalog, "--packs", self.packs]
@@ -85,7 +87,8 @@ def create_cluster(workdir: Path, postgres: ThrowawayPostgres, bucket: S3Bucket,
     """A new repository on a fresh database and bucket prefix, with the default users."""
     workdir.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(workdir=workdir, catalog=postgres.url(postgres.create_database()),
-                      packs=bucket.url("cluster"), users=dict(DEFAULT_USERS if users is None else users))
+                      packs=bucket.url("cluster"), users=dict(DEFAULT_USERS if users is None else users),
+                      store_env=bucket.ceph.env())
     cluster.cli("init")
     for name, (password, role) in cluster.users.items():
         cluster.cli("user", "add", name, "--role", role, stdin=password + "\n")

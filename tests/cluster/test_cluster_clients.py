@@ -35,8 +35,9 @@ def _rclone(env: dict[str, str], *args: str, check: bool = True):  # type: ignor
     return run(["rclone", "--low-level-retries", "1", "--retries", "1", *args], env=env, check=check, timeout=240)
 
 
-def test_rclone_sync_through_one_node_and_check_through_the_other(cluster: Cluster, tmp_path: Path) -> None:
-    a, b = cluster.start_node("a"), cluster.start_node("b")
+def test_rclone_sync_through_one_node_and_check_through_the_other(shared_cluster: Cluster, tmp_path: Path) -> None:
+    cluster = shared_cluster
+    a, b = cluster.nodes
     password = a.password("alice")
     env = rclone_env(tmp_path / "rclone-home", {
         "nodea": (a.url + "/", "alice", password, "owncloud"),
@@ -73,9 +74,10 @@ def test_rclone_sync_through_one_node_and_check_through_the_other(cluster: Clust
 
 @pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="/dev/fuse is missing: FUSE mounts are impossible here")
 def test_davfs2_writes_through_one_node_and_reads_through_the_other(
-    cluster: Cluster, public_tmp: Path, tmp_path: Path
+    shared_cluster: Cluster, public_tmp: Path, tmp_path: Path
 ) -> None:
-    a, b = cluster.start_node("a"), cluster.start_node("b")
+    cluster = shared_cluster
+    a, b = cluster.nodes
     files = sample_tree(seed=113)
     src = tmp_path / "src"
     write_tree(src, files)

@@ -1,0 +1,150 @@
+"""nginx in front of cluster nodes, configured with the example of docs/deploy.md.
+
+The ``nginx`` block of the deployment guide is taken from the page itself and only
+localised: the node addresses become the test's nodes, ``listen 443`` a free loopback
+port, the certificate a throwaway self-signed one (``openssl``). One line is added
+for the tests: the ``X-Upstream`` response header names the node that answered, so a
+test can tell that the second half of an upload really went to the other node.
+nginx (from Debian, installed by ``scripts/test``) runs in the foreground with one
+worker, everything under a temp dir; it is stopped with SIGQUIT.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from tests.server_fixtures import DavServer, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+#: the node addresses the guide's example uses, in order
+DOC_NODES = ("10.0.0.11:8080", "10.0.0.12:8080")
+
+
+def doc_nginx_block() -> str:
+    """The ``nginx`` code block of docs/deploy.md (upstream and server)."""
+    found = re.search(r"```nginx\n(.*?)```", DEPLOY_DOC.read_text(encoding="utf-8"), re.S)
+    assert found, "docs/deploy.md has no nginx example"
+    return found.group(1)
+
+
+def self_signed_certificate(workdir: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, and its key (no passphrase)."""
+    cert, key = workdir / "proxy.pem", workdir / "proxy.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
+
+
+@dataclass
+class NginxProxy:
+    workdir: Path
+    port: int
+    cert: Path
+    nodes: dict[str, DavServer]  # "127.0.0.1:port" -> node
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def session(self, user: str = "alice") -> requests.Session:
+        node = next(iter(self.nodes.values()))
+        s = node.session(user)
+        s.verify = str(self.cert)
+        s.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment wins over ``verify``
+        return s
+
+    def served_by(self, response: requests.Response) -> DavServer:
+        """The node that answered ``response`` (the ``X-Upstream`` header)."""
+        upstream = response.headers.get("X-Upstream", "")
+        last = upstream.split(",")[-1].strip()  # "a, b" when nginx retried on the next node
+        assert last in self.nodes, f"X-Upstream {upstream!r} names none of the nodes"
+        return self.nodes[last]
+
+    def error_log(self) -> str:
+        try:
+            return (self.workdir / "error.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)  # graceful: finish requests, then exit
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def nginx_config(workdir: Path, port: int, cert: Path, key: Path, addresses: list[str]) -> str:
+    block = doc_nginx_block()
+    for doc_address, address in zip(DOC_NODES, addresses, strict=True):
+        assert doc_address in block, f"the guide's nginx example no longer names {doc_address}"
+        block = block.replace(doc_address, address)
+    replacements = {
+        r"listen 443 ssl http2;": f"listen 127.0.0.1:{port} ssl http2;",
+        r"ssl_certificate     \S+;": f"ssl_certificate     {cert};",
+        r"ssl_certificate_key \S+;": f"ssl_certificate_key {key};",
+        r"location / \{": "location / {\n        add_header X-Upstream $upstream_addr always;",
+    }
+    for pattern, replacement in replacements.items():
+        block, n = re.subn(pattern, replacement, block)
+        assert n == 1, f"the guide's nginx example no longer matches {pattern!r}"
+    temp = "\n".join(f"    {kind}_temp_path {workdir / kind};" for kind in
+                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    user = "user root root;\n" if os.geteuid() == 0 else ""  # workers need the temp dirs of root's tmp
+    return (
+        f"{user}daemon off;\nworker_processes 1;\npid {workdir / 'nginx.pid'};\n"
+        f"error_log {workdir / 'error.log'} info;\n"
+        "events { worker_connections 512; }\n"
+        "http {\n"
+        f"    access_log {workdir / 'access.log'};\n{temp}\n"
+        + "\n".join("    " + line for line in block.splitlines())
+        + "\n}\n"
+    )
+
+
+def start_nginx(workdir: Path, nodes: list[DavServer]) -> NginxProxy:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        raise RuntimeError("nginx is not installed (apt-get install nginx; scripts/test does it)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    cert, key = self_signed_certificate(workdir)
+    port = free_port()
+    addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+    conf = workdir / "nginx.conf"
+    conf.write_text(nginx_config(workdir, port, cert, key, addresses), encoding="utf-8")
+    test = subprocess.run([nginx, "-t", "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
+                          capture_output=True, text=True, timeout=30)
+    if test.returncode != 0:
+        raise RuntimeError(f"nginx -t refuses the configuration:\n{test.stderr}\n{conf.read_text()}")
+    proxy = NginxProxy(workdir=workdir, port=port, cert=cert, nodes=dict(zip(addresses, nodes, strict=True)))
+    log = open(workdir / "nginx.out", "wb")
+    proxy.proc = subprocess.Popen([nginx, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
+                                  stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if requests.get(proxy.url + "/.well-known/davbackup-health", verify=str(cert), timeout=2).ok:
+                return proxy
+        except requests.ConnectionError:
+            pass
+        if proxy.proc.poll() is not None or time.monotonic() > deadline:
+            proxy.stop()
+            raise RuntimeError(f"nginx did not start:\n{proxy.error_log()}")
+        time.sleep(0.1)
