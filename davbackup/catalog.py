@@ -20,7 +20,7 @@ from davbackup.errors import DavBackupError, RepositoryError, StorageFull, Stora
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA_V1 = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -170,7 +170,22 @@ Migration = str | Callable[[sqlite3.Connection], None]
 SCHEMA_V3_DAMAGED = """
 CREATE TABLE damaged_chunks(id BLOB PRIMARY KEY, found REAL NOT NULL, reason TEXT NOT NULL) WITHOUT ROWID;
 """
-MIGRATIONS: dict[int, list[Migration]] = {1: [SCHEMA_V2, _v2_totals], 2: [chunklists.migrate, SCHEMA_V3_DAMAGED]}
+# Version 4: the metadata journal in the packs (DESIGN.md §20, davbackup/journal.py):
+# records committed but not yet known synced, and the packs holding records and checkpoints.
+SCHEMA_V4_JOURNAL = """
+CREATE TABLE journal_outbox(seq INTEGER PRIMARY KEY, payload BLOB NOT NULL);
+CREATE TABLE journal_packs(
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('journal', 'checkpoint')),
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    created REAL NOT NULL);
+"""
+MIGRATIONS: dict[int, list[Migration]] = {
+    1: [SCHEMA_V2, _v2_totals],
+    2: [chunklists.migrate, SCHEMA_V3_DAMAGED],
+    3: [SCHEMA_V4_JOURNAL],
+}
 
 
 _SQLITE_FULL = 13
@@ -226,6 +241,8 @@ class Catalog:
         self._closed = False
         #: called right before each group COMMIT; set only by fault injection in tests
         self.fault_hook: Callable[[], None] | None = None
+        #: the metadata journal (davbackup/journal.py), attached by the repository
+        self.journal: Any = None
         self._migrate(create)
 
     def _exists(self) -> bool:
@@ -271,6 +288,14 @@ class Catalog:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    def attach_journal(self, journal: Any) -> None:
+        """From now on every group commit also writes its durable changes to ``journal``
+        (its ``before_commit`` runs in the transaction, ``after_commit`` before the
+        callers are answered)."""
+        with self._cv:
+            journal.install(self._writer)
+            self.journal = journal
 
     # -- reading -----------------------------------------------------------------
 
@@ -371,14 +396,31 @@ class Catalog:
                 cause = job.error if isinstance(job.error, sqlite3.Error) else None
                 self._fail(batch, _as_catalog_error(cause, "catalog transaction aborted by SQLite; nothing was written"))
                 return
+        journal = self.journal
+        records: list[Any] = []
         try:
+            if journal is not None:
+                records = journal.before_commit(conn)
             if self.fault_hook is not None:
                 self.fault_hook()  # davbackup/faults.py: may raise as a failed COMMIT would
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
+            if journal is not None:
+                journal.after_rollback()
             self._recover_writer()
             self._fail(batch, _as_catalog_error(exc, "catalog commit failed; nothing was written"))
+            if not isinstance(exc, (sqlite3.Error, DavBackupError)):
+                raise
             return
+        if records:
+            try:
+                journal.after_commit(records)
+            except BaseException as exc:
+                # Committed, but its journal record is not durable: not acknowledged.
+                self._fail(batch, _as_catalog_error(exc, "catalog journal write failed"))
+                if not isinstance(exc, DavBackupError):
+                    raise
+                return
         for job in batch:
             if isinstance(job.error, sqlite3.Error):
                 job.error = _as_catalog_error(job.error, "catalog error")
@@ -411,6 +453,8 @@ class Catalog:
         self._writer = self._connect()
         self._writer.execute("PRAGMA cache_size=-16000")
         self._writer.execute("PRAGMA synchronous=FULL")
+        if self.journal is not None:
+            self.journal.install(self._writer)
 
     def close(self) -> None:
         with self._cv:

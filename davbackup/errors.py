@@ -108,6 +108,12 @@ class UnsupportedFormat(RepositoryError):
     exit_code = 13
 
 
+class CatalogDamaged(RepositoryError):
+    """The catalog is missing, unreadable or fails its checks; `davbackup recover` rebuilds it."""
+
+    exit_code = 14
+
+
 class IntegrityError(DavBackupError):
     """Stored data failed verification: never serve the bytes."""
 

@@ -56,6 +56,9 @@ class MasterKeys:
     def etag_key(self) -> bytes:
         return crypto.derive_key(self.identity, "etag")
 
+    def journal_key(self) -> bytes:
+        return crypto.derive_key(self.encryption, "journal")
+
 
 @dataclass(frozen=True)
 class KeySlot:

@@ -35,12 +35,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from davbackup import clock, crypto, faults, tree_bulk
-from davbackup.catalog import Catalog
+from davbackup.catalog import SCHEMA_VERSION, Catalog
+from davbackup.checkpoint import has_checkpoint, write_checkpoint
 from davbackup.chunker import Chunker
 from davbackup.chunkstore import ChunkStore
 from davbackup.config import RepoConfig
 from davbackup.errors import Locked, RepositoryError, UsageError
 from davbackup.fs import Namespace
+from davbackup.journal import Journal
 from davbackup.keys import MASTER_SIZE, KeyRing, MasterKeys
 from davbackup.location import PackLocation, record_catalog_url, recorded_catalog_url, resolve_packs_url
 from davbackup.locks import LockTable
@@ -61,7 +63,7 @@ STAGING_GRACE = 3600.0
 class Repository:
     def __init__(
         self, root: Path, config: RepoConfig, keys: MasterKeys, mode: str, location: PackLocation | None = None,
-        catalog_url: str | None = None, *, temporary_root: bool = False,
+        catalog_url: str | None = None, *, temporary_root: bool = False, catalog_path: Path | None = None,
     ) -> None:
         if mode not in MODES:
             raise UsageError(f"unknown repository mode {mode!r}")
@@ -76,7 +78,7 @@ class Repository:
         if mode == "rw" and catalog_url is None:
             self._lock_fd = self._take_writer_lock()
         try:
-            self.catalog = self._open_catalog(catalog_url, mode)
+            self.catalog = self._open_catalog(catalog_url, mode, catalog_path)
             self.tree = Tree(keys.name_key(), keys.name_hash_key())
             self._authenticate_rows()
             self.storage = self.location.storage(writer=mode == "rw")
@@ -88,6 +90,9 @@ class Repository:
             self.chunker = Chunker(config.chunker, keys.chunker_seed())
             self.chunks = ChunkStore(self.catalog, self.storage, self.codec, config.pack_target_size, mode == "rw")
             self.chunk_lists = VerifiedChunkLists()  # chunk lists verified at open (versions.py)
+            self.journal: Journal | None = None
+            if mode != "read" and catalog_url is None:  # a PostgreSQL catalog has no journal yet
+                self._start_journal()
             self.users = UserDirectory(self.catalog, self.tree)
             self.offloader = Offloader(threads=min(2, os.cpu_count() or 1))
             self.locks = LockTable(self.catalog)
@@ -105,9 +110,9 @@ class Repository:
         self.reserve = SpaceReserve(root)
         self.space = SpaceGuard(self.reserve, self.storage)
 
-    def _open_catalog(self, catalog_url: str | None, mode: str) -> Catalog:
+    def _open_catalog(self, catalog_url: str | None, mode: str, catalog_path: Path | None = None) -> Catalog:
         if catalog_url is None:
-            return Catalog(self.root / "catalog.sqlite")
+            return Catalog(catalog_path or self.root / "catalog.sqlite")
         from davbackup.catalog_pg import PgCatalog
 
         catalog = PgCatalog(catalog_url, writer=mode == "rw")
@@ -117,6 +122,22 @@ class Repository:
             catalog.close()
             raise
         return catalog
+
+    def _start_journal(self) -> None:
+        """Every durable catalog change of this process goes to the journal in the packs
+        (DESIGN.md §20); the writer first syncs records some process committed but may
+        not have synced, and a catalog that has no checkpoint yet (new, or upgraded from
+        schema 3) gets one, so the packs alone are a complete backup from now on."""
+        self.journal = Journal(self.storage, self.keys.journal_key(), SCHEMA_VERSION, self.config.pack_target_size,
+                               early=self.mode == "rw")
+        self.catalog.attach_journal(self.journal)
+        if self.mode == "rw":
+            # Records a process committed but did not live to sync. Only the writer does
+            # this: an admin command beside a running server would copy the server's
+            # newest records once more each time (harmless, but for nothing).
+            self.journal.flush_outbox(self.catalog.write)
+        if not has_checkpoint(self.catalog):
+            write_checkpoint(self.catalog, self.storage, self.keys.journal_key())
 
     def _authenticate_rows(self) -> None:
         """A catalog from before row authentication is upgraded on its first writable
@@ -233,6 +254,18 @@ class Repository:
                 shutil.rmtree(root, ignore_errors=True)
             raise
 
+    @classmethod
+    def unlock(
+        cls, root: Path, passphrase: str, packs_url: str | None = None, packs_cache_bytes: int = 0
+    ) -> tuple[PackLocation, RepoConfig, MasterKeys]:
+        """Where the packs are, the config and the keys, without opening the catalog."""
+        root = Path(root)
+        url = resolve_packs_url(root, packs_url)
+        location = PackLocation(root, url, cache_bytes=packs_cache_bytes)
+        config = cls.read_config(root, location)
+        master, _slot = KeyRing(location.meta, config.repo_id).unlock(passphrase)
+        return location, config, master
+
     def keyring(self) -> KeyRing:
         return KeyRing(self.location.meta, self.config.repo_id)
 
@@ -306,6 +339,8 @@ class Repository:
     def close(self) -> None:
         try:
             self.offloader.close()
+            if self.journal is not None:
+                self.journal.close(self.catalog.write)
             self.chunks.close()
             self.catalog.close()
         finally:

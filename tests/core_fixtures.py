@@ -129,3 +129,9 @@ def flip_byte(path: Path, offset: int) -> None:
         b = f.read(1)
         f.seek(offset)
         f.write(bytes([b[0] ^ 0x40]))
+
+
+def data_pack_bytes(repo: Repository) -> int:
+    """Bytes in chunk packs (not the metadata journal's packs, which grow with every commit)."""
+    journal = {r[0] for r in repo.catalog.reader().execute("SELECT name FROM journal_packs")}
+    return sum(repo.storage.size(n) for n in repo.storage.names() if n not in journal)

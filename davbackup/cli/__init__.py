@@ -31,6 +31,7 @@ COMMANDS = (
     "stats",
     "rebuild_index",
     "migrate",
+    "recover",
     "serve",
     "upload",
     "download",

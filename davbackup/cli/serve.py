@@ -23,9 +23,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from davbackup.catalog_health import check_file, check_rows
 from davbackup.cli.common import PASSPHRASE_ENV, add_repo_arguments, read_passphrase
 from davbackup.cli.malloc_tuning import tune_malloc
 from davbackup.errors import UsageError
+from davbackup.location import recorded_catalog_url
 from davbackup.repository import Repository
 
 _log = logging.getLogger(__name__)
@@ -86,12 +88,17 @@ def run(args: argparse.Namespace) -> int:
     if repo_dir is None and catalog_url is None and options.get("packs.url"):
         raise UsageError("--packs (packs.url) needs --repo (the directory that holds the catalog) or --catalog")
     if repo_dir is None and catalog_url is None:
+        if (DEFAULT_REPO / "config.json").exists():
+            check_file(DEFAULT_REPO / "catalog.sqlite")
         repo = _open_default_repository(options.get("passphrase_file"))
         repo_dir = DEFAULT_REPO
     else:
         cache_mib = options.get("packs.cache_mib") or 0
         if cache_mib < 0:
             raise UsageError("the pack cache size (packs.cache_mib, --packs-cache-mib) must be 0 or more")
+        # A damaged catalog is refused before anything opens it (DESIGN.md §20.6).
+        if catalog_url is None and repo_dir is not None and recorded_catalog_url(Path(repo_dir)) is None:
+            check_file(Path(repo_dir) / "catalog.sqlite")
         repo = Repository.open(
             repo_dir,
             _passphrase(options.get("passphrase_file")),
@@ -102,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         if repo_dir is None:
             repo_dir = repo.root  # this node's local state; the repository is catalog + packs
     try:
+        if repo.catalog_url is None:
+            check_rows(repo.catalog.path, repo.catalog.reader(), repo.tree)
         if self_signed:
             cert, key, created = ensure_self_signed(repo_dir, settings.host)
             settings = replace(settings, tls_cert=cert, tls_key=key)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from davbackup import chunklists, clock, tree_bulk, uploads
 from davbackup.upload_settings import load_settings
+from davbackup.checkpoint import compact, write_checkpoint
 from davbackup.chunkstore import storage_error
 from davbackup.errors import StorageFull
 from davbackup.pack import HEADER_SIZE, BlobError
@@ -48,6 +49,7 @@ class GcReport:
     #: large deletions finished / large copies dropped that a crash had cut off
     trash_emptied: int = 0
     staging_dropped: int = 0
+    journal_packs_deleted: int = 0
     pruned: PruneReport = field(default_factory=PruneReport)
 
     @property
@@ -149,7 +151,12 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
     # Pack files the catalog does not know are an interrupted gc's output (writers
     # register a pack before creating its file); only one gc runs at a time.
     # Files younger than the grace period are left alone all the same.
-    known = {r[0] for r in conn.execute("SELECT name FROM packs")}
+    # The metadata journal (DESIGN.md §20.4): a checkpoint of the catalog as it is
+    # now, then the journal packs and older checkpoints it makes redundant.
+    write_checkpoint(repo.catalog, repo.storage, repo.keys.journal_key())
+    report.journal_packs_deleted = compact(repo.catalog, repo.storage)
+
+    known = {r[0] for r in conn.execute("SELECT name FROM packs UNION ALL SELECT name FROM journal_packs")}
     for name in list(repo.storage.names()):
         if name not in known and repo.storage.mtime(name) <= now - grace:
             repo.storage.delete(name)

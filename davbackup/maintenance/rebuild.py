@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from davbackup.pack import BlobError, scan_pack
+from davbackup.pack import TYPE_DATA, BlobError, scan_pack
 
 if TYPE_CHECKING:
     from davbackup.repository import Repository
@@ -30,11 +30,16 @@ class RebuildReport:
 def rebuild_index(repo: "Repository") -> RebuildReport:
     report = RebuildReport()
     known = dict(repo.catalog.reader().execute("SELECT name, id FROM packs").fetchall())
+    journal = {r[0] for r in repo.catalog.reader().execute("SELECT name FROM journal_packs")}
     for name in list(repo.storage.names()):
+        if name in journal:
+            continue  # the metadata journal's own packs (DESIGN.md §20)
         report.packs_scanned += 1
         found: list[tuple[bytes, int, int, int]] = []
         with repo.storage.open_stream(name) as stream:
             for blob in scan_pack(stream):
+                if blob.header.blob_type != TYPE_DATA:
+                    continue  # a journal record or checkpoint part of a pack gc has not compacted
                 report.blobs_seen += 1
                 data = repo.storage.read(name, blob.offset, blob.total_len)
                 try:

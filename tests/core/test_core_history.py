@@ -299,7 +299,7 @@ def test_repository_from_before_history_upgrades(tmp_path: Path) -> None:
     root = tmp_path / "repo"
     with Repository.open(root, "fixture passphrase v1") as repo:
         conn = repo.catalog.reader()
-        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("3",)
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("4",)
         ns = repo.namespace("alice")
         assert names(ns.list("/")) == ["docs", "ünï cödé.txt"]
         assert read_file(ns, "/docs/a.txt") == b"second version of a\n"
@@ -334,7 +334,7 @@ def test_repository_from_the_first_history_release_upgrades(tmp_path: Path) -> N
         tar.extractall(tmp_path, filter="data")
     with Repository.open(tmp_path / "repo", "fixture passphrase v2") as repo:
         conn = repo.catalog.reader()
-        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("3",)
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("4",)
         assert conn.execute("SELECT type FROM sqlite_master WHERE name='version_chunks'").fetchone() == ("view",)
         ns = repo.namespace("alice")
         assert read_file(ns, "/docs/a.txt") == b"third version of a\n"

@@ -77,7 +77,7 @@ def test_check_read_data_reports_tampering(repo_dir: Path) -> None:
 def test_check_reports_catalog_damage(repo_dir: Path) -> None:
     with open_repo(repo_dir, "read") as repo:
         cid = version_chunk_ids(repo, repo.namespace(USER), "/f03.bin")[0]
-        name = next(iter(repo.storage.names()))
+        name = repo.catalog.reader().execute("SELECT name FROM packs ORDER BY id").fetchone()[0]  # a chunk pack
     conn = sqlite3.connect(repo_dir / "catalog.sqlite")
     conn.execute("DELETE FROM chunks WHERE id=?", (cid,))
     conn.commit()

@@ -1,0 +1,419 @@
+"""The metadata journal: every durable catalog change, also in the packs (DESIGN.md §20).
+
+Each group commit of the catalog that changed a durable table produces journal
+*records*: the changed rows (captured by :mod:`davbackup.journal_capture`),
+serialised as JSON, compressed, encrypted and authenticated as blobs of type 2 in
+*journal packs* (pack files of their own in the same pack storage, listed in the
+catalog table ``journal_packs``). Records carry a sequence number and the hash of
+their predecessor.
+
+Ordering, inside :meth:`davbackup.catalog.Catalog.write`'s group commit:
+
+1. in the transaction: the captured changes become records with the next sequence
+   numbers (``meta.journal_seq``, ``meta.journal_head``), which are also stored in
+   ``journal_outbox``;
+2. COMMIT (fsync of the WAL);
+3. the records are appended to this process's journal pack and the pack is synced;
+4. only then are the callers answered. Outbox rows are deleted by a later
+   transaction of the process that synced them, and any process that opens the
+   catalog for writing first appends and syncs every outbox row it finds.
+
+So a record exists in the packs only for a committed transaction (no record of a
+change that never happened, no two records with one sequence number and different
+contents), and every acknowledged change has its record synced.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+import sqlite3
+import struct
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import blake3
+import zstandard
+
+from davbackup import clock, crypto
+from davbackup.chunkstore import storage_error
+from davbackup.journal_capture import Capture
+from davbackup.pack import HEADER, HEADER_SIZE, BlobError, BlobHeader
+from davbackup.storage import PackAppender, PackStorage
+
+log = logging.getLogger(__name__)
+
+TYPE_JOURNAL = 2
+TYPE_CHECKPOINT = 3
+BLOB_VERSION = 1
+FLAG_ZSTD = 1
+RECORD_FORMAT = 1
+#: captured row changes per record (a larger transaction writes several records)
+OPS_PER_RECORD = 20000
+GENESIS = bytes(32)
+
+
+def record_id(seq: int, digest: bytes) -> bytes:
+    """The 32-byte ID field of a journal record's blob header."""
+    return struct.pack(">Q", seq) + digest[:24]
+
+
+def parse_record_id(blob_id: bytes) -> tuple[int, bytes]:
+    return struct.unpack(">Q", blob_id[:8])[0], blob_id[8:]
+
+
+_local = threading.local()  # zstd contexts are not thread-safe and costly to create
+
+
+def _compress(payload: bytes) -> bytes:
+    compressor = getattr(_local, "compressor", None)
+    if compressor is None:
+        compressor = _local.compressor = zstandard.ZstdCompressor(level=3)
+    return bytes(compressor.compress(payload))
+
+
+def seal_blob(key: bytes, blob_type: int, blob_id: bytes, payload: bytes) -> bytes:
+    """A metadata blob: the §5 header (type 2 or 3) and the payload, zstd-compressed
+    when that helps, sealed under ``keyed_hash(journal key, ID)`` with the header as
+    associated data."""
+    packed = _compress(payload) if len(payload) >= 512 else payload
+    flags = FLAG_ZSTD if len(packed) < len(payload) else 0
+    body = packed if flags else payload
+    nonce = crypto.random_bytes(crypto.NONCE_SIZE)
+    header = HEADER.pack(b"DBLB", BLOB_VERSION, blob_type, flags, len(payload), len(body) + crypto.TAG_SIZE,
+                         blob_id, nonce)
+    _, ciphertext = crypto.seal(crypto.keyed_hash(key, blob_id), body, header, nonce)
+    return header + ciphertext
+
+
+def open_blob(key: bytes, blob: bytes, blob_type: int) -> tuple[BlobHeader, bytes]:
+    """Verify and decrypt a metadata blob of ``blob_type``; :class:`BlobError` otherwise."""
+    header = BlobHeader.parse(bytes(blob[:HEADER_SIZE]))
+    if header.blob_type != blob_type:
+        raise BlobError(f"blob type {header.blob_type}, expected {blob_type}")
+    body = memoryview(blob)[HEADER_SIZE:]
+    if len(body) != header.stored_len:
+        raise BlobError("blob is truncated")
+    try:
+        plain = crypto.open_sealed(crypto.keyed_hash(key, header.chunk_id), header.nonce, body, header.raw)
+    except crypto.DecryptionFailed as exc:
+        raise BlobError("authentication tag mismatch (altered or corrupt)") from exc
+    if header.flags & FLAG_ZSTD:
+        try:
+            plain = zstandard.ZstdDecompressor().decompress(plain, max_output_size=header.plain_len)
+        except zstandard.ZstdError as exc:
+            raise BlobError(f"decompression failed: {exc}") from exc
+    if len(plain) != header.plain_len:
+        raise BlobError("plaintext length mismatch")
+    return header, plain
+
+
+# -- record payloads -------------------------------------------------------------------
+
+
+def _encode_bytes(value: object) -> object:
+    """``json.dumps`` calls this for what JSON has no type for: BLOBs."""
+    if isinstance(value, bytes):
+        return {"b": base64.b64encode(value).decode("ascii")}
+    raise TypeError(f"cannot journal a value of type {type(value).__name__}")
+
+
+def decode_value(value: Any) -> object:
+    if isinstance(value, dict):
+        return base64.b64decode(value["b"])
+    return value
+
+
+def encode_record(seq: int, prev: bytes, epoch: int, now: float, schema: int, shapes: dict[str, Any],
+                  ops: list[tuple[str, str, tuple[object, ...]]]) -> bytes:
+    tables = {}
+    for table, _op, _values in ops:
+        if table not in tables:
+            shape = shapes[table]
+            tables[table] = {"columns": list(shape.columns), "key": list(shape.key)}
+    doc = {
+        "format": RECORD_FORMAT,
+        "seq": seq,
+        "prev": prev.hex(),
+        "epoch": epoch,
+        "time": now,
+        "schema": schema,
+        "tables": tables,
+        "ops": ops,
+    }
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False, default=_encode_bytes).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class OutRecord:
+    seq: int
+    digest: bytes
+    payload: bytes
+
+
+class Journal:
+    """The journal hook of one process's catalog group commit.
+
+    ``early`` (the server, which holds ``writer.lock``): records are appended to the
+    journal pack inside the transaction and synced while SQLite commits, so a write
+    waits for the slower of the two fsyncs, not for both (DESIGN.md §20.2). A record
+    of a transaction that then fails to commit stays in the pack; the epoch rule
+    tells it apart from the committed record that later takes its sequence number.
+    Other processes append after COMMIT (their records never need that rule).
+    """
+
+    def __init__(self, storage: PackStorage, key: bytes, schema: int, pack_target_size: int, *,
+                 early: bool = False) -> None:
+        self.storage = storage
+        self.key = key
+        self.schema = schema
+        self.pack_target_size = pack_target_size
+        self.early = early
+        self.capture: Capture | None = None
+        self._lock = threading.Lock()
+        self._pack: tuple[str, PackAppender] | None = None  # this process's journal pack
+        self._new_pack: tuple[str, PackAppender] | None = None  # registered in the running transaction
+        self._flushed = 0  # outbox rows up to here were synced by this process
+        self._cleared = 0  # ... and deleted from the outbox
+        self._unsynced: list[OutRecord] = []  # committed, not yet synced (a failed sync)
+        #: a writer starts a new epoch with its first records and after a failed commit
+        self._bump = early
+        self._failed: OSError | None = None
+        self._syncer = ThreadPoolExecutor(1, thread_name_prefix="davbackup-journal") if early else None
+        self._sync: Future[None] | None = None
+
+    def install(self, conn: sqlite3.Connection) -> None:
+        if self.capture is None:
+            self.capture = Capture(conn)
+        self.capture.install(conn)
+
+    # -- inside the group commit ------------------------------------------------------
+
+    def before_commit(self, conn: sqlite3.Connection) -> list[OutRecord]:
+        """In the batch's transaction, before COMMIT: turn captured changes into records
+        (and, for the writer, append them and start their sync)."""
+        assert self.capture is not None
+        if self._flushed > self._cleared:
+            conn.execute("DELETE FROM journal_outbox WHERE seq <= ?", (self._flushed,))
+            self._cleared = self._flushed  # (if this rolls back, close() deletes them)
+        records: list[OutRecord] = []
+        now = clock.now()
+        seq = prev = None
+        epoch = 0
+        for ops in self.capture.drain(conn, OPS_PER_RECORD):
+            if seq is None:
+                seq, prev, epoch = self._head(conn)
+            assert prev is not None
+            seq += 1
+            payload = encode_record(seq, prev, epoch, now, self.schema, self.capture.shapes, ops)
+            digest = blake3.blake3(payload).digest()
+            conn.execute("INSERT INTO journal_outbox(seq, payload) VALUES (?, ?)", (seq, payload))
+            records.append(OutRecord(seq, digest, payload))
+            prev = digest
+        if not records:
+            return records
+        assert seq is not None and prev is not None
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_seq', ?)", (str(seq),))
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_head', ?)", (prev.hex(),))
+        self._new_pack = None
+        name = self._pack[0] if self._pack is not None else None
+        if name is None or conn.execute(
+            "UPDATE journal_packs SET last_seq=? WHERE name=?", (seq, name)
+        ).rowcount == 0:
+            # no pack yet, or gc compacted ours away (everything in it is in a checkpoint)
+            name = secrets.token_hex(16)
+            conn.execute(
+                "INSERT INTO journal_packs(name, kind, first_seq, last_seq, created) VALUES (?, 'journal', ?, ?, ?)",
+                (name, records[0].seq, seq, now),
+            )
+            # The file too, before COMMIT: a registered journal pack always exists
+            # (an object store shows it from its first sync on).
+            self._new_pack = (name, self.storage.create(name))
+        if self.early:
+            self._append_early(records)
+        return records
+
+    def _head(self, conn: sqlite3.Connection) -> tuple[int, bytes, int]:
+        """The last record's number and hash, and the epoch of the next records (a new
+        one if this process must start one, §20.2)."""
+        rows = dict(conn.execute(
+            "SELECT key, value FROM meta WHERE key IN ('journal_seq', 'journal_head', 'journal_epoch')").fetchall())
+        seq = int(rows.get("journal_seq", "0"))
+        head = bytes.fromhex(rows["journal_head"]) if "journal_head" in rows else GENESIS
+        epoch = int(rows.get("journal_epoch", "0"))
+        if self._bump or not self.early:
+            epoch += 1
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_epoch', ?)", (str(epoch),))
+        return seq, head, epoch
+
+    def _append_early(self, records: list[OutRecord]) -> None:
+        """The writer: append (with any committed record still waiting for a good sync)
+        and start the sync, which runs while SQLite commits."""
+        with self._lock:
+            if self._new_pack is not None:
+                self._switch_pack(self._new_pack)
+            assert self._pack is not None
+            appender = self._pack[1]
+            try:
+                for rec in [*self._unsynced, *records]:
+                    appender.append(seal_blob(self.key, TYPE_JOURNAL, record_id(rec.seq, rec.digest), rec.payload))
+            except OSError as exc:
+                self._sync = None
+                self._failed = exc
+                return
+            self._failed = None
+            assert self._syncer is not None
+            self._sync = self._syncer.submit(appender.sync, appender.size)
+
+    def after_commit(self, records: list[OutRecord]) -> None:
+        """After COMMIT, before anyone is answered: the records are durable (appended and
+        synced). Raises (the callers get an error) if they could not be made durable;
+        they are tried again with the next batch, and at the next start from the outbox."""
+        with self._lock:
+            self._unsynced.extend(records)
+            try:
+                if self.early:
+                    self._finish_early()
+                else:
+                    if self._new_pack is not None:
+                        self._switch_pack(self._new_pack)
+                    self._append_and_sync()
+            except OSError as exc:
+                self._give_up_pack()
+                raise storage_error(exc, "cannot make the catalog journal durable") from exc
+            except BaseException:
+                self._give_up_pack()
+                raise
+            finally:
+                self._new_pack = None
+            self._bump = False
+            if self._pack is not None and self._pack[1].size >= self.pack_target_size:
+                _close_quietly(self._pack[1])
+                self._pack = None
+
+    def _finish_early(self) -> None:
+        sync, self._sync = self._sync, None
+        if sync is None:
+            raise self._failed or OSError("journal records were not appended")
+        sync.result()
+        self._flushed = max(self._flushed, self._unsynced[-1].seq)
+        self._unsynced = []
+
+    def _give_up_pack(self) -> None:
+        """A failed append or sync: what this pack got since its last good sync may be
+        lost (§8 invariant 9), so the next batch starts a new pack and writes every
+        unsynced record again."""
+        if self._pack is not None:
+            _close_quietly(self._pack[1])
+            self._pack = None
+
+    def after_rollback(self) -> None:
+        """The transaction did not commit: a journal pack created for it is removed; the
+        writer's records appended for it stay behind it in the pack, superseded by the
+        next epoch."""
+        with self._lock:
+            sync, self._sync = self._sync, None
+            if sync is not None:
+                try:
+                    sync.result()
+                except OSError:
+                    self._give_up_pack()
+            if self.early:
+                self._bump = True
+            if self._new_pack is not None:
+                name, appender = self._new_pack
+                self._new_pack = None
+                if self._pack is not None and self._pack[0] == name:
+                    self._pack = None
+                _close_quietly(appender)
+                try:
+                    self.storage.delete(name)
+                except Exception as exc:  # noqa: BLE001 - gc removes it as a stray
+                    log.warning("could not remove unused journal pack %s: %s", name, exc)
+
+    # -- pack handling ----------------------------------------------------------------
+
+    def _switch_pack(self, new: tuple[str, PackAppender]) -> None:
+        old = self._pack
+        self._pack = new
+        if old is not None and old[0] != new[0]:
+            _close_quietly(old[1])
+
+    def _append_and_sync(self) -> None:
+        assert self._pack is not None
+        appender = self._pack[1]
+        for rec in self._unsynced:
+            appender.append(seal_blob(self.key, TYPE_JOURNAL, record_id(rec.seq, rec.digest), rec.payload))
+        appender.sync()
+        if self._unsynced:
+            self._flushed = max(self._flushed, self._unsynced[-1].seq)
+        self._unsynced = []
+
+    def flush_outbox(self, write: Callable[[Callable[[sqlite3.Connection], Any]], Any]) -> int:
+        """At open: make the outbox rows some process committed but may not have synced
+        durable (again: a duplicate of a record is harmless), then delete them."""
+        rows = write(lambda conn: conn.execute("SELECT seq, payload FROM journal_outbox ORDER BY seq").fetchall())
+        if not rows:
+            return 0
+        records = [OutRecord(seq, blake3.blake3(payload).digest(), payload) for seq, payload in rows]
+        last = records[-1].seq
+
+        def register(conn: sqlite3.Connection) -> str:
+            name = secrets.token_hex(16)
+            conn.execute(
+                "INSERT INTO journal_packs(name, kind, first_seq, last_seq, created) VALUES (?, 'journal', ?, ?, ?)",
+                (name, records[0].seq, last, clock.now()),
+            )
+            return name
+
+        with self._lock:
+            if self._pack is None:
+                name = write(register)
+                self._switch_pack((name, self.storage.create(name)))
+            else:
+                assert self._pack is not None
+                name = self._pack[0]
+                write(lambda conn: conn.execute(
+                    "UPDATE journal_packs SET last_seq=max(last_seq, ?) WHERE name=?", (last, name)))
+            self._unsynced.extend(records)
+            try:
+                self._append_and_sync()
+            except OSError as exc:
+                self._give_up_pack()
+                raise storage_error(exc, "cannot make the catalog journal durable") from exc
+            # Closed at once (an object store gets it whole, its spool goes); the first
+            # batch of records starts the process's own pack.
+            if self._pack is not None:
+                _close_quietly(self._pack[1])
+                self._pack = None
+        write(lambda conn: conn.execute("DELETE FROM journal_outbox WHERE seq <= ?", (last,)))
+        return len(records)
+
+    def close(self, write: Callable[[Callable[[sqlite3.Connection], Any]], Any] | None = None) -> None:
+        """Close this process's journal pack; with ``write``, also delete the outbox rows
+        it synced (else the next process to open the catalog syncs them once more)."""
+        with self._lock:
+            if self._pack is not None:
+                _close_quietly(self._pack[1])
+                self._pack = None
+            flushed = self._flushed if not self._unsynced else 0
+        if self._syncer is not None:
+            self._syncer.shutdown(wait=True)
+        if write is not None and flushed:
+            try:
+                write(lambda conn: conn.execute("DELETE FROM journal_outbox WHERE seq <= ?", (flushed,)))
+            except Exception as exc:  # noqa: BLE001 - harmless: the next open syncs them again
+                log.warning("could not clear the journal outbox: %s", exc)
+
+
+def _close_quietly(appender: PackAppender) -> None:
+    try:
+        appender.close()
+    except OSError as exc:  # every record in it was synced before its callers were answered
+        log.warning("closing journal pack %s failed: %s", appender.name, exc)
+    except Exception as exc:  # noqa: BLE001 - storage errors of other backends
+        log.warning("closing journal pack %s failed: %s", appender.name, exc)
