@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from davbackup.cli.common import add_repo_arguments, read_passphrase
-from davbackup.errors import Locked
+from davbackup.errors import Locked, UsageError
 from davbackup.location import PackLocation, recorded_packs_url
 from davbackup.maintenance.recover import recover
 from davbackup.repository import Repository
@@ -20,10 +20,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "recover", help="rebuild a missing or damaged catalog from config.json, the key files and the packs"
     )
     add_repo_arguments(parser)
-    parser.add_argument(
-        "--packs", metavar="URL",
-        help="s3://bucket/prefix of the packs, when DIR is new or lost its packs.url (otherwise taken from DIR)",
-    )
     parser.add_argument(
         "--force", action="store_true",
         help="replace an existing catalog (it is moved aside as catalog.sqlite.before-recover-<time>)",
@@ -36,6 +32,9 @@ def _progress(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.repo is None or getattr(args, "catalog", None) is not None:
+        raise UsageError("recover rebuilds the SQLite catalog in --repo DIR (with --packs s3://... when DIR was"
+                         " lost); a PostgreSQL catalog is not recovered from the packs yet")
     root = Path(args.repo)
     passphrase = read_passphrase(args)
     if args.packs and recorded_packs_url(root) is None:
