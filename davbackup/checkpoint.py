@@ -175,3 +175,10 @@ def load_into(conn: sqlite3.Connection, dump: Path) -> tuple[int, bytes | None]:
             conn.execute("COMMIT")
         conn.execute("DETACH cp")
     return int(seq), (bytes(head) if head is not None else None)
+
+
+def journal_pack_names(repo_catalog: Catalog, catalog_url: str | None) -> set[str]:
+    """The packs of the journal (none for a PostgreSQL catalog, which has no journal yet)."""
+    if catalog_url is not None:
+        return set()
+    return {r[0] for r in repo_catalog.reader().execute("SELECT name FROM journal_packs")}

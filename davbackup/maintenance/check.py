@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable
 from davbackup.versions import verify_version
 from davbackup.errors import IntegrityError
 from davbackup.maintenance.paths import node_path, version_paths
+from davbackup.checkpoint import journal_pack_names
 from davbackup.pack import HEADER_SIZE, BlobError
 from davbackup.storage import PackMissing
 from davbackup.tree import TRASH
@@ -124,7 +125,7 @@ def check_repository(
     for pid, name in packs.items():
         if name in on_disk:
             sizes_on_disk[pid] = repo.storage.size(name)
-    journal_packs = {r[0] for r in conn.execute("SELECT name FROM journal_packs")}
+    journal_packs = journal_pack_names(repo.catalog, repo.catalog_url)
     for name in sorted(journal_packs - on_disk):
         # In an object store a journal pack appears with its first sync, so a process
         # that died right after registering one leaves a row without a pack.

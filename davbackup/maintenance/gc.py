@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from davbackup import chunklists, clock, tree_bulk, uploads
-from davbackup.upload_settings import load_settings
-from davbackup.checkpoint import compact, write_checkpoint
+from davbackup.checkpoint import compact, journal_pack_names, write_checkpoint
 from davbackup.chunkstore import storage_error
 from davbackup.errors import StorageFull
 from davbackup.pack import HEADER_SIZE, BlobError
 from davbackup.retention import PruneReport, load_policy, prune
 from davbackup.storage import PackMissing
+from davbackup.upload_settings import load_settings
 
 if TYPE_CHECKING:
     from davbackup.repository import Repository
@@ -153,10 +153,12 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
     # Files younger than the grace period are left alone all the same.
     # The metadata journal (DESIGN.md §20.4): a checkpoint of the catalog as it is
     # now, then the journal packs and older checkpoints it makes redundant.
-    write_checkpoint(repo.catalog, repo.storage, repo.keys.journal_key())
-    report.journal_packs_deleted = compact(repo.catalog, repo.storage)
+    if repo.journal is not None:
+        write_checkpoint(repo.catalog, repo.storage, repo.keys.journal_key())
+        report.journal_packs_deleted = compact(repo.catalog, repo.storage)
 
-    known = {r[0] for r in conn.execute("SELECT name FROM packs UNION ALL SELECT name FROM journal_packs")}
+    known = {r[0] for r in conn.execute("SELECT name FROM packs")}
+    known |= journal_pack_names(repo.catalog, repo.catalog_url)
     for name in list(repo.storage.names()):
         if name not in known and repo.storage.mtime(name) <= now - grace:
             repo.storage.delete(name)

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from davbackup.checkpoint import journal_pack_names
 from davbackup.pack import TYPE_DATA, BlobError, scan_pack
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ class RebuildReport:
 def rebuild_index(repo: "Repository") -> RebuildReport:
     report = RebuildReport()
     known = dict(repo.catalog.reader().execute("SELECT name, id FROM packs").fetchall())
-    journal = {r[0] for r in repo.catalog.reader().execute("SELECT name FROM journal_packs")}
+    journal = journal_pack_names(repo.catalog, repo.catalog_url)
     for name in list(repo.storage.names()):
         if name in journal:
             continue  # the metadata journal's own packs (DESIGN.md §20)
