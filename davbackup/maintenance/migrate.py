@@ -135,7 +135,8 @@ def _copy_catalog(source: "Repository", catalog: Any, report: MigrateReport, pro
     with dest.transaction():
         dest.execute("SELECT pg_advisory_xact_lock(%s, %s)", (0x64617662, 1))
         tables = [r[0] for r in src.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite%' ORDER BY name")]
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite%'"
+            " AND name NOT LIKE 'journal%' ORDER BY name")]  # the SQLite catalog's journal (DESIGN.md §20)
         for table in tables:
             columns = [r[1] for r in src.execute(f"PRAGMA table_info({table})").fetchall()]
             target_columns = {r[0] for r in dest.execute(
