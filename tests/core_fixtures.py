@@ -18,6 +18,7 @@ import pytest
 
 os.environ["DAVBACKUP_KDF_MEMORY_KIB"] = "1024"
 
+from davbackup.checkpoint import journal_pack_names  # noqa: E402
 from davbackup.config import ChunkerParams, RepoConfig  # noqa: E402
 from davbackup.fs import Namespace  # noqa: E402
 from davbackup.repository import Repository  # noqa: E402
@@ -133,5 +134,5 @@ def flip_byte(path: Path, offset: int) -> None:
 
 def data_pack_bytes(repo: Repository) -> int:
     """Bytes in chunk packs (not the metadata journal's packs, which grow with every commit)."""
-    journal = {r[0] for r in repo.catalog.reader().execute("SELECT name FROM journal_packs")}
+    journal = journal_pack_names(repo.catalog, repo.catalog_url)
     return sum(repo.storage.size(n) for n in repo.storage.names() if n not in journal)
