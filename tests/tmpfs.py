@@ -24,3 +24,15 @@ def mounted_tmpfs(mountpoint: Path, size: str, mode: str = "0700") -> Iterator[P
         yield mountpoint
     finally:
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write zeros to a new file ``path`` until its file system refuses. Unbuffered: a
+    buffered file would keep the block that did not fit and raise ENOSPC again on close."""
+    block = b"\0" * 65536
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(block)
+        except OSError:
+            pass

@@ -12,7 +12,7 @@ import pytest
 
 from davbackup.catalog import SCHEMA_VERSION, Catalog
 from davbackup.errors import DavBackupError, RepositoryError
-from tests.tmpfs import mounted_tmpfs
+from tests.tmpfs import fill, mounted_tmpfs
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -186,17 +186,6 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
         yield mnt
 
 
-def _fill(path: Path) -> None:
-    """Write zeros until the filesystem refuses."""
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-
-
 def test_failed_commit_fails_every_job_of_the_batch(tiny_fs: Path) -> None:
     """SQLITE_FULL at COMMIT: no caller is told its write committed, every caller
     gets StorageFull (507), and once space is back writes work on the same object."""
@@ -205,7 +194,7 @@ def test_failed_commit_fails_every_job_of_the_batch(tiny_fs: Path) -> None:
     c = Catalog(tiny_fs / "catalog.sqlite", create=True)
     try:
         c.write(lambda conn: conn.execute("CREATE TABLE blobs(k INTEGER PRIMARY KEY, v BLOB)"))
-        _fill(tiny_fs / "filler")
+        fill(tiny_fs / "filler")
         outcomes: dict[int, object] = {}
         barrier = threading.Barrier(8)
 

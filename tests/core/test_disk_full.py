@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from tests.server_fixtures import DEFAULT_USERS, DavServer, _env, create_repository, davbackup, free_port
-from tests.tmpfs import mounted_tmpfs
+from tests.tmpfs import fill, mounted_tmpfs
 
 MiB = 1024 * 1024
 #: at least the live bytes of a pack gc must rewrite (the default, 64, covers half a pack)
@@ -57,16 +57,6 @@ def full_server(tmp_path: Path, tmpfs: Path) -> Iterator[DavServer]:
 def _free(path: Path) -> int:
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
-
-
-def _fill(path: Path) -> None:
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
 
 
 def _parallel(n: int, fn) -> list[requests.Response]:
@@ -109,7 +99,7 @@ def test_full_disk(full_server: DavServer, tmpfs: Path) -> None:
     assert s.head(f"{url}/data/f{i}.bin").status_code == 404
     assert len(stored) >= 5
     # what is left (torn bytes were given back) goes to another user of the disk
-    _fill(tmpfs / "filler")
+    fill(tmpfs / "filler")
     assert _free(tmpfs) < MiB
 
     # 2. parallel PUTs of an already-stored file: stored (201 and there) or refused (507, absent)
@@ -194,7 +184,7 @@ def test_offline_gc_on_a_full_disk(full_server: DavServer, tmpfs: Path) -> None:
     server.stop()
     davbackup(["history", "set", "--repo", str(server.repo), "--keep-all", "0", "--daily", "0", "--weekly", "0"],
               server.env)
-    _fill(tmpfs / "filler")
+    fill(tmpfs / "filler")
     assert _free(tmpfs) < MiB
     result = subprocess.run([*_cli(), "gc", "--repo", str(server.repo)], capture_output=True, text=True,
                             env=server.env, timeout=300)
