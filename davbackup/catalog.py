@@ -188,6 +188,19 @@ MIGRATIONS: dict[int, list[Migration]] = {
 }
 
 
+def read_meta(conn: sqlite3.Connection, key: str) -> str | None:
+    """The value of one ``meta`` key (None: not set). Each key belongs to the module
+    that defines it (``uploads.session_ttl``: upload_settings.py, ``retention``:
+    retention.py, ``row_auth``: tree.py, the journal's keys: journal.py)."""
+    row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def write_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+    """Inside a write transaction: set one ``meta`` key."""
+    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+
 _SQLITE_FULL = 13
 
 
@@ -322,6 +335,17 @@ class Catalog:
 
     # -- writing -----------------------------------------------------------------
 
+    # -- named locks ---------------------------------------------------------------
+
+    def try_lock(self, name: str) -> bool:
+        """Take a named lock across every process sharing the catalog (False: held
+        elsewhere). Only a shared catalog has them (davbackup/catalog_pg.py); a local
+        one is guarded by file locks in the repository directory instead."""
+        raise NotImplementedError(f"{self.path}: named locks need a shared catalog")
+
+    def unlock(self, name: str) -> None:
+        raise NotImplementedError(f"{self.path}: named locks need a shared catalog")
+
     def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction; returns once the commit is durable.
 
@@ -343,7 +367,7 @@ class Catalog:
                     break
                 self._cv.wait()
             else:
-                return self._outcome(job)
+                return self._outcome(job)  # type: ignore[no-any-return]
         try:
             self._run_batch(batch)
         except BaseException as exc:  # never leave a job of the batch undecided
@@ -355,14 +379,14 @@ class Catalog:
             with self._cv:
                 self._leader = False
                 self._cv.notify_all()
-        return self._outcome(job)
+        return self._outcome(job)  # type: ignore[no-any-return]
 
     @staticmethod
     def _outcome(job: _Job) -> Any:
         assert job.done, "a catalog job returned before its batch was decided"
         if job.error is not None:
             raise job.error
-        return job.result  # type: ignore[return-value]
+        return job.result
 
     def _run_batch(self, batch: list[_Job]) -> None:
         conn = self._writer

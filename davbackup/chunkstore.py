@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from davbackup import chunk_index
 from davbackup.catalog import Catalog
 from davbackup.errors import DavBackupError, IntegrityError, RepositoryError, StorageFull
 from davbackup.pack import HEADER_SIZE, BlobCodec, BlobError
@@ -106,10 +107,7 @@ class ChunkStore:
     def _recover(self) -> None:
         """Packs left open by a previous process are sealed: nothing is pending now."""
 
-        def seal_leftovers(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE packs SET state='sealed' WHERE state='open'")
-
-        self.catalog.write(seal_leftovers)
+        self.catalog.write(chunk_index.seal_open_packs)
 
     # -- writing -----------------------------------------------------------------
 
@@ -125,11 +123,7 @@ class ChunkStore:
                 pending.holders += 1
                 batch.new[chunk_id] = (pending.location, pending.plain_len)
                 return ref
-        row = self.catalog.reader().execute(
-            "SELECT d.id IS NOT NULL FROM chunks c LEFT JOIN damaged_chunks d ON d.id = c.id WHERE c.id=?",
-            (chunk_id,),
-        ).fetchone()
-        if row is not None and not row[0]:
+        if chunk_index.lookup_for_dedup(self.catalog.reader(), chunk_id) is False:
             batch.existing.add(chunk_id)
             return ref
         # New, or stored but found damaged: store this copy (self-healing, §12.1).
@@ -163,14 +157,9 @@ class ChunkStore:
                 raise IntegrityError("repository opened read-only: cannot store chunks")
             name = secrets.token_hex(16)
 
-            def add_pack(conn: sqlite3.Connection) -> int:
-                cur = conn.execute(
-                    "INSERT INTO packs(name, state, created) VALUES (?, 'open', ?)", (name, time.time())
-                )
-                return int(cur.lastrowid)  # type: ignore[arg-type]
-
             # The row first: a pack file the catalog does not know is always gc's debris.
-            pack_id = self.catalog.write(add_pack)
+            created = time.time()
+            pack_id = self.catalog.write(lambda conn: chunk_index.add_pack(conn, name, "open", created))
             appender = self.storage.create(name)
             self._pack_names[pack_id] = name
             self._appenders[pack_id] = appender
@@ -244,28 +233,11 @@ class ChunkStore:
     @staticmethod
     def record(conn: sqlite3.Connection, batch: ChunkBatch, now: float) -> None:
         """Inside a write transaction: index new chunks, check deduplicated ones exist."""
-        # A chunk already indexed here was found damaged: the fresh copy replaces it.
-        conn.executemany(
-            "INSERT INTO chunks(id, pack_id, offset, stored_len, plain_len, touched) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(id) DO UPDATE SET pack_id=excluded.pack_id, offset=excluded.offset,"
-            " stored_len=excluded.stored_len, touched=excluded.touched"
-            " WHERE chunks.id IN (SELECT id FROM damaged_chunks)",
-            [
-                (cid, loc.pack_id, loc.offset, loc.stored_len, plain_len, now)
-                for cid, (loc, plain_len) in batch.new.items()
-            ],
-        )
-        healed = [(cid,) for cid in batch.new]
-        conn.executemany("DELETE FROM damaged_chunks WHERE id=?", healed)
-        existing = list(batch.existing)
-        for start in range(0, len(existing), 500):
-            part = existing[start : start + 500]
-            marks = ",".join("?" * len(part))
-            cur = conn.execute(f"UPDATE chunks SET touched=? WHERE id IN ({marks})", (now, *part))
-            if cur.rowcount != len(part):
-                raise IntegrityError(
-                    "a deduplicated chunk was removed by a concurrent gc; the upload must be retried"
-                )
+        new = [
+            (cid, loc.pack_id, loc.offset, loc.stored_len, plain_len, now)
+            for cid, (loc, plain_len) in batch.new.items()
+        ]
+        chunk_index.record(conn, new, list(batch.existing), now)
 
     def release(self, batch: ChunkBatch) -> None:
         """After commit or abort: drop this writer's hold on pending chunks."""
@@ -306,11 +278,8 @@ class ChunkStore:
                 # what a failed close loses was never referenced (aborted writes).
                 log.warning("closing pack %s failed: %s", appender.name, exc)
 
-        def mark(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE packs SET state='sealed' WHERE id=?", (pack_id,))
-
         try:
-            self.catalog.write(mark)
+            self.catalog.write(lambda conn: chunk_index.seal_packs(conn, [pack_id]))
         except DavBackupError as exc:
             log.warning("pack %s could not be marked sealed (%s); the next start seals it", pack_id, exc)
 
@@ -319,17 +288,14 @@ class ChunkStore:
     def pack_name(self, pack_id: int) -> str:
         name = self._pack_names.get(pack_id)
         if name is None:
-            row = self.catalog.reader().execute("SELECT name FROM packs WHERE id=?", (pack_id,)).fetchone()
-            if row is None:
+            name = chunk_index.pack_name(self.catalog.reader(), pack_id)
+            if name is None:
                 raise IntegrityError(f"pack {pack_id} is not in the catalog")
-            name = row[0]
             self._pack_names[pack_id] = name
         return name
 
     def locate(self, chunk_id: ChunkId) -> Location | None:
-        row = self.catalog.reader().execute(
-            "SELECT pack_id, offset, stored_len FROM chunks WHERE id=?", (chunk_id,)
-        ).fetchone()
+        row = chunk_index.locate(self.catalog.reader(), chunk_id)
         return Location(*row) if row else None
 
     def read(self, chunk_id: ChunkId, location: Location | None, context: str) -> bytes:
@@ -369,12 +335,8 @@ class ChunkStore:
         """Remember a chunk that failed to read, so the next upload of the same
         content stores a fresh copy (best effort: the read already failed)."""
         try:
-            self.catalog.write(
-                lambda conn: conn.execute(
-                    "INSERT OR REPLACE INTO damaged_chunks(id, found, reason) VALUES (?, ?, ?)",
-                    (chunk_id, time.time(), reason),
-                )
-            )
+            found = time.time()
+            self.catalog.write(lambda conn: chunk_index.mark_damaged(conn, chunk_id, found, reason))
         except DavBackupError:
             log.warning("could not record damaged chunk %s", chunk_id.hex()[:16], exc_info=True)
 
@@ -388,9 +350,5 @@ class ChunkStore:
             appender.close()
         if appenders:
             ids = [pid for pid, _ in appenders]
-
-            def mark(conn: sqlite3.Connection) -> None:
-                conn.executemany("UPDATE packs SET state='sealed' WHERE id=?", [(i,) for i in ids])
-
-            self.catalog.write(mark)
+            self.catalog.write(lambda conn: chunk_index.seal_packs(conn, ids))
         self.storage.close()

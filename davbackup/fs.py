@@ -8,26 +8,27 @@ COPY or DELETE: bounded batches no client can tell from one, davbackup/tree_bulk
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
-from davbackup import clock, tree_bulk
+from davbackup import clock, properties, tree_bulk
 from davbackup.errors import (
     AlreadyExists,
     Conflict,
-    IntegrityError,
-    NotFound,
-    PermissionDenied,
     IncompleteBody,
     InvalidPath,
+    NotFound,
+    PermissionDenied,
     PreconditionFailed,
     RangeError,
     StorageFull,
 )
 from davbackup.reader import VersionReader
-from davbackup.versions import verify_version
-from davbackup.tree import MAX_DEPTH, Node, archive_props, join_path, record_moment, split_path
+from davbackup.tree import MAX_DEPTH, Node, join_path, record_moment, split_path
+from davbackup.users import charge, usage_of_root
+from davbackup.versions import chunk_rows, verify_version
 from davbackup.writer import FileWriter
 
 if TYPE_CHECKING:
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
 class BodyReader(Protocol):
     def read(self, n: int = -1) -> bytes: ...
 
+
+#: a path as its components (``/a/b`` is ``["a", "b"]``); inside :class:`Namespace`, ``list``
+#: is its method
+Parts = list[str]
 
 #: chunk lists up to this long (files up to about 16 GiB at 512 KiB per chunk) are kept,
 #: once verified, in ``repo.chunk_lists`` and read from there; longer ones are verified
@@ -117,9 +122,9 @@ class Namespace:
         """
         record_moment(conn, self.root_id, now)
         if delta:
-            conn.execute("UPDATE users SET used = used + ? WHERE root_id=?", (delta, self.root_id))
+            charge(conn, self.root_id, delta)
             if delta > 0:
-                used, quota = conn.execute("SELECT used, quota FROM users WHERE root_id=?", (self.root_id,)).fetchone()
+                used, quota = usage_of_root(conn, self.root_id) or (0, None)
                 if quota is not None and used - pending > quota:
                     raise StorageFull(
                         f"quota of user {self.user!r} exceeded: {used} of {quota} bytes; nothing was changed"
@@ -127,19 +132,14 @@ class Namespace:
 
     def room(self) -> int | None:
         """Bytes the user may still add (None: no quota)."""
-        row = self._catalog.reader().execute(
-            "SELECT used, quota FROM users WHERE root_id=?", (self.root_id,)
-        ).fetchone()
+        row = usage_of_root(self._catalog.reader(), self.root_id)
         if row is None or row[1] is None:
             return None
-        return max(0, int(row[1]) - int(row[0]))
+        return max(0, row[1] - row[0])
 
     def usage(self) -> tuple[int, int | None]:
         """(live bytes, quota or None)."""
-        row = self._catalog.reader().execute(
-            "SELECT used, quota FROM users WHERE root_id=?", (self.root_id,)
-        ).fetchone()
-        return (int(row[0]), row[1]) if row else (0, None)
+        return usage_of_root(self._catalog.reader(), self.root_id) or (0, None)
 
     def check_writable(self, path: str) -> None:
         """Refuse (403) a path inside the read-only history folders."""
@@ -186,7 +186,7 @@ class Namespace:
             if entry.is_dir:
                 yield from self.walk(entry.path)
 
-    def _file_node(self, conn: sqlite3.Connection, parts: list[str], path: str) -> tuple[Node, int]:
+    def _file_node(self, conn: sqlite3.Connection, parts: Parts, path: str) -> tuple[Node, int]:
         node = self._tree.resolve(conn, self.root_id, parts)
         if node is None:
             raise NotFound(f"{path}: no such file")
@@ -213,7 +213,7 @@ class Namespace:
 
     # -- writing -----------------------------------------------------------------
 
-    def _parent(self, conn: sqlite3.Connection, parts: list[str], path: str) -> Node:
+    def _parent(self, conn: sqlite3.Connection, parts: Parts, path: str) -> Node:
         if not parts:
             raise PermissionDenied(f"{path}: the root cannot be replaced")
         parent = self._tree.resolve_parent(conn, self.root_id, parts)
@@ -239,7 +239,7 @@ class Namespace:
 
         return self._catalog.write(txn)
 
-    def open_write(self, path: str, *, chunks: list[tuple[int, int, bytes]] | None = None) -> PendingFile:
+    def open_write(self, path: str, *, chunks: builtins.list[tuple[int, int, bytes]] | None = None) -> PendingFile:
         parts = split_path(path)
         self._writable(parts, path)
         conn = self._catalog.reader()
@@ -249,7 +249,7 @@ class Namespace:
             raise Conflict(f"{path}: a folder stands there")
         return PendingFile(self, parts, self.repo.new_writer(chunks))
 
-    def _linker(self, parts: list[str]) -> Callable[[sqlite3.Connection, int, int, str, float], Entry]:
+    def _linker(self, parts: Parts) -> Callable[[sqlite3.Connection, int, int, str, float], Entry]:
         path = join_path(parts)
 
         def link(conn: sqlite3.Connection, vid: int, size: int, etag: str, now: float) -> Entry:
@@ -290,13 +290,10 @@ class Namespace:
         if start < 0 or start > size or length < 0:
             raise RangeError(f"{path}: range starting at {start} does not fit a file of {size} bytes")
         end = start + length
-        rows = conn.execute(
-            "SELECT offset, length, chunk_id FROM version_chunks WHERE version_id=? ORDER BY offset",
-            (version_id,),
-        ).fetchall()
+        rows = chunk_rows(conn, version_id)
         first = next((i for i, (o, n, _) in enumerate(rows) if o <= start < o + n), len(rows))
         last = next((i for i, (o, n, _) in enumerate(rows) if o < end <= o + n), None) if end < size else None
-        writer = self.repo.new_writer([tuple(r) for r in rows[:first]])  # type: ignore[misc]
+        writer = self.repo.new_writer(rows[:first])
         writer.mark_existing([r[2] for r in rows[:first]])
         try:
             if first < len(rows):
@@ -312,7 +309,7 @@ class Namespace:
             if last is not None:
                 o, _n, cid = rows[last]
                 writer.write(self.repo.chunks.read(cid, None, path)[end - o :])
-                writer.extend([tuple(r) for r in rows[last + 1 :]])  # type: ignore[misc]
+                writer.extend(rows[last + 1 :])
         except BaseException:
             writer.abort()
             raise
@@ -351,7 +348,7 @@ class Namespace:
 
         self._empty(self._catalog.write(txn))
 
-    def _large(self, parts: list[str], sized: bool = True) -> tuple[int, int] | None:
+    def _large(self, parts: Parts, sized: bool = True) -> tuple[int, int] | None:
         """(node ID, bytes if ``sized``) of the folder at ``parts`` if it is a large tree (read outside the writer)."""
         conn = self._catalog.reader()
         node = self._tree.resolve(conn, self.root_id, parts)
@@ -370,7 +367,7 @@ class Namespace:
         if trash is not None:
             tree_bulk.empty_trash(self._catalog, trash)
 
-    def _check_transfer(self, src: str, dst: str, action: str) -> tuple[list[str], list[str]]:
+    def _check_transfer(self, src: str, dst: str, action: str) -> tuple[Parts, Parts]:
         sparts, dparts = split_path(src), split_path(dst)
         self._writable(dparts, dst)
         if action == "move":
@@ -385,7 +382,7 @@ class Namespace:
             raise PermissionDenied(f"{action} {src} -> {dst}: destination is a folder holding the source")
         return sparts, dparts
 
-    def _clear(self, conn: sqlite3.Connection, parent: Node, dparts: list[str], overwrite: bool,
+    def _clear(self, conn: sqlite3.Connection, parent: Node, dparts: Parts, overwrite: bool,
                large: tuple[int, int] | None, now: float, label: str) -> tuple[bool, int | None, int, int]:
         """In a transaction: make room at the destination; (existed, trash to empty, bytes removed, bytes in trash)."""
         existing = self._tree.child(conn, parent.id, dparts[-1])
@@ -450,7 +447,7 @@ class Namespace:
             node = self._tree.resolve(conn, self.root_id, parts)
             if node is None:
                 raise NotFound(f"{path}: no such file or folder")
-            conn.execute("UPDATE nodes SET modified=? WHERE id=?", (mtime, node.id))
+            self._tree.touch(conn, node.id, mtime)
 
         self._catalog.write(txn)
 
@@ -464,53 +461,22 @@ class Namespace:
 
     def get_props(self, path: str) -> dict[str, str]:
         conn = self._catalog.reader()
-        nid = self._node_id(conn, path)
-        result = {}
-        for name, blob in conn.execute("SELECT name, value_enc FROM props WHERE node_id=?", (nid,)):
-            result[name] = self._tree.open_prop(blob, nid, name, path)
-        return result
+        return properties.read(conn, self._tree, self._node_id(conn, path), path)
 
     def child_props(self, path: str) -> dict[str, dict[str, str]]:
         """Dead properties of every child of a folder, by child name, in one query."""
         conn = self._catalog.reader()
-        nid = self._node_id(conn, path)
-        rows = conn.execute(
-            "SELECT n.id, n.parent_id, n.version_id, n.name_enc, p.name, p.value_enc"
-            " FROM nodes n JOIN props p ON p.node_id = n.id"
-            " WHERE n.parent_id=?",
-            (nid,),
-        ).fetchall()
-        result: dict[str, dict[str, str]] = {}
-        for node_id, parent_id, version_id, name_enc, prop, blob in rows:
-            child = self._tree.open_name(name_enc, node_id, parent_id, version_id)
-            result.setdefault(child, {})[prop] = self._tree.open_prop(blob, node_id, prop, f"{path}/{child}")
-        return result
+        return properties.read_children(conn, self._tree, self._node_id(conn, path), path)
 
     def child_props_by_node(self, path: str) -> dict[int, dict[str, str]]:
-        """Dead properties of every child of a folder, by child node ID, in one query
-        (a listing already knows its entries' node IDs: no name is decrypted again)."""
+        """Dead properties of every child of a folder, by child node ID, in one query."""
         conn = self._catalog.reader()
-        nid = self._node_id(conn, path)
-        rows = conn.execute(
-            "SELECT p.node_id, p.name, p.value_enc FROM nodes n JOIN props p ON p.node_id = n.id"
-            " WHERE n.parent_id=?",
-            (nid,),
-        ).fetchall()
-        result: dict[int, dict[str, str]] = {}
-        for node_id, prop, blob in rows:
-            result.setdefault(node_id, {})[prop] = self._tree.open_prop(blob, node_id, prop, f"{path} (node {node_id})")
-        return result
+        return properties.read_children_by_node(conn, self._tree, self._node_id(conn, path), path)
 
     def set_prop(self, path: str, name: str, value: str) -> None:
         def txn(conn: sqlite3.Connection) -> None:
             now = clock.now()
-            nid = self._node_id(conn, path)
-            blob = self._tree.seal_prop(nid, name, value)
-            archive_props(conn, self.root_id, [nid], name, now)
-            conn.execute(
-                "INSERT OR REPLACE INTO props(node_id, name, value_enc, born) VALUES (?, ?, ?, ?)",
-                (nid, name, blob, now),
-            )
+            properties.put(conn, self._tree, self.root_id, self._node_id(conn, path), name, value, now)
             self._changed(conn, now)
 
         self._catalog.write(txn)
@@ -518,9 +484,7 @@ class Namespace:
     def remove_prop(self, path: str, name: str) -> None:
         def txn(conn: sqlite3.Connection) -> None:
             now = clock.now()
-            nid = self._node_id(conn, path)
-            archive_props(conn, self.root_id, [nid], name, now)
-            conn.execute("DELETE FROM props WHERE node_id=? AND name=?", (nid, name))
+            properties.remove(conn, self.root_id, self._node_id(conn, path), name, now)
             self._changed(conn, now)
 
         self._catalog.write(txn)

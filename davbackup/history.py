@@ -43,7 +43,8 @@ def parse_moment(text: str) -> int:
     if match is None:
         raise InvalidPath(f"{text!r}: not a point in time (use YYYY-MM-DDTHHMMSSZ, UTC)")
     try:
-        moment = datetime(*(int(g) for g in match.groups()), tzinfo=timezone.utc)  # type: ignore[misc]
+        year, month, day, hour, minute, second = (int(g) for g in match.groups())
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
     except ValueError as exc:
         raise InvalidPath(f"{text!r}: not a valid date and time ({exc})") from exc
     return int(moment.timestamp())

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import bisect
 import io
+from typing import TYPE_CHECKING
 
 from davbackup.catalog import Catalog
 from davbackup.chunkstore import ChunkStore, Location
 from davbackup.errors import IntegrityError
-from davbackup.versions import ChunkList
+from davbackup.versions import ChunkList, chunk_at, located_chunks
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 BATCH = 512
 
@@ -69,21 +73,13 @@ class VersionReader(io.RawIOBase):
 
     def _load_batch(self, pos: int) -> None:
         conn = self._catalog.reader()
-        row = conn.execute(
-            "SELECT offset FROM version_chunks WHERE version_id=? AND offset<=? ORDER BY offset DESC LIMIT 1",
-            (self._vid, pos),
-        ).fetchone()
-        if row is None:
+        start = chunk_at(conn, self._vid, pos)
+        if start is None:
             raise IntegrityError(f"{self.path}: no chunk covers byte {pos} (version changed or catalog damaged)")
-        rows = conn.execute(
-            "SELECT vc.offset, vc.length, vc.chunk_id, c.pack_id, c.offset, c.stored_len"
-            " FROM version_chunks vc LEFT JOIN chunks c ON c.id = vc.chunk_id"
-            " WHERE vc.version_id=? AND vc.offset>=? ORDER BY vc.offset LIMIT ?",
-            (self._vid, row[0], BATCH),
-        ).fetchall()
         self._rows = [
-            (off, length, cid, Location(pid, poff, slen) if pid is not None else None)
-            for off, length, cid, pid, poff, slen in rows
+            (off, length, cid, Location(pid, poff, slen) if pid is not None and poff is not None
+             and slen is not None else None)
+            for off, length, cid, pid, poff, slen in located_chunks(conn, self._vid, start, BATCH)
         ]
         self._offsets = [r[0] for r in self._rows]
 
@@ -139,9 +135,10 @@ class VersionReader(io.RawIOBase):
         self._pos = start + stop
         return out
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
+    def readinto(self, buffer: "WriteableBuffer") -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
     def close(self) -> None:

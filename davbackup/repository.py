@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from davbackup import clock, crypto, faults, tree_bulk
-from davbackup.catalog import SCHEMA_VERSION, Catalog
+from davbackup.catalog import SCHEMA_VERSION, Catalog, read_meta
 from davbackup.checkpoint import has_checkpoint, write_checkpoint
 from davbackup.chunker import Chunker
 from davbackup.chunkstore import ChunkStore
@@ -142,7 +142,7 @@ class Repository:
     def _authenticate_rows(self) -> None:
         """A catalog from before row authentication is upgraded on its first writable
         open; read-only opens accept its old sealing without changing it."""
-        upgraded = self.catalog.reader().execute("SELECT 1 FROM meta WHERE key='row_auth'").fetchone()
+        upgraded = read_meta(self.catalog.reader(), "row_auth") is not None
         if upgraded:
             return
         if self.mode == "read":
@@ -308,12 +308,12 @@ class Repository:
         """Hold the repository-wide lock ``name`` (e.g. ``"gc"``) or raise :class:`Locked`:
         a file lock in the directory, or a PostgreSQL advisory lock across the cluster."""
         if self.catalog.shared:
-            if not self.catalog.try_lock(name):  # type: ignore[attr-defined]
+            if not self.catalog.try_lock(name):
                 raise Locked(f"{self.location.describe()}: another {name} is running")
             try:
                 yield
             finally:
-                self.catalog.unlock(name)  # type: ignore[attr-defined]
+                self.catalog.unlock(name)
             return
         fd = os.open(self.root / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:

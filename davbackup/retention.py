@@ -26,9 +26,11 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from davbackup.catalog import Catalog
+from davbackup.catalog import Catalog, read_meta, write_meta
 from davbackup.errors import UsageError
 from davbackup.tree import drop_version_if_unused
+from davbackup.users import root_ids
+from davbackup.versions import orphan_state
 
 DAY = 86400
 
@@ -67,15 +69,15 @@ class RetentionPolicy:
 
 
 def load_policy(catalog: Catalog) -> RetentionPolicy:
-    row = catalog.reader().execute("SELECT value FROM meta WHERE key='retention'").fetchone()
+    row = read_meta(catalog.reader(), "retention")
     if row is None:
         return RetentionPolicy()
-    return RetentionPolicy(**json.loads(row[0]))
+    return RetentionPolicy(**json.loads(row))
 
 
 def save_policy(catalog: Catalog, policy: RetentionPolicy) -> None:
     text = json.dumps(asdict(policy), sort_keys=True)
-    catalog.write(lambda conn: conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('retention', ?)", (text,)))
+    catalog.write(lambda conn: write_meta(conn, "retention", text))
 
 
 @dataclass
@@ -90,7 +92,7 @@ class PruneReport:
 def prune(catalog: Catalog, policy: RetentionPolicy, now: float, *, dry_run: bool = False) -> PruneReport:
     """Apply ``policy`` to every user's history. With ``dry_run`` nothing changes."""
     report = PruneReport()
-    owners = [r[0] for r in catalog.reader().execute("SELECT root_id FROM users")]
+    owners = root_ids(catalog.reader())
     for owner in owners:
         if dry_run:
             with catalog.snapshot() as conn:
@@ -146,7 +148,8 @@ def _prune_owner(
             others = [int(r) for r in (refs[1] or "").split(",") if r and int(r) not in gone_rowids]
             if refs[0] == 0 and not others:
                 report.versions_released += 1
-                report.bytes_released += conn.execute("SELECT size FROM versions WHERE id=?", (vid,)).fetchone()[0]
+                state = orphan_state(conn, vid)
+                report.bytes_released += state[1] if state is not None else 0
         return
     for start in range(0, len(gone_states), 500):
         part = [rowid for rowid, _ in gone_states[start : start + 500]]
@@ -156,9 +159,9 @@ def _prune_owner(
         conn.execute(f"DELETE FROM props_history WHERE rowid IN ({','.join('?' * len(part))})", part)
     conn.executemany("DELETE FROM moments WHERE owner=? AND second=?", [(owner, m) for m in dropped])
     for vid in candidates:
-        before = conn.execute("SELECT orphaned FROM versions WHERE id=?", (vid,)).fetchone()
+        before = orphan_state(conn, vid)
         drop_version_if_unused(conn, vid, now)
-        after = conn.execute("SELECT orphaned, size FROM versions WHERE id=?", (vid,)).fetchone()
+        after = orphan_state(conn, vid)
         if before is not None and before[0] is None and after is not None and after[0] is not None:
             report.versions_released += 1
             report.bytes_released += after[1]

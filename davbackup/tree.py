@@ -12,10 +12,12 @@ import math
 import sqlite3
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
-from davbackup import clock
-from davbackup import crypto
+from davbackup import clock, crypto
+from davbackup.catalog import read_meta, write_meta
 from davbackup.errors import IntegrityError, InvalidPath
+from davbackup.versions import mark_orphaned
 
 MAX_NAME_BYTES = 1024
 MAX_DEPTH = 256
@@ -158,7 +160,7 @@ class Tree:
         except crypto.DecryptionFailed as exc:
             raise IntegrityError(f"catalog node {node_id}: its checksums fail verification") from exc
 
-    def _node(self, row: tuple) -> Node:
+    def _node(self, row: tuple[Any, ...]) -> Node:
         nid, parent, name_enc, is_dir, version_id, created, modified, size, etag, checksums = row
         if is_dir:
             size, etag, checksums = 0, f"d{nid}-{int(modified * 1000)}", None
@@ -449,7 +451,7 @@ def drop_version_if_unused(conn: sqlite3.Connection, version_id: int, now: float
         return
     if conn.execute("SELECT 1 FROM node_history WHERE version_id=? LIMIT 1", (version_id,)).fetchone():
         return
-    conn.execute("UPDATE versions SET orphaned=? WHERE id=?", (now if now is not None else clock.now(), version_id))
+    mark_orphaned(conn, version_id, now if now is not None else clock.now())
 
 
 def authenticate_rows(conn: sqlite3.Connection, tree: Tree) -> int:
@@ -460,7 +462,7 @@ def authenticate_rows(conn: sqlite3.Connection, tree: Tree) -> int:
     repository is first opened for writing, and records ``meta.row_auth``. Returns
     the number of values sealed again.
     """
-    if conn.execute("SELECT 1 FROM meta WHERE key='row_auth'").fetchone():
+    if read_meta(conn, "row_auth") is not None:
         return 0
     legacy = Tree(tree._name_key, tree._hash_key, legacy_names=True)
     count = 0
@@ -488,5 +490,5 @@ def authenticate_rows(conn: sqlite3.Connection, tree: Tree) -> int:
         value = legacy.open_prop(blob, nid, prop, f"catalog node {nid}")
         conn.execute("UPDATE props_history SET value_enc=? WHERE rowid=?", (tree.seal_prop(nid, prop, value), rowid))
         count += 1
-    conn.execute("INSERT INTO meta(key, value) VALUES ('row_auth', '1')")
+    write_meta(conn, "row_auth", "1")
     return count

@@ -59,6 +59,7 @@ from davbackup.tree import (
     drop_version_if_unused,
     new_node_id,
 )
+from davbackup.users import charge
 
 if TYPE_CHECKING:
     from davbackup.fs import Namespace
@@ -203,7 +204,7 @@ def _reclaim(conn: sqlite3.Connection, top: int, part: list[int]) -> int:
     conn.execute(f"DELETE FROM props WHERE node_id IN ({marks})", part)
     conn.execute(f"DELETE FROM nodes WHERE id IN ({marks})", part)
     if size:
-        conn.execute("UPDATE users SET used = used - ? WHERE root_id=?", (size, owner))
+        charge(conn, owner, -size)
     now = clock.now()
     for vid in versions:
         drop_version_if_unused(conn, vid, now)

@@ -13,6 +13,7 @@ import sqlite3
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
+from davbackup.catalog import read_meta, write_meta
 from davbackup.errors import UsageError
 
 if TYPE_CHECKING:
@@ -61,8 +62,8 @@ class UploadSettings:
 
 def load_settings(conn: sqlite3.Connection) -> UploadSettings:
     """The settings the server last recorded (the defaults if none ever did)."""
-    row = conn.execute("SELECT value FROM meta WHERE key=?", (META_KEY,)).fetchone()
-    return UploadSettings.from_json(row[0]) if row else UploadSettings()
+    text = read_meta(conn, META_KEY)
+    return UploadSettings.from_json(text) if text is not None else UploadSettings()
 
 
 def store_settings(catalog: "Catalog", settings: UploadSettings) -> bool:
@@ -70,5 +71,5 @@ def store_settings(catalog: "Catalog", settings: UploadSettings) -> bool:
     if load_settings(catalog.reader()) == settings:
         return False
     text = settings.to_json()
-    catalog.write(lambda conn: conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (META_KEY, text)))
+    catalog.write(lambda conn: write_meta(conn, META_KEY, text))
     return True

@@ -1,29 +1,13 @@
-"""Resumable upload sessions (DESIGN.md §13).
+"""Resumable upload sessions (DESIGN.md §13): from requests to session events.
 
 A session collects the bytes of one file over several requests. Its state lives in
-the catalog (``upload_sessions`` + ``session_chunks``), so it survives a restart:
-the complete chunks received so far, plus a "tail" — the bytes after the last chunk
-boundary, stored as one chunk of their own — so that the held offset is exactly
-what arrived. When the last byte arrives the file version is linked and the session
-removed in one transaction; the previous version stays current until then.
-
-Life cycle, as a transition table (``TRANSITIONS``)::
-
-    (none)     --create-->   receiving
-    receiving  --append-->   receiving
-    receiving  --complete--> (removed)   the new version is current
-    receiving  --cancel-->   (removed)   chunks become garbage
-    receiving  --expire-->   (removed)   idle longer than the lifetime (request or gc)
-
-Any other event is refused: an event on a session that is gone (completed,
-cancelled, expired, or its user removed) raises :class:`~davbackup.errors.NotFound`.
-The current state is read from the catalog inside the transaction that applies the
-event, so two requests racing to end one session cannot both succeed. Only one
-request may append to a session at a time; a second one gets
-:class:`~davbackup.errors.Locked`.
-
-This module is the only one that reads or writes ``upload_sessions`` and
-``session_chunks``; gc, user removal and stats call the functions at the end.
+the catalog (davbackup/upload_sessions.py: the rows and the life cycle as a transition
+table), so it survives a restart: the complete chunks received so far, plus a "tail" —
+the bytes after the last chunk boundary, stored as one chunk of their own — so that
+the held offset is exactly what arrived. When the last byte arrives the file version
+is linked and the session removed in one transaction; the previous version stays
+current until then. Only one request may append to a session at a time; a second one
+gets :class:`~davbackup.errors.Locked`.
 
 The settings that decide a session's fate are in :mod:`davbackup.upload_settings`,
 the digests a client may promise in :mod:`davbackup.digests`.
@@ -37,10 +21,9 @@ import secrets
 import sqlite3
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from davbackup import clock
-from davbackup import crypto
+from davbackup import clock, crypto, upload_sessions
 from davbackup.digests import Digests, verify_digests
 from davbackup.errors import (
     Conflict,
@@ -50,11 +33,11 @@ from davbackup.errors import (
     NotFound,
     OffsetMismatch,
     TooLarge,
-    TooManyUploads,
     UsageError,
 )
 from davbackup.fs import Entry
 from davbackup.tree import join_path, split_path
+from davbackup.upload_sessions import GONE, NONE, Row, transition
 from davbackup.upload_settings import UploadSettings, load_settings, store_settings
 from davbackup.writer import FileWriter
 
@@ -65,32 +48,6 @@ _log = logging.getLogger(__name__)
 
 READ_SIZE = 1024 * 1024
 PATH_AD = b"davbackup-upload-path-v1"
-
-NONE = "none"
-RECEIVING = "receiving"
-STATES = (NONE, RECEIVING)
-EVENTS = ("create", "append", "complete", "cancel", "expire")
-TRANSITIONS: dict[tuple[str, str], str] = {
-    (NONE, "create"): RECEIVING,
-    (RECEIVING, "append"): RECEIVING,
-    (RECEIVING, "complete"): NONE,
-    (RECEIVING, "cancel"): NONE,
-    (RECEIVING, "expire"): NONE,
-}
-GONE = "no such upload session (finished, cancelled or expired)"
-
-
-def transition(state: str, event: str) -> str:
-    """The next state. An event on a session that no longer exists is
-    :class:`NotFound` (404: the client's upload URL is stale); any other illegal
-    event is :class:`Conflict`."""
-    try:
-        return TRANSITIONS[(state, event)]
-    except KeyError:
-        if state == NONE and event in EVENTS:
-            raise NotFound(f"{GONE}: cannot {event}") from None
-        raise Conflict(f"upload session: cannot {event} when {state}") from None
-
 
 class BodyReader(Protocol):
     def read(self, n: int = -1) -> bytes: ...
@@ -106,7 +63,7 @@ class UploadSession:
     received: int
     created: float
     updated: float
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -148,20 +105,16 @@ class UploadManager:
     def _path_hash(self, path: str) -> bytes:
         return crypto.keyed_hash(self._path_key, b"upload\x00" + path.encode("utf-8"), 16)
 
-    def _row_to_session(self, row: tuple) -> UploadSession:
+    def _row_to_session(self, row: Row) -> UploadSession:
         sid, user, path_enc, protocol, total, received, created, updated, meta = row
         path = crypto.open_small(self._seal_key, path_enc, PATH_AD).decode("utf-8")
         return UploadSession(sid, user, path, protocol, total, received, created, updated, json.loads(meta))
-
-    _COLUMNS = "id, user_name, path_enc, protocol, total, received, created, updated, meta"
 
     def _expired(self, session: UploadSession, now: float) -> bool:
         return session.updated + self.ttl < now
 
     def get(self, session_id: str, user: str) -> UploadSession:
-        row = self.repo.catalog.reader().execute(
-            f"SELECT {self._COLUMNS} FROM upload_sessions WHERE id=?", (session_id,)
-        ).fetchone()
+        row = upload_sessions.get(self.repo.catalog.reader(), session_id)
         if row is None or row[1] != user:
             raise NotFound(GONE)
         session = self._row_to_session(row)
@@ -172,10 +125,7 @@ class UploadManager:
 
     def find(self, user: str, path: str, protocol: str) -> UploadSession | None:
         path = join_path(split_path(path))
-        rows = self.repo.catalog.reader().execute(
-            f"SELECT {self._COLUMNS} FROM upload_sessions WHERE user_name=? AND path_hash=? AND protocol=?",
-            (user, self._path_hash(path), protocol),
-        ).fetchall()
+        rows = upload_sessions.for_path(self.repo.catalog.reader(), user, self._path_hash(path), protocol)
         now = clock.now()
         for row in rows:
             session = self._row_to_session(row)
@@ -187,7 +137,7 @@ class UploadManager:
 
     # -- life cycle ----------------------------------------------------------------
 
-    def create(self, user: str, path: str, protocol: str, total: int | None, meta: dict | None = None, *,
+    def create(self, user: str, path: str, protocol: str, total: int | None, meta: dict[str, Any] | None = None, *,
                single: bool = False) -> UploadSession:
         """A new session; with ``single``, the live session of this protocol for ``path``
         if a concurrent request created one since the caller looked (one per path)."""
@@ -210,27 +160,13 @@ class UploadManager:
 
         def txn(conn: sqlite3.Connection) -> UploadSession:
             if single:
-                for row in conn.execute(
-                    f"SELECT {self._COLUMNS} FROM upload_sessions WHERE user_name=? AND path_hash=? AND protocol=?",
-                    (user, self._path_hash(path), protocol),
-                ).fetchall():
+                for row in upload_sessions.for_path(conn, user, self._path_hash(path), protocol):
                     found = self._row_to_session(row)
                     if not self._expired(found, now):
                         return found
-                    _end(conn, found.id, "expire")
-            (open_sessions,) = conn.execute(
-                "SELECT COUNT(*) FROM upload_sessions WHERE user_name=? AND updated>=?", (user, now - self.ttl)
-            ).fetchone()
-            if open_sessions >= limit:
-                raise TooManyUploads(
-                    f"{user} has {open_sessions} open uploads (the limit is {limit}):"
-                    " finish or cancel one first"
-                )
-            conn.execute(
-                "INSERT INTO upload_sessions(id, user_name, path_hash, path_enc, protocol, total, received, state,"
-                " created, updated, meta) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
-                (sid, user, self._path_hash(path), path_enc, protocol, total, RECEIVING, now, now, meta_text),
-            )
+                    upload_sessions.end(conn, found.id, "expire")
+            upload_sessions.create(conn, sid, user, self._path_hash(path), path_enc, protocol, total, now, meta_text,
+                                   limit=limit, idle_since=now - self.ttl)
             return UploadSession(sid, user, path, protocol, total, 0, now, now, meta or {})
 
         return self.repo.catalog.write(txn)
@@ -247,24 +183,14 @@ class UploadManager:
         sessions costs a write transaction (which looks again). A session started after
         the read is one started after this call, as it would be after the transaction."""
         path_hash = self._path_hash(join_path(split_path(path)))
-        if self.repo.catalog.reader().execute(
-                "SELECT 1 FROM upload_sessions WHERE user_name=? AND path_hash=? LIMIT 1",
-                (user, path_hash)).fetchone() is None:
+        if not upload_sessions.any_for_path(self.repo.catalog.reader(), user, path_hash):
             return 0
-
-        def txn(conn: sqlite3.Connection) -> int:
-            ids = [r[0] for r in conn.execute(
-                "SELECT id FROM upload_sessions WHERE user_name=? AND path_hash=?", (user, path_hash))]
-            for sid in ids:
-                _end(conn, sid, "cancel")
-            return len(ids)
-
-        return self.repo.catalog.write(txn)
+        return self.repo.catalog.write(lambda conn: upload_sessions.cancel_for_path(conn, user, path_hash))
 
     def _end(self, session_id: str, event: str, *, missing_ok: bool = False) -> None:
         def txn(conn: sqlite3.Connection) -> None:
             try:
-                _end(conn, session_id, event)
+                upload_sessions.end(conn, session_id, event)
             except NotFound:
                 if not missing_ok:
                     raise
@@ -285,11 +211,7 @@ class UploadManager:
     def set_total(self, session: UploadSession, total: int) -> UploadSession:
         self.check_length(total)
 
-        def txn(conn: sqlite3.Connection) -> None:
-            transition(_state(conn, session.id), "append")
-            conn.execute("UPDATE upload_sessions SET total=? WHERE id=?", (total, session.id))
-
-        self.repo.catalog.write(txn)
+        self.repo.catalog.write(lambda conn: upload_sessions.set_total(conn, session.id, total))
         return UploadSession(session.id, session.user, session.path, session.protocol, total, session.received,
                              session.created, session.updated, session.meta)
 
@@ -398,10 +320,7 @@ class UploadManager:
             return AppendResult(received, None, interrupted)
 
     def _resume_writer(self, session: UploadSession) -> FileWriter:
-        rows = self.repo.catalog.reader().execute(
-            "SELECT offset, length, chunk_id, is_tail FROM session_chunks WHERE session_id=? ORDER BY offset",
-            (session.id,),
-        ).fetchall()
+        rows = upload_sessions.chunk_rows(self.repo.catalog.reader(), session.id)
         chunks = [(o, n, c) for o, n, c, t in rows if not t]
         tails = [(o, n, c) for o, n, c, t in rows if t]
         writer = self.repo.new_writer(chunks)
@@ -425,22 +344,11 @@ class UploadManager:
         base = writer.durable_offset
         received = base + len(tail)
 
+        tail_row = (base, tail_ref[0], tail_ref[1]) if tail_ref is not None else None
+
         def persist(conn: sqlite3.Connection, now: float) -> None:
-            transition(_state(conn, session.id), "append")  # NotFound if cancelled or expired meanwhile
-            conn.execute("DELETE FROM session_chunks WHERE session_id=? AND is_tail=1", (session.id,))
-            conn.executemany(
-                "INSERT OR REPLACE INTO session_chunks(session_id, offset, length, chunk_id, is_tail) VALUES (?, ?, ?, ?, 0)",
-                [(session.id, o, n, c) for o, n, c in new_chunks],
-            )
-            if tail_ref is not None:
-                conn.execute(
-                    "INSERT OR REPLACE INTO session_chunks(session_id, offset, length, chunk_id, is_tail)"
-                    " VALUES (?, ?, ?, ?, 1)",
-                    (session.id, base, tail_ref[0], tail_ref[1]),
-                )
-            conn.execute(
-                "UPDATE upload_sessions SET received=?, updated=? WHERE id=?", (received, now, session.id)
-            )
+            # NotFound if cancelled or expired meanwhile
+            upload_sessions.save_progress(conn, session.id, new_chunks, tail_row, received, now)
 
         writer.checkpoint(persist)  # with a tail this ends the request: the writer is dropped next
         return len(writer.chunks)
@@ -456,57 +364,7 @@ class UploadManager:
         ns = self.repo.namespace(session.user)
 
         def link(conn: sqlite3.Connection, vid: int, size: int, etag: str, now: float) -> Entry:
-            _end(conn, session.id, "complete")  # NotFound if cancelled or expired meanwhile
+            upload_sessions.end(conn, session.id, "complete")  # NotFound if cancelled or expired meanwhile
             return ns.link_version(conn, session.path, vid, size, etag, now)
 
         return writer.commit(link, checksums=self.repo.tree.seal_checksums(checksums))
-
-
-# -- the SQL of the life cycle ------------------------------------------------------
-#
-# Functions that take an open connection run inside the caller's transaction.
-
-
-def _state(conn: sqlite3.Connection, session_id: str) -> str:
-    found = conn.execute("SELECT 1 FROM upload_sessions WHERE id=?", (session_id,)).fetchone()
-    return RECEIVING if found else NONE
-
-
-def _end(conn: sqlite3.Connection, session_id: str, event: str) -> None:
-    """Apply an ending event (complete, cancel, expire): the session's rows go."""
-    transition(_state(conn, session_id), event)
-    conn.execute("DELETE FROM session_chunks WHERE session_id=?", (session_id,))
-    conn.execute("DELETE FROM upload_sessions WHERE id=?", (session_id,))
-
-
-def expire_idle(conn: sqlite3.Connection, now: float, ttl: float) -> int:
-    """gc: expire every session idle for longer than ``ttl``; returns how many."""
-    ids = [r[0] for r in conn.execute("SELECT id FROM upload_sessions WHERE updated < ?", (now - ttl,))]
-    for sid in ids:
-        _end(conn, sid, "expire")
-    return len(ids)
-
-
-def remove_user_sessions(conn: sqlite3.Connection, user: str) -> int:
-    """A user is being removed: cancel every session of theirs; returns how many."""
-    ids = [r[0] for r in conn.execute("SELECT id FROM upload_sessions WHERE user_name=?", (user,))]
-    for sid in ids:
-        _end(conn, sid, "cancel")
-    return len(ids)
-
-
-def count_sessions(conn: sqlite3.Connection) -> int:
-    """Unfinished sessions in the repository, expired ones not yet removed included."""
-    return int(conn.execute("SELECT count(*) FROM upload_sessions").fetchone()[0])
-
-
-def sessions_missing_chunks(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
-    """(session ID, chunk ID) of session chunks missing from the chunk index (check)."""
-    return conn.execute(
-        "SELECT sc.session_id, sc.chunk_id FROM session_chunks sc"
-        " WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = sc.chunk_id)"
-    ).fetchall()
-
-
-#: SQL condition, for gc's chunk sweep: a session still holds ``chunks.id``
-CHUNK_HELD_BY_SESSION = "EXISTS (SELECT 1 FROM session_chunks sc WHERE sc.chunk_id = chunks.id)"

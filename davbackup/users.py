@@ -18,13 +18,12 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
-from davbackup import clock
-from davbackup import crypto
+from davbackup import clock, crypto
 from davbackup.catalog import Catalog
 from davbackup.errors import AlreadyExists, NotFound, UsageError
 from davbackup.locks import delete_user_locks
-from davbackup.uploads import remove_user_sessions
 from davbackup.tree import Tree
+from davbackup.upload_sessions import remove_user_sessions
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 ROLES = ("rw", "ro")
@@ -190,6 +189,35 @@ class UserDirectory:
                 self._cache = {k: v for k, v in self._cache.items() if v > now}
             self._cache[key] = now + CACHE_SECONDS
         return user
+
+
+# -- the users table for the file system, history and maintenance ---------------------
+
+
+def charge(conn: sqlite3.Connection, root_id: int, delta: int) -> None:
+    """Inside a change's transaction: add ``delta`` bytes to the live bytes of the user
+    whose root is ``root_id`` (negative: bytes removed)."""
+    conn.execute("UPDATE users SET used = used + ? WHERE root_id=?", (delta, root_id))
+
+
+def usage_of_root(conn: sqlite3.Connection, root_id: int) -> tuple[int, int | None] | None:
+    """(live bytes, quota or None) of the user whose root is ``root_id``; None if no user has it."""
+    row = conn.execute("SELECT used, quota FROM users WHERE root_id=?", (root_id,)).fetchone()
+    return None if row is None else (int(row[0]), None if row[1] is None else int(row[1]))
+
+
+def name_of_root(conn: sqlite3.Connection, root_id: int) -> str | None:
+    row = conn.execute("SELECT name FROM users WHERE root_id=?", (root_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def root_ids(conn: sqlite3.Connection) -> list[int]:
+    """The root node of every user."""
+    return [int(r[0]) for r in conn.execute("SELECT root_id FROM users")]
+
+
+def count_users(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM users").fetchone()[0])
 
 
 def _check_strength(password: str) -> None:

@@ -76,7 +76,7 @@ def _show(repo: Repository, only: str | None) -> None:
             continue
         used, quota = repo.users.usage(user.name)
         h = history_usage(repo.catalog, repo.users.root_id(user.name))
-        span = f"{format_moment(h.oldest)} .. {format_moment(h.newest)}" if h.oldest is not None else "-"
+        span = f"{format_moment(h.oldest)} .. {format_moment(h.newest)}" if h.oldest is not None and h.newest is not None else "-"
         print(
             f"{user.name}: live {human(used)} of {'unlimited' if quota is None else human(quota)};"
             f" history {h.moments} points in time ({span}), {h.versions} older versions, {human(h.bytes)}"

@@ -11,7 +11,6 @@ import argparse
 
 from davbackup.cli.common import add_repo_arguments, open_repository
 from davbackup.history import format_moment, parse_moment
-from davbackup.repository import Repository
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Callable
 
-from davbackup.versions import verify_version
-from davbackup.errors import IntegrityError
-from davbackup.maintenance.paths import node_path, version_paths
+from davbackup import chunk_index, tree_scan, versions
 from davbackup.checkpoint import journal_pack_names
+from davbackup.errors import IntegrityError
 from davbackup.pack import HEADER_SIZE, BlobError
 from davbackup.storage import PackMissing
-from davbackup.tree import TRASH
-from davbackup.uploads import sessions_missing_chunks
+from davbackup.tree_scan import node_path, version_paths
+from davbackup.upload_sessions import sessions_missing_chunks
 
 if TYPE_CHECKING:
     from davbackup.repository import Repository
@@ -52,51 +52,39 @@ def check_repository(
         report.problems.extend(f"catalog: {r[0]}" for r in result)
 
     # nodes: parents and names
-    for nid, parent in conn.execute(
-        "SELECT n.id, n.parent_id FROM nodes n WHERE n.parent_id IS NOT NULL AND n.parent_id < ?"
-        " AND NOT EXISTS (SELECT 1 FROM nodes p WHERE p.id = n.parent_id)", (TRASH,)
-    ).fetchall():
+    for nid, parent in tree_scan.orphaned_nodes(conn):
         report.problems.append(f"catalog node {nid}: parent {parent} does not exist")
-    detached = conn.execute("SELECT count(*) FROM nodes WHERE parent_id >= ?", (TRASH,)).fetchone()[0]
+    detached = tree_scan.unfinished_bulk_count(conn)
     if detached:
         report.warnings.append(f"{detached} large deletions or copies are unfinished (in progress, or cut off"
                                " by a crash: the server's next start or gc finishes them)")
-    for nid, parent, version_id, name_enc in conn.execute(
-        "SELECT id, parent_id, version_id, name_enc FROM nodes WHERE parent_id IS NOT NULL"
-        " UNION ALL SELECT node_id, parent_id, version_id, name_enc FROM node_history"
-    ).fetchall():
+    for nid, parent, version_id, name_enc in tree_scan.all_names(conn):
         try:
             tree.open_name(name_enc, nid, parent, version_id)
         except IntegrityError as exc:
             report.problems.append(f"{node_path(conn, tree, parent) if parent else '?'}/…: {exc}")
-    for nid, prop, blob in conn.execute(
-        "SELECT node_id, name, value_enc FROM props UNION ALL SELECT node_id, name, value_enc FROM props_history"
-    ).fetchall():
+    for nid, prop, blob in tree_scan.all_props(conn):
         try:
             tree.open_prop(blob, nid, prop, node_path(conn, tree, nid))
         except IntegrityError as exc:
             report.problems.append(str(exc))
     # versions: the keyed ETag covers the size and the chunk list
-    for vid, size, etag in conn.execute("SELECT id, size, etag FROM versions").fetchall():
+    all_versions = versions.all_versions(conn)
+    for vid, size, etag in all_versions:
         try:
-            verify_version(conn, repo.keys.etag_key(), vid, size, etag, f"version {vid}")
+            versions.verify_version(conn, repo.keys.etag_key(), vid, size, etag, f"version {vid}")
         except IntegrityError:
             for path in version_paths(conn, tree, vid):
                 report.problems.append(f"{path}: its size or chunk list does not match its ETag (catalog altered)")
-    for nid, in conn.execute(
-        "SELECT id FROM nodes WHERE is_dir=0 AND (version_id IS NULL"
-        " OR NOT EXISTS (SELECT 1 FROM versions v WHERE v.id = nodes.version_id))"
-    ).fetchall():
+    for nid in tree_scan.files_without_version(conn):
         report.problems.append(f"{node_path(conn, tree, nid)}: file has no version")
-    report.files = conn.execute("SELECT count(*) FROM nodes WHERE is_dir=0").fetchone()[0]
+    report.files = tree_scan.file_count(conn)
 
     # versions: contiguous chunk lists that add up to the size
-    sizes = dict(conn.execute("SELECT id, size FROM versions").fetchall())
+    sizes = {vid: size for vid, size, _etag in all_versions}
     expected: dict[int, int] = defaultdict(int)
     bad_versions: set[int] = set()
-    for vid, off, length in conn.execute(
-        "SELECT version_id, offset, length FROM version_chunks ORDER BY version_id, offset"
-    ):
+    for vid, off, length in versions.all_chunk_spans(conn):
         if off != expected[vid]:
             bad_versions.add(vid)
         expected[vid] = off + length
@@ -108,17 +96,14 @@ def check_repository(
             report.problems.append(f"{path}: chunk list does not cover the file's {sizes.get(vid)} bytes")
 
     # referenced chunks must be indexed
-    for vid, cid in conn.execute(
-        "SELECT vc.version_id, vc.chunk_id FROM version_chunks vc"
-        " WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = vc.chunk_id)"
-    ).fetchall():
+    for vid, cid in versions.chunks_missing_from_index(conn):
         for path in version_paths(conn, tree, vid):
             report.problems.append(f"{path}: chunk {cid.hex()[:16]} is missing from the index")
     for sid, cid in sessions_missing_chunks(conn):
         report.problems.append(f"upload session {sid}: chunk {cid.hex()[:16]} is missing from the index")
 
     # packs: files exist and hold the indexed chunks
-    packs = dict(conn.execute("SELECT id, name FROM packs").fetchall())
+    packs = dict(chunk_index.packs(conn))
     report.packs = len(packs)
     on_disk = set(repo.storage.names())
     sizes_on_disk: dict[int, int] = {}
@@ -135,13 +120,12 @@ def check_repository(
         )
     for name in sorted(on_disk - set(packs.values()) - journal_packs):
         report.warnings.append(f"pack file {name} is not in the catalog (left by an interrupted gc; gc removes it)")
-    chunk_rows = conn.execute("SELECT id, pack_id, offset, stored_len FROM chunks ORDER BY pack_id, offset").fetchall()
+    chunk_rows = chunk_index.all_chunks(conn)
     report.chunks = len(chunk_rows)
     missing_packs: set[int] = set()
     users_of_chunk = _chunk_users(conn)
     for cid, pid, off, slen in chunk_rows:
-        def where() -> str:
-            return _describe(conn, tree, users_of_chunk, cid)
+        where = partial(_describe, conn, tree, users_of_chunk, cid)
 
         if pid not in packs:
             report.problems.append(f"chunk {cid.hex()[:16]} ({where()}): pack {pid} is not in the catalog")
@@ -167,20 +151,20 @@ def check_repository(
                 report.chunks_verified += 1
             except (BlobError, EOFError, PackMissing) as exc:
                 repo.chunks.mark_damaged(cid, f"check --read-data: {exc}")
-                where = _describe(conn, tree, users_of_chunk, cid)
+                needed_by = _describe(conn, tree, users_of_chunk, cid)
                 report.problems.append(
-                    f"chunk {cid.hex()[:16]} in pack {packs[pid]} at offset {off} ({where}): {exc}"
+                    f"chunk {cid.hex()[:16]} in pack {packs[pid]} at offset {off} ({needed_by}): {exc}"
                 )
         if report.ok:
-            report.healed = conn.execute("SELECT count(*) FROM damaged_chunks").fetchone()[0]
+            report.healed = chunk_index.damaged_count(conn)
             if report.healed:  # every chunk read back fine: earlier damage was healed
-                repo.catalog.write(lambda c: c.execute("DELETE FROM damaged_chunks"))
+                repo.catalog.write(chunk_index.forget_damage)
     return report
 
 
 def _chunk_users(conn) -> Callable[[bytes], list[int]]:  # type: ignore[no-untyped-def]
     def users(cid: bytes) -> list[int]:
-        return [r[0] for r in conn.execute("SELECT DISTINCT version_id FROM version_chunks WHERE chunk_id=?", (cid,))]
+        return versions.versions_using(conn, cid)
 
     return users
 

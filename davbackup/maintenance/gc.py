@@ -21,7 +21,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from davbackup import chunklists, clock, tree_bulk, uploads
+from davbackup import chunk_index, clock, tree_bulk, upload_sessions, versions
 from davbackup.checkpoint import compact, journal_pack_names, write_checkpoint
 from davbackup.chunkstore import storage_error
 from davbackup.errors import StorageFull
@@ -92,36 +92,16 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
     ttl = session_ttl if session_ttl is not None else load_settings(repo.catalog.reader()).session_ttl
 
     def sweep(conn: sqlite3.Connection) -> tuple[int, int]:
-        expired = uploads.expire_idle(conn, now, ttl)
-        orphans = [
-            r[0]
-            for r in conn.execute(
-                "SELECT id FROM versions WHERE orphaned IS NOT NULL AND orphaned <= ?"
-                " AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.version_id = versions.id)"
-                " AND NOT EXISTS (SELECT 1 FROM node_history h WHERE h.version_id = versions.id)",
-                (now - grace,),
-            )
-        ]
-        for vid in orphans:
-            chunklists.drop(conn, vid)
-            conn.execute("DELETE FROM versions WHERE id=?", (vid,))
-        cur = conn.execute(
-            "DELETE FROM chunks WHERE touched <= ?"
-            " AND NOT EXISTS (SELECT 1 FROM version_chunks vc WHERE vc.chunk_id = chunks.id)"
-            f" AND NOT {uploads.CHUNK_HELD_BY_SESSION}",
-            (now - grace,),
-        )
-        return expired, cur.rowcount
+        expired = upload_sessions.expire_idle(conn, now, ttl)
+        for vid in versions.unused_orphans(conn, now - grace):
+            versions.delete_version(conn, vid)
+        return expired, chunk_index.delete_unreferenced(conn, now - grace)
 
     report.sessions_expired, report.chunks_deleted = repo.catalog.write(sweep)
 
     conn = repo.catalog.reader()
-    packs = conn.execute("SELECT id, name FROM packs WHERE state='sealed'").fetchall()
-    live = dict(
-        conn.execute(
-            "SELECT pack_id, sum(stored_len + ?) FROM chunks GROUP BY pack_id", (HEADER_SIZE,)
-        ).fetchall()
-    )
+    packs = chunk_index.sealed_packs(conn)
+    live = chunk_index.live_bytes_by_pack(conn, HEADER_SIZE)
     # Dead packs first: deleting them needs no space, rewriting needs some.
     to_rewrite = []
     for pid, name in packs:
@@ -157,7 +137,7 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
         write_checkpoint(repo.catalog, repo.storage, repo.keys.journal_key())
         report.journal_packs_deleted = compact(repo.catalog, repo.storage)
 
-    known = {r[0] for r in conn.execute("SELECT name FROM packs")}
+    known = chunk_index.pack_names(conn)
     known |= journal_pack_names(repo.catalog, repo.catalog_url)
     for name in list(repo.storage.names()):
         if name not in known and repo.storage.mtime(name) <= now - grace:
@@ -167,22 +147,13 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
 
 
 def _drop_pack(repo: "Repository", pack_id: int, name: str) -> None:
-    def txn(conn: sqlite3.Connection) -> bool:
-        if conn.execute("SELECT 1 FROM chunks WHERE pack_id=? LIMIT 1", (pack_id,)).fetchone():
-            return False
-        conn.execute("DELETE FROM packs WHERE id=?", (pack_id,))
-        return True
-
-    if repo.catalog.write(txn):
+    if repo.catalog.write(lambda conn: chunk_index.drop_pack_if_empty(conn, pack_id)):
         repo.storage.delete(name)
 
 
 def _rewrite_pack(repo: "Repository", pack_id: int, name: str) -> int:
     """Copy a pack's live blobs into a new pack; returns how many failed to verify."""
-    conn = repo.catalog.reader()
-    rows = conn.execute(
-        "SELECT id, offset, stored_len FROM chunks WHERE pack_id=? ORDER BY offset", (pack_id,)
-    ).fetchall()
+    rows = chunk_index.chunks_in_pack(repo.catalog.reader(), pack_id)
     new_name = secrets.token_hex(16)
     appender = repo.storage.create(new_name)
     moved: list[tuple[int, bytes, int]] = []
@@ -203,20 +174,7 @@ def _rewrite_pack(repo: "Repository", pack_id: int, name: str) -> int:
         repo.storage.delete(new_name)
         raise storage_error(exc, f"gc: cannot rewrite pack {name}") from exc
 
-    def txn(conn: sqlite3.Connection) -> bool:
-        cur = conn.execute(
-            "INSERT INTO packs(name, state, created) VALUES (?, 'sealed', ?)", (new_name, clock.now())
-        )
-        new_id = cur.lastrowid
-        conn.executemany(
-            "UPDATE chunks SET pack_id=?, offset=? WHERE id=? AND pack_id=? AND offset=?",
-            [(new_id, new_off, cid, pack_id, old_off) for new_off, cid, old_off in moved],
-        )
-        if conn.execute("SELECT 1 FROM chunks WHERE pack_id=? LIMIT 1", (pack_id,)).fetchone():
-            return False
-        conn.execute("DELETE FROM packs WHERE id=?", (pack_id,))
-        return True
-
-    if repo.catalog.write(txn):
+    created = clock.now()
+    if repo.catalog.write(lambda conn: chunk_index.repoint(conn, pack_id, new_name, moved, created)):
         repo.storage.delete(name)
     return bad

@@ -26,10 +26,12 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from davbackup import chunk_index
+from davbackup.catalog import read_meta
 from davbackup.errors import IntegrityError, Locked, RepositoryError, UsageError
 from davbackup.pack import HEADER_SIZE, PACK_MAGIC, BlobError
 
@@ -63,7 +65,7 @@ def migrate(source: "Repository", catalog_url: str, packs_url: str, progress: Pr
         raise RepositoryError("the source is already a repository on PostgreSQL")
     if source.writer_active():
         raise Locked(f"{source.root}: a server is writing to this repository; stop it before migrating")
-    if source.catalog.reader().execute("SELECT 1 FROM meta WHERE key='row_auth'").fetchone() is None:
+    if read_meta(source.catalog.reader(), "row_auth") is None:
         raise UsageError(f"{source.root}: the catalog predates row authentication; open it once with a"
                          " writable command (e.g. `davbackup user list`) to upgrade it, then migrate")
     t0 = time.monotonic()
@@ -94,16 +96,14 @@ def migrate(source: "Repository", catalog_url: str, packs_url: str, progress: Pr
 
 def _copy_packs(source: "Repository", storage: Any, report: MigrateReport, progress: Progress) -> None:
     conn = source.catalog.reader()
-    packs = conn.execute("SELECT id, name FROM packs ORDER BY id").fetchall()
+    packs = chunk_index.packs(conn)
     total = sum(source.storage.size(name) for _pid, name in packs)
     done = 0
     last = time.monotonic()
     for i, (pid, name) in enumerate(packs, start=1):
         size = source.storage.size(name)
         data = source.storage.read(name, 0, size)
-        for cid, offset, stored_len in conn.execute(
-            "SELECT id, offset, stored_len FROM chunks WHERE pack_id=?", (pid,)
-        ).fetchall():
+        for cid, offset, stored_len in chunk_index.chunks_in_pack(conn, pid):
             blob = data[offset : offset + HEADER_SIZE + stored_len]
             try:
                 source.codec.open(blob, expected_id=cid)
@@ -157,7 +157,7 @@ def _copy_catalog(source: "Repository", catalog: Any, report: MigrateReport, pro
         for table in IDENTITIES:
             dest.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
                          f" (SELECT coalesce(max(id), 0) + 1 FROM {table}), false)")
-        dest.execute("UPDATE packs SET state='sealed' WHERE state='open'")
+        chunk_index.seal_open_packs(dest)
         for table, count in counts.items():
             where = f" WHERE key NOT IN {OWN_META!r}" if table == "meta" else ""
             got = dest.execute(f"SELECT count(*) FROM {table}{where}").fetchone()[0]

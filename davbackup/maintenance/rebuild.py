@@ -10,8 +10,10 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
+from davbackup import chunk_index
 from davbackup.checkpoint import journal_pack_names
 from davbackup.pack import TYPE_DATA, BlobError, scan_pack
 
@@ -30,7 +32,7 @@ class RebuildReport:
 
 def rebuild_index(repo: "Repository") -> RebuildReport:
     report = RebuildReport()
-    known = dict(repo.catalog.reader().execute("SELECT name, id FROM packs").fetchall())
+    known = {name: pack_id for pack_id, name in chunk_index.packs(repo.catalog.reader())}
     journal = journal_pack_names(repo.catalog, repo.catalog_url)
     for name in list(repo.storage.names()):
         if name in journal:
@@ -50,23 +52,21 @@ def rebuild_index(repo: "Repository") -> RebuildReport:
                     continue
                 found.append((blob.header.chunk_id, blob.offset, blob.header.stored_len, blob.header.plain_len))
 
-        def txn(conn: sqlite3.Connection) -> tuple[bool, int]:
-            pack_id = known.get(name)
-            added_pack = pack_id is None
-            if pack_id is None:
-                pack_id = conn.execute(
-                    "INSERT INTO packs(name, state, created) VALUES (?, 'sealed', ?)", (name, time.time())
-                ).lastrowid
-            before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO chunks(id, pack_id, offset, stored_len, plain_len, touched)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(cid, pack_id, off, slen, plen, time.time()) for cid, off, slen, plen in found],
-            )
-            return added_pack, conn.total_changes - before
-
-        added_pack, added = repo.catalog.write(txn)
+        added_pack, added = repo.catalog.write(partial(_index_pack, pack_id=known.get(name), name=name, found=found))
         report.packs_added += int(added_pack)
         report.chunks_added += added
     return report
+
+
+def _index_pack(
+    conn: sqlite3.Connection, pack_id: int | None, name: str, found: list[tuple[bytes, int, int, int]]
+) -> tuple[bool, int]:
+    """In a transaction: register the pack if the catalog lacks it and index the chunks
+    found in it; (whether the pack was added, chunks added)."""
+    now = time.time()
+    added_pack = pack_id is None
+    if pack_id is None:
+        pack_id = chunk_index.add_pack(conn, name, "sealed", now)
+    rows = [(cid, pack_id, off, slen, plen, now) for cid, off, slen, plen in found]
+    return added_pack, chunk_index.add_found(conn, pack_id, rows)
 

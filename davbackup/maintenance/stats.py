@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from davbackup import chunk_index, tree_scan
 from davbackup.pack import HEADER_SIZE
-from davbackup.uploads import count_sessions
+from davbackup.upload_sessions import count_sessions
+from davbackup.users import count_users
 
 if TYPE_CHECKING:
     from davbackup.repository import Repository
@@ -37,20 +39,19 @@ class RepoStats:
 
 def repository_stats(repo: "Repository") -> RepoStats:
     conn = repo.catalog.reader()
-    one = lambda sql: conn.execute(sql).fetchone()[0] or 0  # noqa: E731
     stored = sum(repo.storage.size(n) for n in repo.storage.names())
+    files, folders, logical = tree_scan.totals(conn)
+    chunks, plain, stored_in_chunks, unique, packs = chunk_index.totals(conn, HEADER_SIZE)
     return RepoStats(
-        users=one("SELECT count(*) FROM users"),
-        files=one("SELECT count(*) FROM nodes WHERE is_dir=0"),
-        folders=one("SELECT count(*) FROM nodes WHERE is_dir=1 AND parent_id IS NOT NULL"),
-        logical_bytes=one("SELECT sum(v.size) FROM nodes n JOIN versions v ON v.id = n.version_id"),
-        unique_bytes=one(
-            "SELECT sum(plain_len) FROM chunks WHERE id IN (SELECT chunk_id FROM version_chunks)"
-        ),
+        users=count_users(conn),
+        files=files,
+        folders=folders,
+        logical_bytes=logical,
+        unique_bytes=unique,
         stored_bytes=stored,
-        chunk_count=one("SELECT count(*) FROM chunks"),
-        chunk_plain_bytes=one("SELECT sum(plain_len) FROM chunks"),
-        chunk_stored_bytes=one(f"SELECT sum(stored_len + {HEADER_SIZE}) FROM chunks"),
-        pack_count=one("SELECT count(*) FROM packs"),
+        chunk_count=chunks,
+        chunk_plain_bytes=plain,
+        chunk_stored_bytes=stored_in_chunks,
+        pack_count=packs,
         open_sessions=count_sessions(conn),
     )

@@ -134,17 +134,3 @@ def test_server_commands_work_without_the_client_extra(tmp_path):
     out = run_without_client("stats", "--repo", str(repo))
     assert out.returncode == 0, out.stderr
 
-
-def test_upload_session_tables_have_one_owner():
-    """Only davbackup/uploads.py (and the schemas in catalog.py and catalog_pg.py) names
-    the upload-session tables: their life cycle cannot be bypassed by another module's SQL."""
-    owners = {ROOT / "davbackup" / "uploads.py", ROOT / "davbackup" / "catalog.py", ROOT / "davbackup" / "catalog_pg.py"}
-    offenders = []
-    for folder in ("davbackup", "provider"):
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            if path in owners:
-                continue
-            text = path.read_text(encoding="utf-8")
-            if "upload_sessions" in text or "session_chunks" in text:
-                offenders.append(str(path.relative_to(ROOT)))
-    assert offenders == []

@@ -20,7 +20,7 @@ from davbackup.repository import Repository
 from davbackup.digests import Digests
 from davbackup.errors import DigestMismatch, LengthMismatch, OffsetMismatch
 from davbackup.upload_settings import UploadSettings, load_settings
-from davbackup.uploads import EVENTS, STATES, TRANSITIONS, transition
+from davbackup.upload_sessions import EVENTS, STATES, TRANSITIONS, transition
 
 MiB = 1024 * 1024
 
