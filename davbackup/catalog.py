@@ -346,6 +346,11 @@ class Catalog:
     def unlock(self, name: str) -> None:
         raise NotImplementedError(f"{self.path}: named locks need a shared catalog")
 
+    def lock_epoch(self) -> int:
+        """How often the WebDAV locks changed; only a shared catalog counts (a local one
+        has one server process, which holds its locks in memory)."""
+        raise NotImplementedError(f"{self.path}: the lock epoch needs a shared catalog")
+
     def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction; returns once the commit is durable.
 

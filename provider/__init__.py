@@ -1,7 +1,8 @@
 """The WsgiDAV adapter: serves a davbackup repository over WebDAV.
 
-A thin layer over the public API of :mod:`davbackup` (``Repository``, ``Namespace``,
-``repo.users``, ``repo.locks``): it maps requests onto the catalog and never touches
+A thin layer over the public API of :mod:`davbackup`: it is handed a repository as a
+:class:`davbackup.service.DavService` (namespaces, users, upload sessions, locks, the
+space guard; mypy holds it to that interface), maps requests onto it and never touches
 packs or SQL. Only ``davbackup serve`` imports this package; the core never does.
 
 Modules, from the request inwards:

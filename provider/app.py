@@ -38,12 +38,12 @@ from provider.request_server import DavBackupRequestResolver
 from provider.settings import ServerSettings
 
 if TYPE_CHECKING:
-    from davbackup.repository import Repository
+    from davbackup.service import DavService
 
 WSGIApp = Any
 
 
-def build_config(repo: Repository, settings: ServerSettings) -> dict[str, Any]:
+def build_config(repo: DavService, settings: ServerSettings) -> dict[str, Any]:
     """The WsgiDAV configuration dict for ``repo``."""
     return {
         "provider_mapping": {"/": DavBackupProvider(repo)},
@@ -99,7 +99,7 @@ def build_config(repo: Repository, settings: ServerSettings) -> dict[str, Any]:
     }
 
 
-def build_app(repo: Repository, settings: ServerSettings) -> WSGIApp:
+def build_app(repo: DavService, settings: ServerSettings) -> WSGIApp:
     """The complete WSGI application serving ``repo``."""
     # recorded in the catalog, so that `davbackup gc` expires sessions by the same lifetime
     repo.uploads.configure(UploadSettings(

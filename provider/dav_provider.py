@@ -23,7 +23,7 @@ from provider.resources import CollectionResource, FileResource, PendingFile
 
 if TYPE_CHECKING:
     from davbackup.fs import Entry, Namespace
-    from davbackup.repository import Repository
+    from davbackup.service import DavService
 
 Environ = dict[str, Any]
 
@@ -35,7 +35,7 @@ _NS_USER_KEY = "davbackup.namespace_user"
 class DavBackupProvider(DAVProvider):
     """Maps ``/path`` of the authenticated user onto ``repo.namespace(user)``."""
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: DavService) -> None:
         super().__init__()
         self.repo = repo
 

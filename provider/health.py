@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from davbackup.repository import Repository
+    from davbackup.service import DavService
 
 _log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 class HealthCheck:
     """WSGI middleware answering the health path itself."""
 
-    def __init__(self, app: WSGIApp, repo: Repository) -> None:
+    def __init__(self, app: WSGIApp, repo: DavService) -> None:
         self.app = app
         self.repo = repo
 

@@ -63,7 +63,7 @@ from davbackup.errors import Locked
 from provider.paths import split_ref_url
 
 if TYPE_CHECKING:
-    from davbackup.repository import Repository
+    from davbackup.service import DavService
 
 _log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class RepositoryLockStorage:
     LOCK_TIME_OUT_MAX = 4 * 604800
     SWEEP_SECONDS = 60.0
 
-    def __init__(self, repo: Repository, limits: LockLimits | None = None) -> None:
+    def __init__(self, repo: DavService, limits: LockLimits | None = None) -> None:
         self._repo = repo
         self.limits = limits or LockLimits()
         self._mutex = threading.RLock()
@@ -116,7 +116,7 @@ class RepositoryLockStorage:
         of the lock table); called once per request, before WsgiDAV asks anything."""
         if not self._repo.catalog.shared:
             return
-        epoch = self._repo.catalog.lock_epoch()  # type: ignore[attr-defined]
+        epoch = self._repo.catalog.lock_epoch()
         with self._mutex:
             if epoch != self._epoch and self._locks is not None:
                 self._load(epoch)
@@ -124,7 +124,7 @@ class RepositoryLockStorage:
     def _load(self, epoch: int | None = None) -> None:
         """Called with the mutex held: replace the copy by what the catalog holds."""
         if self._repo.catalog.shared and epoch is None:
-            epoch = self._repo.catalog.lock_epoch()  # type: ignore[attr-defined]
+            epoch = self._repo.catalog.lock_epoch()
         self._epoch = epoch
         self._locks, self._by_root, self._roots, self._per_user = {}, {}, [], {}
         for data in self._repo.locks.list(None):

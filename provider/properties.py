@@ -23,7 +23,7 @@ from provider.errors import dav_errors
 from provider.paths import split_ref_url
 
 if TYPE_CHECKING:
-    from davbackup.repository import Repository
+    from davbackup.service import DavService
 
 Environ = dict[str, Any]
 
@@ -34,7 +34,7 @@ CHILD_PROPERTY_CACHE_KEY = "davbackup.child_properties"
 class CatalogPropertyManager:
     """The ``property_manager`` interface of WsgiDAV over ``Namespace`` properties."""
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: DavService) -> None:
         self._repo = repo
 
     def __repr__(self) -> str:
@@ -174,7 +174,7 @@ def _forget(environ: Environ | None) -> None:
         environ.pop(PROPERTY_CACHE_KEY, None)
 
 
-def _namespace(repo: Repository, user: str, environ: Environ | None) -> Any:
+def _namespace(repo: DavService, user: str, environ: Environ | None) -> Any:
     """The user's namespace, reusing the one the provider cached for this request."""
     if environ is not None:
         cached = environ.get("davbackup.namespace")
