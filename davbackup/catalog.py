@@ -394,6 +394,8 @@ class Catalog:
         return job.result
 
     def _run_batch(self, batch: list[_Job]) -> None:
+        # Longer than 60 lines on purpose: one transaction's steps (BEGIN, a savepoint per
+        # job, the journal, COMMIT) and where each can fail, read top to bottom.
         conn = self._writer
         try:
             conn.execute("BEGIN IMMEDIATE")

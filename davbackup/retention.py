@@ -106,6 +106,8 @@ def prune(catalog: Catalog, policy: RetentionPolicy, now: float, *, dry_run: boo
 def _prune_owner(
     conn: sqlite3.Connection, owner: int, policy: RetentionPolicy, now: float, report: PruneReport, *, apply: bool
 ) -> None:
+    # Over 60 lines on purpose: what goes (moments, states, properties) and what that
+    # releases (versions) are decided in one pass, the same for a dry run and a real one.
     moments = [r[0] for r in conn.execute("SELECT second FROM moments WHERE owner=? ORDER BY second", (owner,))]
     kept = policy.kept(moments, now)
     kept_set = set(kept)

@@ -270,38 +270,7 @@ class UploadManager:
             if session.total is not None and length is not None and offset + length > session.total:
                 raise LengthMismatch(f"bytes {offset}+{length} run past the announced length {session.total}")
             writer = self._resume_writer(session)
-            skip = held - offset
-            interrupted = False
-            persisted = len(writer.chunks)
-            since = 0
-            remaining = length
-            try:
-                while remaining is None or remaining > 0:
-                    want = READ_SIZE if remaining is None else min(READ_SIZE, remaining)
-                    data = body.read(want)
-                    if not data:
-                        if remaining is not None:
-                            interrupted = True
-                        break
-                    if remaining is not None:
-                        remaining -= len(data)
-                    if skip:
-                        if len(data) <= skip:
-                            skip -= len(data)
-                            continue
-                        data, skip = data[skip:], 0
-                    if session.total is not None and writer.received + len(data) > session.total:
-                        raise LengthMismatch(f"the body runs past the announced length {session.total}")
-                    writer.write(data)
-                    since += len(data)
-                    if since >= self.settings.checkpoint_bytes:
-                        persisted = self._checkpoint(session, writer, persisted, with_tail=False)
-                        since = 0
-            except (OSError, EOFError):
-                interrupted = True  # dropped connection: keep what arrived
-            except BaseException:
-                writer.abort()
-                raise
+            interrupted, persisted = self._receive(session, writer, body, length, skip=held - offset)
             received = writer.received
             # complete=None (range PUT): done when the announced total is held.
             # complete=True/False (IETF): only the client's word completes an upload.
@@ -318,6 +287,41 @@ class UploadManager:
             self._checkpoint(session, writer, persisted, with_tail=True)
             writer.abort()
             return AppendResult(received, None, interrupted)
+
+    def _receive(self, session: UploadSession, writer: FileWriter, body: BodyReader, length: int | None, *,
+                 skip: int) -> tuple[bool, int]:
+        """Feed ``length`` bytes of the body (None: all of it) to ``writer``, the first
+        ``skip`` of them dropped (the session holds them already), with a checkpoint every
+        ``checkpoint_bytes``. Returns (whether the body ended early, chunks persisted)."""
+        persisted = len(writer.chunks)
+        since = 0
+        remaining = length
+        try:
+            while remaining is None or remaining > 0:
+                want = READ_SIZE if remaining is None else min(READ_SIZE, remaining)
+                data = body.read(want)
+                if not data:
+                    return remaining is not None, persisted
+                if remaining is not None:
+                    remaining -= len(data)
+                if skip:
+                    if len(data) <= skip:
+                        skip -= len(data)
+                        continue
+                    data, skip = data[skip:], 0
+                if session.total is not None and writer.received + len(data) > session.total:
+                    raise LengthMismatch(f"the body runs past the announced length {session.total}")
+                writer.write(data)
+                since += len(data)
+                if since >= self.settings.checkpoint_bytes:
+                    persisted = self._checkpoint(session, writer, persisted, with_tail=False)
+                    since = 0
+        except (OSError, EOFError):
+            return True, persisted  # dropped connection: keep what arrived
+        except BaseException:
+            writer.abort()
+            raise
+        return False, persisted
 
     def _resume_writer(self, session: UploadSession) -> FileWriter:
         rows = upload_sessions.chunk_rows(self.repo.catalog.reader(), session.id)

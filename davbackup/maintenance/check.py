@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
+from sqlite3 import Connection
 from typing import TYPE_CHECKING, Callable
 
 from davbackup import chunk_index, tree_scan, versions
@@ -18,6 +19,7 @@ from davbackup.checkpoint import journal_pack_names
 from davbackup.errors import IntegrityError
 from davbackup.pack import HEADER_SIZE, BlobError
 from davbackup.storage import PackMissing
+from davbackup.tree import Tree
 from davbackup.tree_scan import node_path, version_paths
 from davbackup.upload_sessions import sessions_missing_chunks
 
@@ -45,13 +47,22 @@ def check_repository(
 ) -> CheckReport:
     report = CheckReport()
     conn = repo.catalog.reader()
-    tree = repo.tree
-
     result = conn.execute("PRAGMA quick_check").fetchall()
     if result != [("ok",)]:
         report.problems.extend(f"catalog: {r[0]}" for r in result)
+    _check_tree(report, conn, repo.tree)
+    _check_versions(report, conn, repo.tree, repo.keys.etag_key())
+    packs, sizes_on_disk = _check_pack_files(report, conn, repo)
+    chunk_rows = chunk_index.all_chunks(conn)
+    report.chunks = len(chunk_rows)
+    _check_chunks(report, conn, repo.tree, chunk_rows, packs, sizes_on_disk)
+    if read_data:
+        _read_data(report, repo, chunk_rows, packs, sizes_on_disk, progress)
+    return report
 
-    # nodes: parents and names
+
+def _check_tree(report: CheckReport, conn: Connection, tree: Tree) -> None:
+    """Nodes: parents exist, names and property values open (they are bound to their rows)."""
     for nid, parent in tree_scan.orphaned_nodes(conn):
         report.problems.append(f"catalog node {nid}: parent {parent} does not exist")
     detached = tree_scan.unfinished_bulk_count(conn)
@@ -68,11 +79,15 @@ def check_repository(
             tree.open_prop(blob, nid, prop, node_path(conn, tree, nid))
         except IntegrityError as exc:
             report.problems.append(str(exc))
-    # versions: the keyed ETag covers the size and the chunk list
+
+
+def _check_versions(report: CheckReport, conn: Connection, tree: Tree, etag_key: bytes) -> None:
+    """Versions: the keyed ETag covers the size and the chunk list, which is contiguous,
+    adds up to the size and names only indexed chunks; every file has a version."""
     all_versions = versions.all_versions(conn)
     for vid, size, etag in all_versions:
         try:
-            versions.verify_version(conn, repo.keys.etag_key(), vid, size, etag, f"version {vid}")
+            versions.verify_version(conn, etag_key, vid, size, etag, f"version {vid}")
         except IntegrityError:
             for path in version_paths(conn, tree, vid):
                 report.problems.append(f"{path}: its size or chunk list does not match its ETag (catalog altered)")
@@ -80,7 +95,6 @@ def check_repository(
         report.problems.append(f"{node_path(conn, tree, nid)}: file has no version")
     report.files = tree_scan.file_count(conn)
 
-    # versions: contiguous chunk lists that add up to the size
     sizes = {vid: size for vid, size, _etag in all_versions}
     expected: dict[int, int] = defaultdict(int)
     bad_versions: set[int] = set()
@@ -95,14 +109,15 @@ def check_repository(
         for path in version_paths(conn, tree, vid):
             report.problems.append(f"{path}: chunk list does not cover the file's {sizes.get(vid)} bytes")
 
-    # referenced chunks must be indexed
     for vid, cid in versions.chunks_missing_from_index(conn):
         for path in version_paths(conn, tree, vid):
             report.problems.append(f"{path}: chunk {cid.hex()[:16]} is missing from the index")
     for sid, cid in sessions_missing_chunks(conn):
         report.problems.append(f"upload session {sid}: chunk {cid.hex()[:16]} is missing from the index")
 
-    # packs: files exist and hold the indexed chunks
+
+def _check_pack_files(report: CheckReport, conn: Connection, repo: "Repository") -> tuple[dict[int, str], dict[int, int]]:
+    """Packs in the catalog against pack files in storage; (packs by ID, sizes of those on disk)."""
     packs = dict(chunk_index.packs(conn))
     report.packs = len(packs)
     on_disk = set(repo.storage.names())
@@ -120,8 +135,12 @@ def check_repository(
         )
     for name in sorted(on_disk - set(packs.values()) - journal_packs):
         report.warnings.append(f"pack file {name} is not in the catalog (left by an interrupted gc; gc removes it)")
-    chunk_rows = chunk_index.all_chunks(conn)
-    report.chunks = len(chunk_rows)
+    return packs, sizes_on_disk
+
+
+def _check_chunks(report: CheckReport, conn: Connection, tree: Tree, chunk_rows: list[tuple[bytes, int, int, int]],
+                  packs: dict[int, str], sizes_on_disk: dict[int, int]) -> None:
+    """Every indexed chunk lies inside an existing pack file."""
     missing_packs: set[int] = set()
     users_of_chunk = _chunk_users(conn)
     for cid, pid, off, slen in chunk_rows:
@@ -137,39 +156,45 @@ def check_repository(
         elif off + HEADER_SIZE + slen > sizes_on_disk[pid]:
             report.problems.append(f"chunk {cid.hex()[:16]} ({where()}): lies past the end of pack {packs[pid]}")
 
-    if read_data:
-        total = len(chunk_rows)
-        for i, (cid, pid, off, slen) in enumerate(chunk_rows):
-            if progress:
-                progress(i, total)
-            if pid not in sizes_on_disk:
-                repo.chunks.mark_damaged(cid, "its pack file is missing")
-                continue
-            try:
-                blob = repo.storage.read(packs[pid], off, HEADER_SIZE + slen)
-                repo.codec.open(blob, expected_id=cid)
-                report.chunks_verified += 1
-            except (BlobError, EOFError, PackMissing) as exc:
-                repo.chunks.mark_damaged(cid, f"check --read-data: {exc}")
-                needed_by = _describe(conn, tree, users_of_chunk, cid)
-                report.problems.append(
-                    f"chunk {cid.hex()[:16]} in pack {packs[pid]} at offset {off} ({needed_by}): {exc}"
-                )
-        if report.ok:
-            report.healed = chunk_index.damaged_count(conn)
-            if report.healed:  # every chunk read back fine: earlier damage was healed
-                repo.catalog.write(chunk_index.forget_damage)
-    return report
+
+def _read_data(report: CheckReport, repo: "Repository", chunk_rows: list[tuple[bytes, int, int, int]],
+               packs: dict[int, str], sizes_on_disk: dict[int, int],
+               progress: Callable[[int, int], None] | None) -> None:
+    """``--read-data``: every chunk read, decrypted and its ID checked; failures are
+    recorded as damaged, and if all read back fine, earlier damage is forgotten."""
+    conn = repo.catalog.reader()
+    users_of_chunk = _chunk_users(conn)
+    total = len(chunk_rows)
+    for i, (cid, pid, off, slen) in enumerate(chunk_rows):
+        if progress:
+            progress(i, total)
+        if pid not in sizes_on_disk:
+            repo.chunks.mark_damaged(cid, "its pack file is missing")
+            continue
+        try:
+            blob = repo.storage.read(packs[pid], off, HEADER_SIZE + slen)
+            repo.codec.open(blob, expected_id=cid)
+            report.chunks_verified += 1
+        except (BlobError, EOFError, PackMissing) as exc:
+            repo.chunks.mark_damaged(cid, f"check --read-data: {exc}")
+            needed_by = _describe(conn, repo.tree, users_of_chunk, cid)
+            report.problems.append(
+                f"chunk {cid.hex()[:16]} in pack {packs[pid]} at offset {off} ({needed_by}): {exc}"
+            )
+    if report.ok:
+        report.healed = chunk_index.damaged_count(conn)
+        if report.healed:  # every chunk read back fine: earlier damage was healed
+            repo.catalog.write(chunk_index.forget_damage)
 
 
-def _chunk_users(conn) -> Callable[[bytes], list[int]]:  # type: ignore[no-untyped-def]
+def _chunk_users(conn: Connection) -> Callable[[bytes], list[int]]:
     def users(cid: bytes) -> list[int]:
         return versions.versions_using(conn, cid)
 
     return users
 
 
-def _describe(conn, tree, users_of_chunk, cid: bytes) -> str:  # type: ignore[no-untyped-def]
+def _describe(conn: Connection, tree: Tree, users_of_chunk: Callable[[bytes], list[int]], cid: bytes) -> str:
     """Every file version that needs the chunk: user, path, and when it was current."""
     versions = users_of_chunk(cid)
     if not versions:

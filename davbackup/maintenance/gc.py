@@ -99,6 +99,28 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
 
     report.sessions_expired, report.chunks_deleted = repo.catalog.write(sweep)
 
+    _reclaim_packs(repo, report, threshold)
+
+    # The metadata journal (DESIGN.md §20.4): a checkpoint of the catalog as it is
+    # now, then the journal packs and older checkpoints it makes redundant.
+    if repo.journal is not None:
+        write_checkpoint(repo.catalog, repo.storage, repo.keys.journal_key())
+        report.journal_packs_deleted = compact(repo.catalog, repo.storage)
+
+    # Pack files the catalog does not know are an interrupted gc's output (writers
+    # register a pack before creating its file); only one gc runs at a time.
+    # Files younger than the grace period are left alone all the same.
+    known = chunk_index.pack_names(repo.catalog.reader())
+    known |= journal_pack_names(repo.catalog, repo.catalog_url)
+    for name in list(repo.storage.names()):
+        if name not in known and repo.storage.mtime(name) <= now - grace:
+            repo.storage.delete(name)
+    report.bytes_after = _pack_bytes(repo)
+    return report
+
+
+def _reclaim_packs(repo: "Repository", report: GcReport, threshold: float) -> None:
+    """Delete sealed packs nothing lives in; rewrite those whose live share is below ``threshold``."""
     conn = repo.catalog.reader()
     packs = chunk_index.sealed_packs(conn)
     live = chunk_index.live_bytes_by_pack(conn, HEADER_SIZE)
@@ -127,23 +149,6 @@ def _collect(repo: "Repository", grace: float | None, threshold: float, session_
         report.packs_rewritten += 1
     if no_room is not None:
         raise no_room
-
-    # Pack files the catalog does not know are an interrupted gc's output (writers
-    # register a pack before creating its file); only one gc runs at a time.
-    # Files younger than the grace period are left alone all the same.
-    # The metadata journal (DESIGN.md §20.4): a checkpoint of the catalog as it is
-    # now, then the journal packs and older checkpoints it makes redundant.
-    if repo.journal is not None:
-        write_checkpoint(repo.catalog, repo.storage, repo.keys.journal_key())
-        report.journal_packs_deleted = compact(repo.catalog, repo.storage)
-
-    known = chunk_index.pack_names(conn)
-    known |= journal_pack_names(repo.catalog, repo.catalog_url)
-    for name in list(repo.storage.names()):
-        if name not in known and repo.storage.mtime(name) <= now - grace:
-            repo.storage.delete(name)
-    report.bytes_after = _pack_bytes(repo)
-    return report
 
 
 def _drop_pack(repo: "Repository", pack_id: int, name: str) -> None:
