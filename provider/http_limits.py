@@ -35,6 +35,7 @@ the others, not a distributed flood.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import socket
@@ -201,7 +202,11 @@ class ConnectionGuard:
 
 def address_key(address: Any) -> str:
     """The unit connections are counted in: the IPv4 address, or the IPv6 /64."""
-    text = str(address or "?")
+    return _address_key(str(address or "?"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_key(text: str) -> str:  # parsed once per address: every login attempt asks
     try:
         ip = ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
@@ -215,6 +220,17 @@ def address_key(address: Any) -> str:
 
 class LimitedRequest(HTTPRequest):
     """cheroot's request with size, count and time limits on the header."""
+
+    def send_headers(self) -> None:
+        """The header is sent with the first block of the body (one send for a small answer)."""
+        self.conn.wfile.hold_next()
+        super().send_headers()
+
+    def respond(self) -> None:
+        try:
+            super().respond()
+        finally:
+            self.conn.wfile.flush()
 
     def parse_request(self) -> None:
         conn: LimitedConnection = self.conn

@@ -23,6 +23,7 @@ from cheroot import wsgi
 
 from provider.http_limits import DeferredHandshakeAdapter, guard_of
 from provider.http_limits import install as install_limits
+from provider.request_log import lighten_logging
 from provider.settings import ServerSettings
 
 _log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def serve_forever(
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then stop cleanly. Must run in the main thread."""
+    lighten_logging()
     server = make_server(app, settings)
     server.prepare()  # binds, so a busy port fails here, in the caller
     host, port = server.bind_addr[:2]

@@ -288,3 +288,65 @@ def test_parallel_clients_unaffected(server: DavServer) -> None:
     for t in threads:
         t.join()
     assert not errors
+
+
+def _read_response(sock: socket.socket, buffer: bytearray, *,
+                   head: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """One response (status, headers, body by Content-Length; none for a HEAD) from
+    ``sock``; bytes of later responses stay in ``buffer``."""
+    while b"\r\n\r\n" not in buffer:
+        piece = sock.recv(65536)
+        assert piece, f"connection closed; received {bytes(buffer)!r}"
+        buffer += piece
+    header, _, _ = bytes(buffer).partition(b"\r\n\r\n")
+    del buffer[: len(header) + 4]
+    lines = header.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    status = int(lines[0].split(" ", 2)[1])
+    if head or status in (100, 304):
+        length = 0
+    while len(buffer) < length:
+        piece = sock.recv(65536)
+        assert piece, "connection closed inside a body"
+        buffer += piece
+    body = bytes(buffer[:length])
+    del buffer[:length]
+    return status, headers, body
+
+
+def test_keep_alive_sequences_answer_every_request_whole(server: DavServer) -> None:
+    """One connection, as clients use it: answers whose header waits for the first block
+    of the body (and goes out alone when there is none), requests that arrive at once
+    (pipelined), after a pause (the connection went back to the selector), and a PUT
+    that waits for ``100 Continue`` before it sends its body."""
+    auth = auth_header(server)
+    path = "/keep-alive-seq.bin"
+    body = bytes(range(256)) * 40
+    with connect(server, timeout=10) as sock:
+        buffer = bytearray()
+        sock.sendall((f"PUT {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {len(body)}\r\n"
+                      "Expect: 100-continue\r\n\r\n").encode())
+        status, _, _ = _read_response(sock, buffer)  # no body is sent before this
+        assert status == 100
+        sock.sendall(body)
+        assert _read_response(sock, buffer)[0] == 201
+        get = f"GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode()
+        head = f"HEAD {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode()
+        sock.sendall(get + head + get)  # pipelined
+        status, headers, got = _read_response(sock, buffer)
+        assert (status, got) == (200, body)
+        status, headers, _ = _read_response(sock, buffer, head=True)
+        assert status == 200 and headers["content-length"] == str(len(body))
+        status, _, got = _read_response(sock, buffer)  # a HEAD answer has no body
+        assert (status, got) == (200, body)
+        for pause in (0.0, 0.05, 0.3):
+            time.sleep(pause)
+            sock.sendall(get)
+            status, _, got = _read_response(sock, buffer)
+            assert (status, got) == (200, body), pause
+        sock.sendall(f"DELETE {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
+        assert _read_response(sock, buffer)[0] == 204
+        sock.sendall(get)
+        assert _read_response(sock, buffer)[0] == 404
+        assert not buffer
