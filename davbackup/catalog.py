@@ -397,7 +397,10 @@ class Catalog:
         # Longer than 60 lines on purpose: one transaction's steps (BEGIN, a savepoint per
         # job, the journal, COMMIT) and where each can fail, read top to bottom.
         conn = self._writer
+        journal = self.journal
         try:
+            if journal is not None:
+                journal.before_batch(conn)  # the writer's new journal epoch, if one is due
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             self._recover_writer()
@@ -427,7 +430,6 @@ class Catalog:
                 cause = job.error if isinstance(job.error, sqlite3.Error) else None
                 self._fail(batch, _as_catalog_error(cause, "catalog transaction aborted by SQLite; nothing was written"))
                 return
-        journal = self.journal
         records: list[Any] = []
         try:
             if journal is not None:
@@ -447,7 +449,8 @@ class Catalog:
             try:
                 journal.after_commit(records)
             except BaseException as exc:
-                # Committed, but its journal record is not durable: not acknowledged.
+                # Committed, but its journal record is not durable (not the server, whose
+                # records are synced before COMMIT): not acknowledged.
                 self._fail(batch, _as_catalog_error(exc, "catalog journal write failed"))
                 if not isinstance(exc, DavBackupError):
                     raise

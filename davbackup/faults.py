@@ -17,7 +17,9 @@ clears faults in a running server by rewriting it::
 ``op`` is ``append``, ``sync``, ``read`` (pack storage, including ``open_stream``),
 ``commit`` (the catalog's group commit) or ``*``. ``error`` is ``ENOSPC`` or ``EIO``
 (omitted: no error); ``delay`` is seconds to sleep before the operation; ``times``
-limits how often the rule fires (default: until the file changes). A failing ``sync``
+limits how often the rule fires (default: until the file changes); ``kind``
+(``journal`` or ``data``) limits a pack rule to the metadata journal's packs or to the
+others (default: both). A failing ``sync``
 is a failed fsync, with the Linux meaning: the bytes it should have made durable may
 be gone. To make that real, the wrapper overwrites the pack's unsynced bytes with
 zeros on disk before raising, so any chunk acknowledged from them would fail
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 ENV = "DAVBACKUP_TEST_FAULTS"
 OPS = ("append", "sync", "read", "commit")
+KINDS = ("data", "journal")
 ERRORS = {"ENOSPC": errno.ENOSPC, "EIO": errno.EIO}
 _SQLITE_CODES = {"ENOSPC": (13, "SQLITE_FULL", "database or disk is full"),
                  "EIO": (10, "SQLITE_IOERR", "disk I/O error")}
@@ -75,17 +78,21 @@ class FaultPlan:
             rules = []
         self._rules = [dict(rule) for rule in rules if isinstance(rule, dict)]
         for rule in self._rules:
-            if rule.get("op") not in (*OPS, "*") or rule.get("error", "ENOSPC") not in ERRORS:
+            if (rule.get("op") not in (*OPS, "*") or rule.get("error", "ENOSPC") not in ERRORS
+                    or rule.get("kind", "data") not in KINDS):
                 log.error("fault rule %r ignored", rule)
                 rule["times"] = 0
 
-    def check(self, op: str) -> str | None:
-        """Sleep for matching delays; the error name to raise for ``op``, if any."""
+    def check(self, op: str, kind: str | None = None) -> str | None:
+        """Sleep for matching delays; the error name to raise for ``op`` (on a pack of
+        ``kind``), if any."""
         delay, error = 0.0, None
         with self._lock:
             self._refresh()
             for rule in self._rules:
                 if rule.get("op") not in (op, "*"):
+                    continue
+                if kind is not None and rule.get("kind", kind) != kind:
                     continue
                 times = rule.get("times")
                 if times is not None and times <= 0:
@@ -101,8 +108,8 @@ class FaultPlan:
             time.sleep(delay)
         return error
 
-    def raise_os_error(self, op: str, what: str) -> None:
-        error = self.check(op)
+    def raise_os_error(self, op: str, what: str, kind: str | None = None) -> None:
+        error = self.check(op, kind)
         if error is not None:
             code = ERRORS[error]
             raise OSError(code, f"{os.strerror(code)} (injected fault: {op} {what})")
@@ -121,9 +128,10 @@ class FaultPlan:
 class FaultyAppender:
     """A pack appender whose appends and syncs obey a :class:`FaultPlan`."""
 
-    def __init__(self, inner: PackAppender, plan: FaultPlan, path: Path | None) -> None:
+    def __init__(self, inner: PackAppender, plan: FaultPlan, path: Path | None, kind: str = "data") -> None:
         self.inner = inner
         self.plan = plan
+        self.kind = kind
         self.name = inner.name
         self._path = path
         self._synced = 0
@@ -133,7 +141,7 @@ class FaultyAppender:
         return self.inner.size
 
     def append(self, data: bytes) -> int:
-        self.plan.raise_os_error("append", self.name)
+        self.plan.raise_os_error("append", self.name, self.kind)
         return self.inner.append(data)
 
     def sync(self, upto: int | None = None) -> None:
@@ -144,7 +152,7 @@ class FaultyAppender:
 
     def _sync(self, action: Callable[[], None]) -> None:
         target = self.inner.size
-        error = self.plan.check("sync")
+        error = self.plan.check("sync", self.kind)
         if error is not None:
             self._lose_unsynced()
             code = ERRORS[error]
@@ -174,23 +182,28 @@ class FaultyAppender:
 class FaultyPackStorage:
     """Pack storage whose appends, syncs and reads obey a :class:`FaultPlan`."""
 
-    def __init__(self, inner: PackStorage, plan: FaultPlan) -> None:
+    def __init__(self, inner: PackStorage, plan: FaultPlan, kind: str = "data") -> None:
         self.inner = inner
         self.plan = plan
+        self.kind = kind
+
+    def for_journal(self) -> "FaultyPackStorage":
+        """The same storage as the metadata journal sees it (rules with ``kind``)."""
+        return FaultyPackStorage(self.inner, self.plan, "journal")
 
     def _path(self, name: str) -> Path | None:
         path = getattr(self.inner, "path", None)
         return path(name) if callable(path) else None
 
     def create(self, name: str) -> FaultyAppender:
-        return FaultyAppender(self.inner.create(name), self.plan, self._path(name))
+        return FaultyAppender(self.inner.create(name), self.plan, self._path(name), self.kind)
 
     def read(self, name: str, offset: int, length: int) -> bytes:
-        self.plan.raise_os_error("read", name)
+        self.plan.raise_os_error("read", name, self.kind)
         return self.inner.read(name, offset, length)
 
     def open_stream(self, name: str) -> BinaryIO:
-        self.plan.raise_os_error("read", name)
+        self.plan.raise_os_error("read", name, self.kind)
         return self.inner.open_stream(name)
 
     def size(self, name: str) -> int:

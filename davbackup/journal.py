@@ -7,20 +7,24 @@ serialised as JSON, compressed, encrypted and authenticated as blobs of type 2 i
 catalog table ``journal_packs``). Records carry a sequence number and the hash of
 their predecessor.
 
-Ordering, inside :meth:`davbackup.catalog.Catalog.write`'s group commit:
+Ordering, inside :meth:`davbackup.catalog.Catalog.write`'s group commit, for the
+server (the process holding ``writer.lock``):
 
 1. in the transaction: the captured changes become records with the next sequence
-   numbers (``meta.journal_seq``, ``meta.journal_head``), which are also stored in
-   ``journal_outbox``;
-2. COMMIT (fsync of the WAL);
-3. the records are appended to this process's journal pack and the pack is synced;
-4. only then are the callers answered. Outbox rows are deleted by a later
-   transaction of the process that synced them, and any process that opens the
-   catalog for writing first appends and syncs every outbox row it finds.
+   numbers (``meta.journal_seq``, ``meta.journal_head``);
+2. still before COMMIT, they are appended to the server's journal pack and the pack
+   is synced; if that fails (no space, an I/O error), the transaction is rolled back
+   and every caller gets the error (507, or 5xx): nothing commits whose record is not
+   durable;
+3. COMMIT (fsync of the WAL); only then are the callers answered.
 
-So a record exists in the packs only for a committed transaction (no record of a
-change that never happened, no two records with one sequence number and different
-contents), and every acknowledged change has its record synced.
+A record can so exist in the packs for a transaction that did not commit; it carries
+an epoch that was committed before it was written, and the server commits a new
+epoch before its next records, so the committed record that later takes the same
+sequence number wins in recovery (DESIGN.md §20.2). Other processes (admin commands,
+gc) commit first, keep the records in ``journal_outbox`` until they have appended and
+synced them, and take a new epoch in each transaction; the server appends and syncs
+every outbox row it finds when it starts.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import secrets
 import sqlite3
 import struct
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -158,12 +161,13 @@ class OutRecord:
 class Journal:
     """The journal hook of one process's catalog group commit.
 
-    ``early`` (the server, which holds ``writer.lock``): records are appended to the
-    journal pack inside the transaction and synced while SQLite commits, so a write
-    waits for the slower of the two fsyncs, not for both (DESIGN.md §20.2). A record
-    of a transaction that then fails to commit stays in the pack; the epoch rule
-    tells it apart from the committed record that later takes its sequence number.
-    Other processes append after COMMIT (their records never need that rule).
+    ``early`` (the server, which holds ``writer.lock``): a batch's records are appended
+    to the journal pack and synced *before* COMMIT, so nothing commits unless its
+    records are durable; a failed append or sync rolls the batch back and every caller
+    gets the error (DESIGN.md §20.2). A record of a transaction that then fails to
+    commit stays in the pack; the epoch rule tells it apart from the committed record
+    that later takes its sequence number. Other processes append after COMMIT (their
+    records never need that rule) and keep an outbox row until the records are synced.
     """
 
     def __init__(self, storage: PackStorage, key: bytes, schema: int, pack_target_size: int, *,
@@ -179,12 +183,10 @@ class Journal:
         self._new_pack: tuple[str, PackAppender] | None = None  # registered in the running transaction
         self._flushed = 0  # outbox rows up to here were synced by this process
         self._cleared = 0  # ... and deleted from the outbox
-        self._unsynced: list[OutRecord] = []  # committed, not yet synced (a failed sync)
-        #: a writer starts a new epoch with its first records and after a failed commit
-        self._bump = early
-        self._failed: OSError | None = None
-        self._syncer = ThreadPoolExecutor(1, thread_name_prefix="davbackup-journal") if early else None
-        self._sync: Future[None] | None = None
+        self._unsynced: list[OutRecord] = []  # committed, not yet synced (a failed sync; not the writer)
+        #: the writer commits a new epoch before its first records and after any batch
+        #: that did not commit (its records may be in the pack)
+        self._epoch_due = early
 
     def install(self, conn: sqlite3.Connection) -> None:
         if self.capture is None:
@@ -193,11 +195,31 @@ class Journal:
 
     # -- inside the group commit ------------------------------------------------------
 
+    def before_batch(self, conn: sqlite3.Connection) -> None:
+        """Before the batch's transaction begins: the writer commits a new epoch first if
+        one is due, so every record it writes before a COMMIT carries an epoch that is
+        already committed, and greater than that of any record of a transaction of it
+        that did not commit (DESIGN.md §20.2)."""
+        if not self._epoch_due:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='journal_epoch'").fetchone()
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_epoch', ?)",
+                         (str(int(row[0] if row else 0) + 1),))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._epoch_due = False
+
     def before_commit(self, conn: sqlite3.Connection) -> list[OutRecord]:
-        """In the batch's transaction, before COMMIT: turn captured changes into records
-        (and, for the writer, append them and start their sync)."""
+        """In the batch's transaction, before COMMIT: turn captured changes into records;
+        the writer also appends and syncs them (raising if it cannot: the batch then
+        rolls back), other processes keep them in the outbox until ``after_commit``."""
         assert self.capture is not None
-        if self._flushed > self._cleared:
+        if not self.early and self._flushed > self._cleared:
             conn.execute("DELETE FROM journal_outbox WHERE seq <= ?", (self._flushed,))
             self._cleared = self._flushed  # (if this rolls back, close() deletes them)
         records: list[OutRecord] = []
@@ -211,14 +233,15 @@ class Journal:
             seq += 1
             payload = encode_record(seq, prev, epoch, now, self.schema, self.capture.shapes, ops)
             digest = blake3.blake3(payload).digest()
-            conn.execute("INSERT INTO journal_outbox(seq, payload) VALUES (?, ?)", (seq, payload))
+            if not self.early:
+                conn.execute("INSERT INTO journal_outbox(seq, payload) VALUES (?, ?)", (seq, payload))
             records.append(OutRecord(seq, digest, payload))
             prev = digest
         if not records:
             return records
         assert seq is not None and prev is not None
-        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_seq', ?)", (str(seq),))
-        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_head', ?)", (prev.hex(),))
+        conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                         (("journal_seq", str(seq)), ("journal_head", prev.hex())))
         self._new_pack = None
         name = self._pack[0] if self._pack is not None else None
         if name is None or conn.execute(
@@ -232,53 +255,61 @@ class Journal:
             )
             # The file too, before COMMIT: a registered journal pack always exists
             # (an object store shows it from its first sync on).
-            self._new_pack = (name, self.storage.create(name))
+            try:
+                self._new_pack = (name, self.storage.create(name))
+            except OSError as exc:
+                raise storage_error(exc, "cannot create a catalog journal pack; nothing was written") from exc
         if self.early:
-            self._append_early(records)
+            self._write_early(records)
         return records
 
     def _head(self, conn: sqlite3.Connection) -> tuple[int, bytes, int]:
-        """The last record's number and hash, and the epoch of the next records (a new
-        one if this process must start one, §20.2)."""
+        """The last record's number and hash, and the epoch of the next records: the
+        writer's is the committed one (see :meth:`before_batch`), another process takes
+        a new one with its transaction (its records reach the packs only if it commits)."""
         rows = dict(conn.execute(
             "SELECT key, value FROM meta WHERE key IN ('journal_seq', 'journal_head', 'journal_epoch')").fetchall())
         seq = int(rows.get("journal_seq", "0"))
         head = bytes.fromhex(rows["journal_head"]) if "journal_head" in rows else GENESIS
         epoch = int(rows.get("journal_epoch", "0"))
-        if self._bump or not self.early:
+        if not self.early:
             epoch += 1
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_epoch', ?)", (str(epoch),))
         return seq, head, epoch
 
-    def _append_early(self, records: list[OutRecord]) -> None:
-        """The writer: append (with any committed record still waiting for a good sync)
-        and start the sync, which runs while SQLite commits."""
+    def _write_early(self, records: list[OutRecord]) -> None:
+        """The writer, before COMMIT: append the records and sync them; any failure is
+        raised (as 507 for no space, else 5xx) and the batch rolls back."""
         with self._lock:
             if self._new_pack is not None:
                 self._switch_pack(self._new_pack)
             assert self._pack is not None
             appender = self._pack[1]
             try:
-                for rec in [*self._unsynced, *records]:
+                for rec in records:
                     appender.append(seal_blob(self.key, TYPE_JOURNAL, record_id(rec.seq, rec.digest), rec.payload))
-            except OSError as exc:
-                self._sync = None
-                self._failed = exc
-                return
-            self._failed = None
-            assert self._syncer is not None
-            self._sync = self._syncer.submit(appender.sync, appender.size)
+                appender.sync()
+            except BaseException as exc:
+                # What the pack got since its last good sync may be lost (§8 invariant 9):
+                # the next batch starts a new pack (a pack new in this batch is removed
+                # by after_rollback).
+                if self._new_pack is not None and self._pack[0] == self._new_pack[0]:
+                    self._pack = None
+                else:
+                    self._give_up_pack()
+                if isinstance(exc, OSError):
+                    raise storage_error(exc, "cannot write the catalog journal; nothing was written") from exc
+                raise
 
     def after_commit(self, records: list[OutRecord]) -> None:
-        """After COMMIT, before anyone is answered: the records are durable (appended and
-        synced). Raises (the callers get an error) if they could not be made durable;
-        they are tried again with the next batch, and at the next start from the outbox."""
+        """After COMMIT, before anyone is answered. The writer's records are durable
+        already; another process's are appended and synced now. Raises (the callers get
+        an error) if they could not be made durable; they are tried again with the next
+        batch, and at the next start from the outbox."""
         with self._lock:
-            self._unsynced.extend(records)
             try:
-                if self.early:
-                    self._finish_early()
-                else:
+                if not self.early:
+                    self._unsynced.extend(records)
                     if self._new_pack is not None:
                         self._switch_pack(self._new_pack)
                     self._append_and_sync()
@@ -290,40 +321,25 @@ class Journal:
                 raise
             finally:
                 self._new_pack = None
-            self._bump = False
             if self._pack is not None and self._pack[1].size >= self.pack_target_size:
                 _close_quietly(self._pack[1])
                 self._pack = None
 
-    def _finish_early(self) -> None:
-        sync, self._sync = self._sync, None
-        if sync is None:
-            raise self._failed or OSError("journal records were not appended")
-        sync.result()
-        self._flushed = max(self._flushed, self._unsynced[-1].seq)
-        self._unsynced = []
-
     def _give_up_pack(self) -> None:
         """A failed append or sync: what this pack got since its last good sync may be
-        lost (§8 invariant 9), so the next batch starts a new pack and writes every
-        unsynced record again."""
+        lost (§8 invariant 9), so the next batch starts a new pack (and another process
+        writes every unsynced record again)."""
         if self._pack is not None:
             _close_quietly(self._pack[1])
             self._pack = None
 
     def after_rollback(self) -> None:
         """The transaction did not commit: a journal pack created for it is removed; the
-        writer's records appended for it stay behind it in the pack, superseded by the
-        next epoch."""
+        writer's records appended for it stay behind it in its pack, superseded by the
+        next epoch, which the writer commits before its next records."""
         with self._lock:
-            sync, self._sync = self._sync, None
-            if sync is not None:
-                try:
-                    sync.result()
-                except OSError:
-                    self._give_up_pack()
             if self.early:
-                self._bump = True
+                self._epoch_due = True
             if self._new_pack is not None:
                 name, appender = self._new_pack
                 self._new_pack = None
@@ -384,6 +400,7 @@ class Journal:
                 self._append_and_sync()
             except OSError as exc:
                 self._give_up_pack()
+                self._unsynced = []
                 raise storage_error(exc, "cannot make the catalog journal durable") from exc
             # Closed at once (an object store gets it whole, its spool goes); the first
             # batch of records starts the process's own pack.
@@ -401,9 +418,7 @@ class Journal:
                 _close_quietly(self._pack[1])
                 self._pack = None
             flushed = self._flushed if not self._unsynced else 0
-        if self._syncer is not None:
-            self._syncer.shutdown(wait=True)
-        if write is not None and flushed:
+        if write is not None and flushed > self._cleared:
             try:
                 write(lambda conn: conn.execute("DELETE FROM journal_outbox WHERE seq <= ?", (flushed,)))
             except Exception as exc:  # noqa: BLE001 - harmless: the next open syncs them again

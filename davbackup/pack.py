@@ -182,11 +182,14 @@ class ScannedBlob:
 
 
 def scan_pack(stream: BinaryIO) -> Iterator[ScannedBlob]:
-    """Walk a pack's blob headers. Stops quietly at a torn tail (crash while appending)."""
+    """Walk a pack's blob headers. Stops quietly at a torn tail (crash while appending;
+    also a pack whose magic was never fully written)."""
     size = stream.seek(0, 2)
     stream.seek(0)
     magic = stream.read(len(PACK_MAGIC))
     if magic != PACK_MAGIC:
+        if len(magic) < len(PACK_MAGIC) and PACK_MAGIC.startswith(magic):
+            return
         raise BlobError("not a pack file")
     offset = len(PACK_MAGIC)
     while True:

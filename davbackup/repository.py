@@ -128,7 +128,10 @@ class Repository:
         (DESIGN.md §20); the writer first syncs records some process committed but may
         not have synced, and a catalog that has no checkpoint yet (new, or upgraded from
         schema 3) gets one, so the packs alone are a complete backup from now on."""
-        self.journal = Journal(self.storage, self.keys.journal_key(), SCHEMA_VERSION, self.config.pack_target_size,
+        storage = self.storage
+        if isinstance(storage, faults.FaultyPackStorage):
+            storage = storage.for_journal()  # tests: faults aimed at the journal alone
+        self.journal = Journal(storage, self.keys.journal_key(), SCHEMA_VERSION, self.config.pack_target_size,
                                early=self.mode == "rw")
         self.catalog.attach_journal(self.journal)
         if self.mode == "rw":

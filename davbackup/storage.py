@@ -20,6 +20,7 @@ same checks against both.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections import OrderedDict
@@ -74,7 +75,13 @@ class LocalAppender:
         self.name = name
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.write(self._fd, PACK_MAGIC)
+        try:
+            if os.write(self._fd, PACK_MAGIC) != len(PACK_MAGIC):
+                raise OSError(errno.ENOSPC, "short write of the pack header")
+        except OSError:  # a full disk: leave no empty pack file behind
+            os.close(self._fd)
+            path.unlink(missing_ok=True)
+            raise
         self._size = len(PACK_MAGIC)
         self._synced = 0
         self._append_lock = threading.Lock()

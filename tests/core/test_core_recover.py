@@ -149,21 +149,26 @@ def test_gc_checkpoint_compacts_the_journal(tmp_path: Path) -> None:
 
 
 def test_outbox_records_synced_twice_are_replayed_once(tmp_path: Path) -> None:
+    """An admin process commits first and then syncs its records, keeping them in the
+    outbox meanwhile (the server syncs before COMMIT and needs none)."""
     root = tmp_path / "repo"
     with busy_repo(root) as repo:
         write_file(repo.namespace(USER), "/x", b"x")
+        assert repo.catalog.reader().execute("SELECT count(*) FROM journal_outbox").fetchone()[0] == 0
+    with Repository.open(root, PASSPHRASE, mode="admin") as admin:
+        admin.users.add("dave", "dave-password-1")
         # as if the process died before deleting its outbox rows: the next open syncs them again
-        repo.journal._flushed = 0  # type: ignore[union-attr]
-        payloads = repo.catalog.reader().execute("SELECT count(*) FROM journal_outbox").fetchone()[0]
-        assert payloads >= 1
-        before = dump(repo)
+        admin.journal._flushed = 0  # type: ignore[union-attr]
+        assert admin.catalog.reader().execute("SELECT count(*) FROM journal_outbox").fetchone()[0] >= 1
+        before = dump(admin)
     with Repository.open(root, PASSPHRASE) as repo:
         assert repo.catalog.reader().execute("SELECT count(*) FROM journal_outbox").fetchone()[0] == 0
     lose_catalog(root)
     report = run_recover(root)
-    assert report.problems == []
+    assert report.problems == [] and report.records > report.records_applied, report  # a copy, applied once
     with Repository.open(root, PASSPHRASE, mode="read") as repo:
         assert dump(repo) == before
+        assert repo.users.verify("dave", "dave-password-1") is not None
 
 
 def test_a_damaged_journal_record_is_reported(tmp_path: Path) -> None:

@@ -213,11 +213,23 @@ FAULTS = [
 ]
 
 
+#: the metadata journal's packs alone (DESIGN.md §20.2): every write that changes the
+#: catalog's durable tables (all but LOCK) must be refused and leave no trace
+JOURNAL_FAULTS = [
+    ({"op": "append", "kind": "journal", "error": "ENOSPC"}, 507),
+    ({"op": "append", "kind": "journal", "error": "EIO"}, 500),
+    ({"op": "sync", "kind": "journal", "error": "EIO"}, 500),
+]
+
+
 def _params():
     for case in CASES:
         for rule, status in FAULTS:
             if case.data or rule["op"] == "commit":
                 yield pytest.param(case, rule, status, id=f"{case.name}-{rule['op']}-{rule['error']}")
+        for rule, status in JOURNAL_FAULTS:
+            if case.name != "LOCK":
+                yield pytest.param(case, rule, status, id=f"{case.name}-journal-{rule['op']}-{rule['error']}")
 
 
 def _prepare(faulty: FaultyServer, s: requests.Session) -> tuple[str, str]:
