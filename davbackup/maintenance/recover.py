@@ -1,19 +1,22 @@
 """`davbackup recover`: rebuild a lost or damaged catalog from the packs (DESIGN.md §20.5).
 
-1. Walk the blob headers of every pack and note each journal record (type 2) and
-   checkpoint part (type 3) in a scratch table of the new catalog (not in memory).
+1. Walk every pack once, front to back: each journal record (type 2) and checkpoint
+   part (type 3) is noted in a scratch table of the new catalog, and each chunk blob
+   (type 1) whose authentication tag verifies goes, in batches, into a scratch table
+   for the chunk index (nothing per pack or per file is kept in memory).
 2. Load the newest complete checkpoint (parts reassembled into a temporary SQLite
-   file, verified part by part) into a fresh catalog.
+   file, verified part by part) into the fresh catalog.
 3. Replay every journal record after the checkpoint's sequence number in order; a
    record of a sequence number seen before with the same hash is a duplicate.
-4. Rebuild the chunk index and the pack list (``rebuild-index``) and register the
-   journal packs; the checkpoint loaded stays current (without one, opening the
-   result writes one).
+4. Fill the chunk index and pack list from the scratch table in key order, register
+   the journal packs, and only then build the catalog's secondary indexes (each one
+   sort, instead of random inserts into them all along); the checkpoint loaded stays
+   current (without one, opening the result writes one).
 5. Report what was rebuilt and what could not be placed.
 
 Locks and unfinished upload sessions are not in the journal and are lost.
-Memory stays flat in the number of files: records are read one at a time and the
-checkpoint is copied table to table inside SQLite.
+Memory stays flat in the number of files: blobs and records are read one at a time,
+scratch rows go to SQLite in batches, and SQLite's page cache is bounded.
 """
 
 from __future__ import annotations
@@ -25,16 +28,16 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import blake3
 
+from davbackup import crypto
 from davbackup.catalog import Catalog
 from davbackup.checkpoint import load_into, parse_part_id
 from davbackup.errors import UsageError
 from davbackup.journal import TYPE_CHECKPOINT, TYPE_JOURNAL, decode_value, open_blob, parse_record_id
-from davbackup.maintenance.rebuild import rebuild_index
-from davbackup.pack import BlobError, scan_pack
+from davbackup.pack import HEADER_SIZE, PACK_MAGIC, TYPE_DATA, BlobError, BlobHeader
 from davbackup.storage import PackMissing
 from davbackup.tree import TRASH
 
@@ -57,6 +60,7 @@ class RecoverReport:
     history_states: int = 0
     live_bytes: int = 0
     chunks: int = 0
+    damaged_chunks: int = 0
     moved_aside: Path | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -67,7 +71,13 @@ CREATE INDEX temp.found_records_by_seq ON found_records(seq);
 CREATE TEMP TABLE found_parts(seq INTEGER, cid BLOB, part INTEGER, last INTEGER, pack TEXT, offset INTEGER,
                               length INTEGER);
 CREATE TEMP TABLE found_packs(name TEXT PRIMARY KEY, kind TEXT, first_seq INTEGER, last_seq INTEGER);
+CREATE TEMP TABLE found_data_packs(n INTEGER PRIMARY KEY, name TEXT NOT NULL);
+CREATE TEMP TABLE found_chunks(id BLOB, pack INTEGER, offset INTEGER, stored_len INTEGER, plain_len INTEGER);
 """
+#: scratch rows kept in memory before they go to SQLite
+BATCH = 20000
+#: the recovery connection's page cache (KiB): bounded, whatever the repository's size
+CACHE_KIB = 65536
 
 
 def catalog_files(path: Path) -> list[Path]:
@@ -77,7 +87,8 @@ def catalog_files(path: Path) -> list[Path]:
 def recover(root: Path, storage: object, keys: object, *, force: bool, progress: Progress,
             open_repo: Callable[[Path], object]) -> RecoverReport:
     """Rebuild ``root/catalog.sqlite``. ``open_repo(catalog_path)`` opens the repository
-    in admin mode on the catalog being built (for the chunk index and the checkpoint)."""
+    in admin mode on the catalog built (for the summary, and a checkpoint if none was
+    found)."""
     target = root / "catalog.sqlite"
     if any(p.exists() for p in catalog_files(target)) and not force:
         raise UsageError(f"{target} exists; recover never overwrites a catalog unless --force is given"
@@ -88,26 +99,32 @@ def recover(root: Path, storage: object, keys: object, *, force: bool, progress:
     try:
         conn = sqlite3.connect(work, isolation_level=None)
         try:
+            # A scratch file until it is renamed into place: no fsync, and the rollback
+            # journal (needed if a checkpoint fails to load) in memory: small, as the
+            # load only appends pages to an empty file.
+            conn.execute("PRAGMA journal_mode=MEMORY")
             conn.execute("PRAGMA synchronous=OFF")
+            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            conn.execute("PRAGMA temp_store=FILE")
             for statement in SCRATCH.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            indexes = _drop_indexes(conn)
             key = keys.journal_key()  # type: ignore[attr-defined]
-            _scan(conn, storage, report, progress)
+            _scan(conn, storage, keys, report, progress)
             _load_checkpoint(conn, storage, key, root, report, progress)
             _replay(conn, storage, key, report, progress)
+            progress(f"indexing {report.chunks} chunks and the catalog")
+            _index_chunks(conn)
             conn.execute("INSERT INTO journal_packs(name, kind, first_seq, last_seq, created)"
                          " SELECT name, kind, first_seq, last_seq, ? FROM temp.found_packs", (time.time(),))
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for sql in indexes:
+                conn.execute(sql)
+            conn.execute("PRAGMA journal_mode=WAL")
         finally:
             conn.close()
-        progress("rebuilding the chunk index from the packs")
         repo = open_repo(work)
         try:
-            index = rebuild_index(repo)  # type: ignore[arg-type]
-            report.chunks = index.chunks_added
-            if index.damaged_blobs:
-                report.problems.append(f"{index.damaged_blobs} damaged chunk blobs were not indexed")
             _summarize(repo.catalog.reader(), report)  # type: ignore[attr-defined]
         finally:
             repo.close()  # type: ignore[attr-defined]
@@ -126,26 +143,98 @@ def recover(root: Path, storage: object, keys: object, *, force: bool, progress:
     return report
 
 
-def _scan(conn: sqlite3.Connection, storage: object, report: RecoverReport, progress: Progress) -> None:
+def _drop_indexes(conn: sqlite3.Connection) -> list[str]:
+    """Drop the catalog's secondary indexes for the bulk load; returns their SQL.
+    (Primary keys and UNIQUE constraints stay: the replay's keys rely on them.)"""
+    rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type='index' AND sql IS NOT NULL").fetchall()
+    for name, _sql in rows:
+        conn.execute(f"DROP INDEX {name}")
+    return [sql for _name, sql in rows]
+
+
+class _ChunkVerifier:
+    """Checks a chunk blob's authentication tag (header and ciphertext as written) the
+    way a read does, without decompressing or re-hashing it (`check --read-data` does
+    that)."""
+
+    def __init__(self, keys: object) -> None:
+        self._subkey_base = keys.chunk_subkey_base()  # type: ignore[attr-defined]
+
+    def ok(self, header: BlobHeader, body: bytes) -> bool:
+        try:
+            crypto.open_sealed(crypto.keyed_hash(self._subkey_base, header.chunk_id), header.nonce, body, header.raw)
+        except crypto.DecryptionFailed:
+            return False
+        return True
+
+
+def _walk(stream: BinaryIO) -> Iterator[tuple[int, BlobHeader | None, bytes]]:
+    """``(offset, header, body)`` of each blob of a pack, read front to back; a torn
+    tail ends the walk, a damaged header is ``(offset, None, b"")`` and ends it too
+    (like :func:`davbackup.pack.scan_pack`, which says nothing of it)."""
+    magic = stream.read(len(PACK_MAGIC))
+    if magic != PACK_MAGIC:
+        if len(magic) < len(PACK_MAGIC) and PACK_MAGIC.startswith(magic):
+            return  # the magic itself was torn: an empty pack
+        raise BlobError("not a pack file")
+    offset = len(PACK_MAGIC)
+    while True:
+        raw = stream.read(HEADER_SIZE)
+        if len(raw) < HEADER_SIZE:
+            return
+        try:
+            header = BlobHeader.parse(raw)
+        except BlobError:
+            if raw.count(0) != len(raw):  # (zeros: bytes a failed fsync lost, a torn tail)
+                yield offset, None, b""
+            return
+        body = stream.read(header.stored_len)
+        if len(body) < header.stored_len:
+            return
+        yield offset, header, body
+        offset += HEADER_SIZE + header.stored_len
+
+
+def _scan(conn: sqlite3.Connection, storage: object, keys: object, report: RecoverReport,
+          progress: Progress) -> None:
+    """One pass over every pack: journal records, checkpoint parts and verified chunk
+    blobs go to the scratch tables."""
     names = list(storage.names())  # type: ignore[attr-defined]
-    progress(f"scanning {len(names)} packs for journal records and checkpoints")
+    progress(f"scanning {len(names)} packs for chunks, journal records and checkpoints")
+    verifier = _ChunkVerifier(keys)
+    chunks: list[tuple[bytes, int, int, int, int]] = []
     for i, name in enumerate(names, 1):
         report.packs += 1
         records: list[tuple[int, bytes, str, int, int]] = []
         parts: list[tuple[int, bytes, int, int, str, int, int]] = []
+        damaged = 0
+        pack_no = conn.execute("INSERT INTO temp.found_data_packs(name) VALUES (?)", (name,)).lastrowid
         try:
             with storage.open_stream(name) as stream:  # type: ignore[attr-defined]
-                for blob in scan_pack(stream):
-                    h = blob.header
-                    if h.blob_type == TYPE_JOURNAL:
+                for offset, h, body in _walk(stream):
+                    if h is None:
+                        report.problems.append(f"pack {name}: damaged blob header at offset {offset};"
+                                               " the rest of the pack was not read")
+                    elif h.blob_type == TYPE_DATA:
+                        if verifier.ok(h, body):
+                            chunks.append((h.chunk_id, pack_no, offset, h.stored_len, h.plain_len))
+                        else:
+                            damaged += 1
+                    elif h.blob_type == TYPE_JOURNAL:
                         seq, tag = parse_record_id(h.chunk_id)
-                        records.append((seq, tag, name, blob.offset, blob.total_len))
+                        records.append((seq, tag, name, offset, HEADER_SIZE + h.stored_len))
                     elif h.blob_type == TYPE_CHECKPOINT:
                         seq, cid, part, last = parse_part_id(h.chunk_id)
-                        parts.append((seq, cid, part, int(last), name, blob.offset, blob.total_len))
+                        parts.append((seq, cid, part, int(last), name, offset, HEADER_SIZE + h.stored_len))
+                    if len(chunks) >= BATCH:
+                        conn.executemany("INSERT INTO temp.found_chunks VALUES (?, ?, ?, ?, ?)", chunks)
+                        report.chunks += len(chunks)
+                        chunks.clear()
         except (BlobError, PackMissing, OSError) as exc:
             report.problems.append(f"pack {name}: cannot be scanned ({exc})")
-            continue
+        if damaged:
+            report.damaged_chunks += damaged
+            report.problems.append(f"pack {name}: {damaged} damaged chunk blobs were not indexed")
         conn.executemany("INSERT INTO temp.found_records VALUES (?, ?, ?, ?, ?)", records)
         conn.executemany("INSERT INTO temp.found_parts VALUES (?, ?, ?, ?, ?, ?, ?)", parts)
         report.records += len(records)
@@ -155,6 +244,26 @@ def _scan(conn: sqlite3.Connection, storage: object, report: RecoverReport, prog
             conn.execute("INSERT INTO temp.found_packs VALUES (?, ?, ?, ?)", (name, kind, min(seqs), max(seqs)))
         if i % 100 == 0:
             progress(f"  {i}/{len(names)} packs scanned")
+    conn.executemany("INSERT INTO temp.found_chunks VALUES (?, ?, ?, ?, ?)", chunks)
+    report.chunks += len(chunks)
+
+
+def _index_chunks(conn: sqlite3.Connection) -> None:
+    """The chunk index and pack list from the scan, in key order (a sort, then
+    appends). The journal's own packs hold no chunks and are not data packs; of two
+    copies of one chunk the one in the pack scanned first is kept."""
+    now = time.time()
+    conn.execute("BEGIN")
+    conn.execute(
+        "INSERT INTO packs(name, state, created) SELECT name, 'sealed', ? FROM temp.found_data_packs d"
+        " WHERE name NOT IN (SELECT name FROM temp.found_packs) ORDER BY n", (now,))
+    conn.execute(
+        "INSERT OR IGNORE INTO chunks(id, pack_id, offset, stored_len, plain_len, touched)"
+        " SELECT c.id, p.id, c.offset, c.stored_len, c.plain_len, ? FROM temp.found_chunks c"
+        " JOIN temp.found_data_packs d ON d.n = c.pack JOIN packs p ON p.name = d.name"
+        " ORDER BY c.id, c.pack", (now,))
+    conn.execute("COMMIT")
+    conn.execute("DROP TABLE temp.found_chunks")
 
 
 def _load_checkpoint(conn: sqlite3.Connection, storage: object, key: bytes, root: Path,
@@ -292,6 +401,7 @@ def _apply(conn: sqlite3.Connection, doc: dict) -> None:  # type: ignore[type-ar
 
 
 def _summarize(conn: sqlite3.Connection, report: RecoverReport) -> None:
+    report.chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
     report.users = conn.execute("SELECT count(*) FROM users").fetchone()[0]
     report.files = conn.execute("SELECT count(*) FROM nodes WHERE is_dir=0").fetchone()[0]
     report.folders = conn.execute(
