@@ -58,6 +58,9 @@ RECORD_FORMAT = 1
 #: captured row changes per record (a larger transaction writes several records)
 OPS_PER_RECORD = 20000
 GENESIS = bytes(32)
+#: smaller payloads are stored as they are (the record of a small write is ~1.5 KB:
+#: compressing it cost more CPU than the bytes saved are worth in a journal that gc compacts)
+COMPRESS_FROM = 4096
 
 
 def record_id(seq: int, digest: bytes) -> bytes:
@@ -83,7 +86,7 @@ def seal_blob(key: bytes, blob_type: int, blob_id: bytes, payload: bytes) -> byt
     """A metadata blob: the §5 header (type 2 or 3) and the payload, zstd-compressed
     when that helps, sealed under ``keyed_hash(journal key, ID)`` with the header as
     associated data."""
-    packed = _compress(payload) if len(payload) >= 512 else payload
+    packed = _compress(payload) if len(payload) >= COMPRESS_FROM else payload
     flags = FLAG_ZSTD if len(packed) < len(payload) else 0
     body = packed if flags else payload
     nonce = crypto.random_bytes(crypto.NONCE_SIZE)
@@ -131,24 +134,33 @@ def decode_value(value: Any) -> object:
     return value
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_encode_bytes)
+#: the ``tables`` part of records, by the tables a record touches (in order): the
+#: same few combinations recur in every record of a kind of write
+_TABLES_JSON: dict[tuple[int, tuple[str, ...]], str] = {}
+
+
+def _tables_json(shapes: dict[str, Any], names: tuple[str, ...]) -> str:
+    key = (id(shapes), names)
+    text = _TABLES_JSON.get(key)
+    if text is None:
+        text = _ENCODER.encode(
+            {t: {"columns": list(shapes[t].columns), "key": list(shapes[t].key)} for t in names})
+        if len(_TABLES_JSON) < 4096:
+            _TABLES_JSON[key] = text
+    return text
+
+
 def encode_record(seq: int, prev: bytes, epoch: int, now: float, schema: int, shapes: dict[str, Any],
                   ops: list[tuple[str, str, tuple[object, ...]]]) -> bytes:
-    tables = {}
-    for table, _op, _values in ops:
-        if table not in tables:
-            shape = shapes[table]
-            tables[table] = {"columns": list(shape.columns), "key": list(shape.key)}
-    doc = {
-        "format": RECORD_FORMAT,
-        "seq": seq,
-        "prev": prev.hex(),
-        "epoch": epoch,
-        "time": now,
-        "schema": schema,
-        "tables": tables,
-        "ops": ops,
-    }
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False, default=_encode_bytes).encode("utf-8")
+    """The record's JSON (§20.2): the same document ``json.dumps`` would make of
+    ``{"format", "seq", "prev", "epoch", "time", "schema", "tables", "ops"}``."""
+    names = tuple(dict.fromkeys(table for table, _op, _values in ops))
+    return (
+        f'{{"format":{RECORD_FORMAT},"seq":{seq},"prev":"{prev.hex()}","epoch":{epoch},'
+        f'"time":{_ENCODER.encode(now)},"schema":{schema},"tables":{_tables_json(shapes, names)},'
+        f'"ops":{_ENCODER.encode(ops)}}}'
+    ).encode("utf-8")
 
 
 @dataclass(frozen=True)
