@@ -238,3 +238,34 @@ def test_a_record_of_a_failed_commit_is_superseded(tmp_path: Path) -> None:
         assert read_file(ns, "/real.txt") == b"committed"
         with pytest.raises(NotFound):
             ns.stat("/never.txt")
+
+
+def test_a_damaged_chunk_and_a_torn_pack_are_reported_not_indexed(tmp_path: Path) -> None:
+    """Recovery checks each chunk blob's tag as it reads the packs once: a damaged one
+    is not indexed and the version that needs it is named; a pack whose magic was
+    never fully written (a crash or a full disk at its creation) is an empty pack."""
+    root = tmp_path / "repo"
+    with busy_repo(root) as repo:
+        ns = repo.namespace(USER)
+        write_file(ns, "/victim.txt", b"a chunk that will be damaged " * 100)
+        cid, pack, offset, length = repo.catalog.reader().execute(
+            "SELECT c.id, p.name, c.offset, c.stored_len FROM version_chunks vc JOIN chunks c ON c.id = vc.chunk_id"
+            " JOIN packs p ON p.id = c.pack_id WHERE vc.version_id = (SELECT max(id) FROM versions)").fetchone()
+        path = repo.storage.path(pack)  # type: ignore[attr-defined]
+        torn = repo.storage.path("00" * 16)  # type: ignore[attr-defined]
+    with open(path, "r+b") as f:
+        f.seek(offset + 64 + length // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    torn.parent.mkdir(parents=True, exist_ok=True)
+    torn.write_bytes(b"DAVB")
+    lose_catalog(root)
+    report = run_recover(root)
+    assert report.damaged_chunks == 1
+    assert any("1 damaged chunk blobs were not indexed" in p for p in report.problems), report.problems
+    assert any("1 file versions need chunks found in no pack" in p for p in report.problems), report.problems
+    assert not any("00" * 16 in p for p in report.problems), report.problems
+    with Repository.open(root, PASSPHRASE, mode="read") as repo:
+        assert repo.catalog.reader().execute("SELECT 1 FROM chunks WHERE id = ?", (cid,)).fetchone() is None
+        assert read_file(repo.namespace(USER), "/docs/a.txt") == b"two"
