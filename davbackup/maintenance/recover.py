@@ -77,7 +77,7 @@ CREATE TEMP TABLE found_chunks(id BLOB, pack INTEGER, offset INTEGER, stored_len
 #: scratch rows kept in memory before they go to SQLite
 BATCH = 20000
 #: the recovery connection's page cache (KiB): bounded, whatever the repository's size
-CACHE_KIB = 65536
+CACHE_KIB = 16384
 
 
 def catalog_files(path: Path) -> list[Path]:
