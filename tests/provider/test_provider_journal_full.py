@@ -22,7 +22,7 @@ import requests
 
 from tests.recover_workload import differences, observe
 from tests.server_fixtures import DEFAULT_USERS, DavServer, _env, create_repository, davbackup, free_port
-from tests.tmpfs import mounted_tmpfs
+from tests.tmpfs import fill, mounted_tmpfs
 
 PROPPATCH = ('<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:T="urn:davbackup-full">'
              "<D:set><D:prop><T:note>{}</T:note></D:prop></D:set></D:propertyupdate>")
@@ -53,15 +53,6 @@ def server(tmp_path: Path, packs_tmpfs: Path) -> Iterator[DavServer]:
         srv.kill()
 
 
-def _fill(path: Path) -> None:
-    with open(path, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError:
-            pass
-
-
 def _get(s: requests.Session, url: str) -> bytes | None:
     r = s.get(url, timeout=60)
     return r.content if r.status_code == 200 else None
@@ -85,7 +76,7 @@ def test_journal_on_a_full_pack_disk_refuses_and_recovers(server: DavServer, pac
     assert s.request("MKCOL", f"{url}/d", timeout=60).status_code == 201
     assert s.put(f"{url}/d/a.bin", data=old, timeout=60).status_code == 201
     assert s.put(f"{url}/d/b.bin", data=stored, timeout=60).status_code == 201
-    _fill(packs_tmpfs / "filler")
+    fill(packs_tmpfs / "filler")
 
     # Writes that add no chunk, in turns, until each kind has been refused at least
     # once: 2xx must have taken effect, 507 must have changed nothing.
