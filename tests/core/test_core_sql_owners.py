@@ -65,7 +65,7 @@ PENDING: dict[str, set[str]] = {
     "davbackup/checkpoint.py": {"meta"},
     "davbackup/catalog_health.py": {"meta", "nodes", "users"},
     "davbackup/maintenance/recover.py": {
-        "meta", "journal_packs", "nodes", "node_history", "users", "versions", "version_chunks", "chunks",
+        "meta", "journal_packs", "nodes", "node_history", "users", "versions", "version_chunks", "chunks", "packs",
     },
 }
 
