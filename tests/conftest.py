@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.server_fixtures",  # dav_server, shared_dav_server (one per test module)
     "tests.core_fixtures",  # repo, small_repo, ns, small_ns
     "tests.provider_http_helpers",  # server, alice, base
+    "tests.fault_fixtures",  # fault_control (fault rules for repositories opened in a test)
 ]
 
 

@@ -16,6 +16,22 @@ from davbackup.faults import ENV
 from tests.server_fixtures import DavServer, launch
 
 
+def arm(control: Path, *rules: dict) -> None:
+    """Replace the rules in ``control`` (a new file each time: a running plan notices every change)."""
+    tmp = control.with_suffix(".tmp")
+    tmp.write_text(json.dumps(list(rules)))
+    os.replace(tmp, control)
+
+
+@pytest.fixture
+def fault_control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty rules file named by DAVBACKUP_TEST_FAULTS, for repositories opened in this test."""
+    path = tmp_path / "faults.json"
+    arm(path)
+    monkeypatch.setenv(ENV, str(path))
+    return path
+
+
 @dataclass
 class FaultyServer:
     server: DavServer
@@ -24,10 +40,7 @@ class FaultyServer:
     ledger: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
     def arm(self, *rules: dict) -> None:
-        """Replace the rules (a new file each time: the server notices every change)."""
-        tmp = self.control.with_suffix(".tmp")
-        tmp.write_text(json.dumps(list(rules)))
-        os.replace(tmp, self.control)
+        arm(self.control, *rules)
 
     def clear(self) -> None:
         self.arm()

@@ -4,7 +4,6 @@ should have made durable may be gone, even if a later fsync succeeds)."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -15,41 +14,28 @@ from davbackup.errors import DavBackupError, StorageFull
 from davbackup.faults import ENV, FaultPlan
 from davbackup.maintenance.check import check_repository
 from tests.core_fixtures import USER, init_repo, read_file
+from tests.fault_fixtures import arm
 
 MiB = 1024 * 1024
 
 
-def arm(control: Path, *rules: dict) -> None:
-    tmp = control.with_suffix(".tmp")
-    tmp.write_text(json.dumps(list(rules)))
-    os.replace(tmp, control)
-
-
-@pytest.fixture
-def control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "faults.json"
-    arm(path)
-    monkeypatch.setenv(ENV, str(path))
-    return path
-
-
 def test_plan_rules_times_delays_and_reload(tmp_path: Path):
-    control = tmp_path / "f.json"
-    plan = FaultPlan(control)
+    fault_control = tmp_path / "f.json"
+    plan = FaultPlan(fault_control)
     assert plan.check("append") is None  # no file: no faults
-    arm(control, {"op": "append", "error": "ENOSPC", "times": 2}, {"op": "*", "delay": 0.02})
+    arm(fault_control, {"op": "append", "error": "ENOSPC", "times": 2}, {"op": "*", "delay": 0.02})
     started = time.monotonic()
     assert [plan.check("append") for _ in range(3)] == ["ENOSPC", "ENOSPC", None]
     assert plan.check("commit") is None
     assert time.monotonic() - started >= 0.08  # the delay applies to every operation
-    arm(control, {"op": "read", "error": "EIO"})
+    arm(fault_control, {"op": "read", "error": "EIO"})
     assert plan.check("read") == "EIO" and plan.check("append") is None
     with pytest.raises(OSError) as info:
         plan.raise_os_error("read", "pack x")
     assert "injected fault" in str(info.value)
-    arm(control, {"op": "bogus", "error": "EIO"}, {"op": "sync", "error": "EPERM"})
+    arm(fault_control, {"op": "bogus", "error": "EIO"}, {"op": "sync", "error": "EPERM"})
     assert plan.check("sync") is None  # malformed rules are ignored (and logged)
-    arm(control)
+    arm(fault_control)
     assert plan.check("read") is None
 
 
@@ -63,7 +49,7 @@ def test_not_active_without_the_environment_variable(tmp_path: Path, monkeypatch
         repo.close()
 
 
-def test_failed_fsync_fails_every_writer_with_chunks_behind_it(tmp_path: Path, control: Path):
+def test_failed_fsync_fails_every_writer_with_chunks_behind_it(tmp_path: Path, fault_control: Path):
     """Writer B's chunks sit unsynced in the pack when writer A's sync fails. The
     wrapper then zeroes the unsynced bytes on disk, as a lost page cache would. B's
     commit must fail too even though the fault is gone (a later fsync would
@@ -77,11 +63,11 @@ def test_failed_fsync_fails_every_writer_with_chunks_behind_it(tmp_path: Path, c
         b.writer.settle()  # B's complete chunks are appended (pending, not synced)
         a = ns.open_write("/a.bin")
         a.write(data_a)
-        arm(control, {"op": "sync", "error": "EIO"})
+        arm(fault_control, {"op": "sync", "error": "EIO"})
         with pytest.raises(DavBackupError) as info:
             a.commit(expected_size=len(data_a))
         assert "injected fault" in str(info.value)
-        arm(control)
+        arm(fault_control)
         with pytest.raises(DavBackupError):
             b.commit(expected_size=len(data_b))
         assert ns.lookup("/a.bin") is None and ns.lookup("/b.bin") is None
@@ -95,11 +81,11 @@ def test_failed_fsync_fails_every_writer_with_chunks_behind_it(tmp_path: Path, c
         repo.close()
 
 
-def test_append_enospc_is_storage_full_and_the_pack_goes_on(tmp_path: Path, control: Path):
+def test_append_enospc_is_storage_full_and_the_pack_goes_on(tmp_path: Path, fault_control: Path):
     repo = init_repo(tmp_path / "repo")
     try:
         ns = repo.namespace(USER)
-        arm(control, {"op": "append", "error": "ENOSPC", "times": 1})
+        arm(fault_control, {"op": "append", "error": "ENOSPC", "times": 1})
         pending = ns.open_write("/x.bin")
         with pytest.raises(StorageFull):
             pending.write(os.urandom(MiB))
@@ -115,19 +101,19 @@ def test_append_enospc_is_storage_full_and_the_pack_goes_on(tmp_path: Path, cont
         repo.close()
 
 
-def test_failed_fsync_inside_the_group_commit_fails_the_write(tmp_path: Path, control: Path):
+def test_failed_fsync_inside_the_group_commit_fails_the_write(tmp_path: Path, fault_control: Path):
     """A small write syncs its pack inside the catalog transaction; a failed sync there
     must fail the write (it once deadlocked: the broken pack was sealed from inside
     the transaction)."""
     repo = init_repo(tmp_path / "repo")
     try:
         ns = repo.namespace(USER)
-        arm(control, {"op": "sync", "error": "EIO"})
+        arm(fault_control, {"op": "sync", "error": "EIO"})
         pending = ns.open_write("/small.bin")
         pending.write(b"small" * 1000)
         with pytest.raises(DavBackupError):
             pending.commit()
-        arm(control)
+        arm(fault_control)
         again = ns.open_write("/small.bin")
         again.write(b"small" * 1000)
         again.commit()

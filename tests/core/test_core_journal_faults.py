@@ -9,32 +9,15 @@ with ``"kind": "journal"``, so only the journal's packs fail.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
 
 from davbackup.errors import DavBackupError, RepositoryError, StorageFull
-from davbackup.faults import ENV
 from davbackup.repository import Repository
 from tests.core.test_core_recover import dump, lose_catalog, run_recover
 from tests.core_fixtures import PASSPHRASE, USER, init_repo, read_file, write_file
-
-
-def arm(control: Path, *rules: dict) -> None:
-    tmp = control.with_suffix(".tmp")
-    tmp.write_text(json.dumps(list(rules)))
-    os.replace(tmp, control)
-
-
-@pytest.fixture
-def control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "faults.json"
-    arm(path)
-    monkeypatch.setenv(ENV, str(path))
-    return path
-
+from tests.fault_fixtures import arm
 
 FAULTS = [
     ({"op": "append", "kind": "journal", "error": "ENOSPC"}, StorageFull),
@@ -44,7 +27,7 @@ FAULTS = [
 
 
 @pytest.mark.parametrize("rule, error", FAULTS, ids=[f"{r['op']}-{r['error']}" for r, _e in FAULTS])
-def test_a_failed_journal_write_commits_nothing(tmp_path: Path, control: Path, rule: dict,
+def test_a_failed_journal_write_commits_nothing(tmp_path: Path, fault_control: Path, rule: dict,
                                                 error: type[DavBackupError]) -> None:
     root = tmp_path / "repo"
     with init_repo(root) as repo:
@@ -54,7 +37,7 @@ def test_a_failed_journal_write_commits_nothing(tmp_path: Path, control: Path, r
         ns.set_prop("/docs/a.txt", "{urn:x}colour", "blue")
         before = dump(repo)
         seq = repo.catalog.reader().execute("SELECT value FROM meta WHERE key='journal_seq'").fetchone()
-        arm(control, rule)
+        arm(fault_control, rule)
         attempts = [
             lambda: write_file(ns, "/docs/a.txt", b"second"),  # a new version of an existing file
             lambda: write_file(ns, "/docs/new.txt", b"new"),
@@ -72,7 +55,7 @@ def test_a_failed_journal_write_commits_nothing(tmp_path: Path, control: Path, r
         assert read_file(ns, "/docs/a.txt") == b"first"
         assert ns.get_props("/docs/a.txt")["{urn:x}colour"] == "blue"
         assert repo.catalog.reader().execute("SELECT value FROM meta WHERE key='journal_seq'").fetchone() == seq
-        arm(control)
+        arm(fault_control)
         write_file(ns, "/docs/a.txt", b"second")  # the same write works once the fault is gone
         ns.mkdir("/more")
         assert read_file(ns, "/docs/a.txt") == b"second"
@@ -85,7 +68,7 @@ def test_a_failed_journal_write_commits_nothing(tmp_path: Path, control: Path, r
         assert read_file(repo.namespace(USER), "/docs/a.txt") == b"second"
 
 
-def test_failed_commits_in_a_row_are_all_superseded(tmp_path: Path, control: Path) -> None:
+def test_failed_commits_in_a_row_are_all_superseded(tmp_path: Path, fault_control: Path) -> None:
     """Each COMMIT that fails after the records were synced leaves a record with the
     next sequence number; the writer commits a new epoch before its next records, so
     recovery follows the committed one however many failed before it (before this, the
@@ -95,14 +78,14 @@ def test_failed_commits_in_a_row_are_all_superseded(tmp_path: Path, control: Pat
     with Repository.open(root, PASSPHRASE) as repo:
         ns = repo.namespace(USER)
         write_file(ns, "/first.txt", b"one")  # (this process's journal pack exists from here)
-        arm(control, {"op": "commit", "error": "EIO", "times": 3})
+        arm(fault_control, {"op": "commit", "error": "EIO", "times": 3})
         for i in range(3):
             with pytest.raises(DavBackupError):
                 write_file(ns, f"/never-{i}.txt", b"never committed")
         write_file(ns, "/real.txt", b"committed")
         epochs = repo.catalog.reader().execute("SELECT value FROM meta WHERE key='journal_epoch'").fetchone()
         before = dump(repo)
-    arm(control)
+    arm(fault_control)
     lose_catalog(root)
     report = run_recover(root)
     assert report.problems == [] and report.superseded == 3, (report.problems, report.superseded, epochs)
@@ -113,7 +96,7 @@ def test_failed_commits_in_a_row_are_all_superseded(tmp_path: Path, control: Pat
         assert [e.name for e in ns.list("/") if e.name.startswith("never")] == []
 
 
-def test_an_admin_command_beside_the_server_after_its_failed_commit(tmp_path: Path, control: Path) -> None:
+def test_an_admin_command_beside_the_server_after_its_failed_commit(tmp_path: Path, fault_control: Path) -> None:
     """A record the server synced for a batch that did not commit, then a record with
     the same sequence number committed by another process (which writes after its
     COMMIT, with a new epoch of its own): recovery takes the committed one."""
@@ -122,10 +105,10 @@ def test_an_admin_command_beside_the_server_after_its_failed_commit(tmp_path: Pa
     with Repository.open(root, PASSPHRASE) as repo:
         ns = repo.namespace(USER)
         write_file(ns, "/first.txt", b"one")
-        arm(control, {"op": "commit", "error": "ENOSPC", "times": 1})
+        arm(fault_control, {"op": "commit", "error": "ENOSPC", "times": 1})
         with pytest.raises(StorageFull):
             write_file(ns, "/never.txt", b"never committed")
-        arm(control)
+        arm(fault_control)
         with Repository.open(root, PASSPHRASE, mode="admin") as admin:
             admin.users.add("erin", "erin-password-1")
         write_file(ns, "/second.txt", b"two")
