@@ -2,7 +2,7 @@
 
 This module is the only one that reads or writes the ``chunks``, ``packs`` and
 ``damaged_chunks`` tables; the chunk store (davbackup/chunkstore.py) and the
-maintenance commands (gc, check, rebuild-index, migrate, stats) call these functions.
+maintenance commands (gc, check, rebuild-index, recover, migrate, stats) call these functions.
 Every function takes the connection it runs on: a write transaction from
 :meth:`Catalog.write` where it changes rows, any read connection otherwise.
 
@@ -157,6 +157,11 @@ def delete_unreferenced(conn: sqlite3.Connection, touched_before: float) -> int:
     return int(cur.rowcount)
 
 
+def count(conn: sqlite3.Connection) -> int:
+    """How many chunks are indexed."""
+    return int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+
+
 def totals(conn: sqlite3.Connection, header_size: int) -> tuple[int, int, int, int, int]:
     """For stats: (chunks, their plaintext bytes, their stored bytes with headers,
     plaintext bytes of the chunks some version references, packs)."""
@@ -165,7 +170,7 @@ def totals(conn: sqlite3.Connection, header_size: int) -> tuple[int, int, int, i
         return int(conn.execute(sql).fetchone()[0] or 0)
 
     return (
-        one("SELECT count(*) FROM chunks"),
+        count(conn),
         one("SELECT sum(plain_len) FROM chunks"),
         one(f"SELECT sum(stored_len + {int(header_size)}) FROM chunks"),
         one("SELECT sum(plain_len) FROM chunks WHERE id IN (SELECT chunk_id FROM version_chunks)"),
@@ -187,3 +192,53 @@ def damaged_count(conn: sqlite3.Connection) -> int:
 def forget_damage(conn: sqlite3.Connection) -> None:
     """check --read-data read every chunk back fine: earlier damage was healed."""
     conn.execute("DELETE FROM damaged_chunks")
+
+
+# -- recover: the index rebuilt from a scan of every pack (DESIGN.md §20.5) -----------
+#
+# What the scan finds goes to two scratch tables of the connection first (in batches:
+# nothing per chunk stays in memory), and into ``packs`` and ``chunks`` at the end in
+# key order: one sort, then appends.
+
+_FOUND = (
+    "CREATE TEMP TABLE found_data_packs(n INTEGER PRIMARY KEY, name TEXT NOT NULL, metadata INTEGER NOT NULL DEFAULT 0)",
+    "CREATE TEMP TABLE found_chunks(id BLOB, pack INTEGER, offset INTEGER, stored_len INTEGER, plain_len INTEGER)",
+)
+
+
+def begin_found(conn: sqlite3.Connection) -> None:
+    """Create the scratch tables of a scan on ``conn``."""
+    for statement in _FOUND:
+        conn.execute(statement)
+
+
+def found_pack(conn: sqlite3.Connection, name: str) -> int:
+    """A pack about to be scanned; its number in the scan (for :func:`found_chunks`)."""
+    return int(conn.execute("INSERT INTO temp.found_data_packs(name) VALUES (?)", (name,)).lastrowid)  # type: ignore[arg-type]
+
+
+def found_metadata_pack(conn: sqlite3.Connection, pack_no: int) -> None:
+    """The pack scanned as ``pack_no`` holds the journal's blobs: it is no data pack."""
+    conn.execute("UPDATE temp.found_data_packs SET metadata=1 WHERE n=?", (pack_no,))
+
+
+def found_chunks(conn: sqlite3.Connection, rows: Sequence[tuple[bytes, int, int, int, int]]) -> None:
+    """Verified chunk blobs of the scan: ``(chunk_id, pack number, offset, stored_len, plain_len)``."""
+    conn.executemany("INSERT INTO temp.found_chunks VALUES (?, ?, ?, ?, ?)", rows)
+
+
+def index_found(conn: sqlite3.Connection, now: float) -> None:
+    """In one transaction: the pack list and the chunk index from the scan, in key
+    order; then the scratch rows of chunks go. Of two copies of one chunk the one in the
+    pack scanned first is kept; the journal's packs are not data packs."""
+    conn.execute("BEGIN")
+    conn.execute(
+        "INSERT INTO packs(name, state, created) SELECT name, 'sealed', ? FROM temp.found_data_packs"
+        " WHERE metadata=0 ORDER BY n", (now,))
+    conn.execute(
+        "INSERT OR IGNORE INTO chunks(id, pack_id, offset, stored_len, plain_len, touched)"
+        " SELECT c.id, p.id, c.offset, c.stored_len, c.plain_len, ? FROM temp.found_chunks c"
+        " JOIN temp.found_data_packs d ON d.n = c.pack JOIN packs p ON p.name = d.name"
+        " ORDER BY c.id, c.pack", (now,))
+    conn.execute("COMMIT")
+    conn.execute("DROP TABLE temp.found_chunks")

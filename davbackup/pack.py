@@ -26,7 +26,7 @@ from __future__ import annotations
 import struct
 import threading
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import zstandard
 
@@ -175,16 +175,26 @@ class BlobCodec:
 class ScannedBlob:
     offset: int
     header: BlobHeader
+    #: the ciphertext and tag, when the pack was scanned with ``bodies=True``
+    body: bytes | None = None
 
     @property
     def total_len(self) -> int:
         return HEADER_SIZE + self.header.stored_len
 
 
-def scan_pack(stream: BinaryIO) -> Iterator[ScannedBlob]:
-    """Walk a pack's blob headers. Stops quietly at a torn tail (crash while appending;
-    also a pack whose magic was never fully written)."""
-    size = stream.seek(0, 2)
+def scan_pack(stream: BinaryIO, *, bodies: bool = False,
+              on_damage: Callable[[int], None] | None = None) -> Iterator[ScannedBlob]:
+    """Walk a pack's blobs front to back, with their bodies if ``bodies`` (read in
+    turn; else skipped by seeking).
+
+    What it tolerates: a magic torn short (a pack whose magic was never fully written)
+    is an empty pack; a torn tail (crash while appending: a short header or body, or a
+    header of zeros, bytes a failed fsync lost) ends the walk quietly. A header that is
+    neither ends it too, and ``on_damage(offset)`` is told where it stands. A file that
+    does not start with the magic raises :class:`BlobError`.
+    """
+    size = 0 if bodies else stream.seek(0, 2)
     stream.seek(0)
     magic = stream.read(len(PACK_MAGIC))
     if magic != PACK_MAGIC:
@@ -199,10 +209,18 @@ def scan_pack(stream: BinaryIO) -> Iterator[ScannedBlob]:
         try:
             header = BlobHeader.parse(raw)
         except BlobError:
+            if on_damage is not None and raw.count(0) != len(raw):
+                on_damage(offset)
             return
         end = offset + HEADER_SIZE + header.stored_len
-        if end > size:
+        body = None
+        if bodies:
+            body = stream.read(header.stored_len)
+            if len(body) < header.stored_len:
+                return
+        elif end > size:
             return
-        stream.seek(end)
-        yield ScannedBlob(offset, header)
+        else:
+            stream.seek(end)
+        yield ScannedBlob(offset, header, body)
         offset = end

@@ -106,14 +106,26 @@ def file_count(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM nodes WHERE is_dir=0").fetchone()[0])
 
 
+def live_bytes(conn: sqlite3.Connection) -> int:
+    """Logical bytes of live files: every copy counted."""
+    return int(conn.execute("SELECT sum(v.size) FROM nodes n JOIN versions v ON v.id = n.version_id").fetchone()[0] or 0)
+
+
 def totals(conn: sqlite3.Connection) -> tuple[int, int, int]:
     """(live files, live folders but roots, logical bytes of live files: every copy counted)."""
+    folders = int(conn.execute("SELECT count(*) FROM nodes WHERE is_dir=1 AND parent_id IS NOT NULL").fetchone()[0])
+    return file_count(conn), folders, live_bytes(conn)
 
-    def one(sql: str) -> int:
-        return int(conn.execute(sql).fetchone()[0] or 0)
 
-    return (
-        file_count(conn),
-        one("SELECT count(*) FROM nodes WHERE is_dir=1 AND parent_id IS NOT NULL"),
-        one("SELECT sum(v.size) FROM nodes n JOIN versions v ON v.id = n.version_id"),
-    )
+# -- recover's summary -----------------------------------------------------------------
+
+
+def folder_count(conn: sqlite3.Connection) -> int:
+    """Live folders but roots, outside the trash and staging (§19)."""
+    return int(conn.execute("SELECT count(*) FROM nodes WHERE is_dir=1 AND parent_id IS NOT NULL AND parent_id < ?",
+                            (TRASH,)).fetchone()[0])
+
+
+def history_state_count(conn: sqlite3.Connection) -> int:
+    """Past states of nodes kept in history (§15)."""
+    return int(conn.execute("SELECT count(*) FROM node_history").fetchone()[0])

@@ -220,6 +220,13 @@ def count_users(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM users").fetchone()[0])
 
 
+def rootless(conn: sqlite3.Connection) -> list[str]:
+    """Users whose root folder is missing (recover: a catalog rebuilt without it)."""
+    return [str(r[0]) for r in conn.execute(
+        "SELECT name FROM users u WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = u.root_id)"
+    ).fetchall()]
+
+
 def _check_strength(password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise UsageError(f"password too short: use at least {MIN_PASSWORD} characters")

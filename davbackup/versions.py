@@ -170,6 +170,10 @@ def all_versions(conn: sqlite3.Connection) -> list[tuple[int, int, str]]:
     return conn.execute("SELECT id, size, etag FROM versions").fetchall()
 
 
+def version_count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM versions").fetchone()[0])
+
+
 def chunk_rows(conn: sqlite3.Connection, version_id: int) -> list[tuple[int, int, bytes]]:
     """A version's chunk list as ``(offset, length, chunk_id)`` rows, unverified."""
     return [
@@ -191,6 +195,14 @@ def chunks_missing_from_index(conn: sqlite3.Connection) -> list[tuple[int, bytes
         "SELECT vc.version_id, vc.chunk_id FROM version_chunks vc"
         " WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = vc.chunk_id)"
     ).fetchall()
+
+
+def versions_missing_chunks(conn: sqlite3.Connection) -> int:
+    """How many versions need a chunk the chunk index lacks (recover: unreadable files)."""
+    return int(conn.execute(
+        "SELECT count(DISTINCT v.id) FROM versions v JOIN version_chunks vc ON vc.version_id = v.id"
+        " WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = vc.chunk_id)"
+    ).fetchone()[0])
 
 
 def versions_using(conn: sqlite3.Connection, chunk_id: bytes) -> list[int]:

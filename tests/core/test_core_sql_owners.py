@@ -35,7 +35,8 @@ CONCEPTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "users": (("davbackup/users.py",), ("users",)),
     "locks": (("davbackup/locks.py",), ("locks",)),
     "journal": (
-        ("davbackup/journal.py", "davbackup/journal_capture.py", "davbackup/checkpoint.py"),
+        ("davbackup/journal.py", "davbackup/journal_capture.py", "davbackup/checkpoint.py",
+         "davbackup/journal_replay.py"),
         ("journal_outbox", "journal_packs", "journal_capture", "checkpoint_info"),
     ),
 }
@@ -52,9 +53,10 @@ READS_ACROSS: dict[tuple[str, str], str] = {
     ("davbackup/versions.py", "nodes"): "gc deletes a version only once no node references it",
     ("davbackup/versions.py", "node_history"): "gc deletes a version only once no past state references it",
     ("davbackup/versions.py", "chunks"): "the reader's batch of chunks with their places in the packs, in one query;"
-                                         " check: referenced chunks missing from the index",
+                                         " check and recover: referenced chunks missing from the index",
     ("davbackup/chunk_index.py", "version_chunks"): "gc: a chunk a version references is live; stats: unique bytes",
     ("davbackup/chunk_index.py", "session_chunks"): "gc: a chunk an upload session holds is live",
+    ("davbackup/users.py", "nodes"): "recover: users whose root folder is missing",
     ("davbackup/upload_sessions.py", "chunks"): "check: chunks of upload sessions missing from the index",
 }
 
@@ -64,9 +66,6 @@ PENDING: dict[str, set[str]] = {
     "davbackup/journal.py": {"meta"},
     "davbackup/checkpoint.py": {"meta"},
     "davbackup/catalog_health.py": {"meta", "nodes", "users"},
-    "davbackup/maintenance/recover.py": {
-        "meta", "journal_packs", "nodes", "node_history", "users", "versions", "version_chunks", "chunks", "packs",
-    },
 }
 
 #: The bundled client keeps its own local state database (davbackup/client/state.py),
