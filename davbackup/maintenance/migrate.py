@@ -17,7 +17,9 @@ recognisably unfinished:
 4. the key slots and, last, ``config.json`` are written to the store: only now is
    the target a repository.
 
-Only the embedded → cluster direction exists; the source is never changed.
+The other direction, cluster → embedded, is :mod:`davbackup.maintenance.migrate_back`.
+Either way the source is never changed, and rows keep their IDs (history rows their
+``rowid``), so a round trip gives back the same catalog.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from davbackup.pack import HEADER_SIZE, PACK_MAGIC, BlobError
 if TYPE_CHECKING:
     from davbackup.repository import Repository
 
-#: tables whose ``id`` is an identity column in PostgreSQL
-IDENTITIES = ("versions", "segments", "packs")
+#: identity columns in PostgreSQL: (table, column)
+IDENTITIES = (("versions", "id"), ("segments", "id"), ("packs", "id"), ("node_history", "rowid"),
+              ("props_history", "rowid"))
 #: meta keys the new catalog sets itself
 OWN_META = ("schema_version", "row_auth", "repo_id")
 
@@ -79,7 +82,7 @@ def migrate(source: "Repository", catalog_url: str, packs_url: str, progress: Pr
             catalog.check_repository(source.config.repo_id, bind=True)
             storage = target.storage(writer=True)
             try:
-                _copy_packs(source, storage, report, progress)
+                copy_packs(source, storage, report, progress)
             finally:
                 storage.close()
             _copy_catalog(source, catalog, report, progress)
@@ -94,7 +97,9 @@ def migrate(source: "Repository", catalog_url: str, packs_url: str, progress: Pr
     return report
 
 
-def _copy_packs(source: "Repository", storage: Any, report: MigrateReport, progress: Progress) -> None:
+def copy_packs(source: "Repository", storage: Any, report: MigrateReport, progress: Progress) -> None:
+    """Every pack of ``source`` into ``storage`` under its name, after opening and
+    verifying every blob the catalog points into it."""
     conn = source.catalog.reader()
     packs = chunk_index.packs(conn)
     total = sum(source.storage.size(name) for _pid, name in packs)
@@ -142,6 +147,8 @@ def _copy_catalog(source: "Repository", catalog: Any, report: MigrateReport, pro
             target_columns = {r[0] for r in dest.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name=%s", (table,)).fetchall()}
             columns = [c for c in columns if c in target_columns]
+            if "rowid" in target_columns:  # history rows keep their order and numbers
+                columns.insert(0, "rowid")
             if not columns:
                 raise RepositoryError(f"migrate: table {table} of the source has no counterpart in PostgreSQL")
             where = f" WHERE key NOT IN {OWN_META!r}" if table == "meta" else ""
@@ -154,9 +161,9 @@ def _copy_catalog(source: "Repository", catalog: Any, report: MigrateReport, pro
             counts[table] = count
             report.rows += count
             progress(f"catalog: {table}: {count} rows")
-        for table in IDENTITIES:
-            dest.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
-                         f" (SELECT coalesce(max(id), 0) + 1 FROM {table}), false)")
+        for table, column in IDENTITIES:
+            dest.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
+                         f" (SELECT coalesce(max({column}), 0) + 1 FROM {table}), false)")
         chunk_index.seal_open_packs(dest)
         for table, count in counts.items():
             where = f" WHERE key NOT IN {OWN_META!r}" if table == "meta" else ""
