@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -37,6 +38,7 @@ import psycopg
 from davbackup import pgsql
 from davbackup.catalog import SCHEMA_VERSION, Catalog
 from davbackup.errors import RepositoryError, StorageUnavailable, UnsupportedFormat
+from davbackup.pg_listen import Listener
 
 #: advisory lock classes (first key of the two-key form): "davb", "davn", "davl"
 CLASS = 0x64617662
@@ -247,6 +249,7 @@ class PgCatalog(Catalog):
                 writer_conn: Any = self._writer
                 writer_conn.raw.execute("SELECT set_config('davbackup.node', %s, false)", (str(self.node),))
         self._stop = threading.Event()
+        self._listener: Listener | None = None
         if writer:
             self._hold_node_locks()
             # The session locks vanish with the session (a PostgreSQL restart, a network
@@ -364,6 +367,26 @@ class PgCatalog(Catalog):
                 except psycopg.Error:
                     pass  # the session is gone, and its locks with it
 
+    def lock_free(self, name: str) -> bool:
+        """Whether no process holds the named lock right now (a snapshot)."""
+        if self.try_lock(name):
+            self.unlock(name)
+            return True
+        return False
+
+    # -- notifications between nodes (davbackup/pg_listen.py) -----------------------------
+
+    def listen(self, channel: str, handler: Callable[[str], None]) -> None:
+        """Call ``handler(payload)`` for every notification on ``channel`` from now on."""
+        if self._listener is None:
+            self._listener = Listener(self.url)
+        self._listener.add(channel, handler)
+
+    def notify(self, channel: str, payload: str) -> None:
+        with self._session_lock:
+            self._ensure_session()
+            self._session.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
     def lock_epoch(self) -> int:
         row = self.reader().execute("SELECT n FROM lock_epoch").fetchone()
         return int(row[0]) if row else 0
@@ -390,6 +413,8 @@ class PgCatalog(Catalog):
 
     def close(self) -> None:
         self._stop.set()
+        if self._listener is not None:
+            self._listener.close()
         try:
             super().close()
         finally:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from davbackup.errors import StorageUnavailable
+from davbackup.upload_preempt import serve_stop_requests
 from davbackup.upload_settings import UploadSettings
 from provider import internals
 from provider.auth import RepositoryAuthenticator, RepositoryDomainController
@@ -35,6 +36,7 @@ from provider.locks import LockLimits, RepositoryLockStorage
 from provider.properties import CatalogPropertyManager
 from provider.request_log import RequestLog
 from provider.request_server import DavBackupRequestResolver
+from provider.resumable.body import preempt
 from provider.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -122,6 +124,8 @@ def build_app(repo: DavService, settings: ServerSettings) -> WSGIApp:
     app: WSGIApp = WsgiDAVApp(config)
     if repo.catalog.shared:  # several nodes: each request first sees other nodes' locks
         app = LockSync(app, config["lock_storage"])
+        # and an IETF upload resumed on another node stops its old request here
+        serve_stop_requests(repo.catalog, lambda sid: preempt(sid, wait=0))
     return HealthCheck(OptionsPath(RequestLog(app)), repo)
 
 

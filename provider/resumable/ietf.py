@@ -41,11 +41,12 @@ from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 from davbackup import clock
 from davbackup.digests import Digests
 from davbackup.errors import DavBackupError, LengthMismatch, NotFound, OffsetMismatch
+from davbackup.upload_preempt import stop_elsewhere
 from davbackup.uploads import UploadManager, UploadSession
 from provider.internals import dav_provider, write_transaction
 from provider.paths import normalize_path
 from provider.resumable.answers import RECENT, Headers, StartResponse, problem, respond
-from provider.resumable.body import Body, preempt, register, unregister
+from provider.resumable.body import PREEMPT_WAIT, Body, preempt, register, unregister
 from provider.resumable.common import (
     PARTIAL_UPLOAD_TYPE,
     PROTOCOL_IETF,
@@ -177,6 +178,7 @@ def _take_over(uploads: UploadManager, sid: str, user: str) -> UploadSession | N
     except NotFound:
         return None
     preempt(sid)
+    stop_elsewhere(uploads.repo.catalog, sid, PREEMPT_WAIT)  # in a cluster: an append on another node
     try:
         return uploads.get(sid, user)  # fresh: the stopped request may have stored more
     except NotFound:

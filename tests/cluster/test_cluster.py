@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from tests.cluster_fixtures import Cluster
+from tests.resume_fixtures import HalfSent
 from tests.services import S3Bucket, ThrowawayPostgres
 from tests.interop.test_litmus import SUITES, parse_summaries
 
@@ -208,6 +209,35 @@ def test_ietf_upload_started_on_a_continues_on_b_after_a_is_killed(cluster: Clus
         "Content-Type": "application/partial-upload", "Upload-Offset": "1000000", "Upload-Complete": "?1"})
     assert done.status_code == 201, done.text
     assert sb.get(b.url + "/ietf.bin").content == data
+
+
+def test_ietf_upload_resumed_on_b_stops_its_stalled_request_on_a(cluster: Cluster) -> None:
+    """The draft's "terminate the previous request" across nodes: a client resumes
+    through B while its old PATCH still hangs on A. B asks A (a PostgreSQL
+    notification) to stop it; A stores what arrived and lets go of the upload; B
+    answers with that offset and takes the rest."""
+    a, b = cluster.start_node("a"), cluster.start_node("b")
+    data = os.urandom(1_000_000)
+    sa, sb = a.session(), b.session()
+    created = sa.post(a.url + "/preempted.bin", data=b"", headers={
+        "Upload-Complete": "?0", "Upload-Draft-Interop-Version": "8", "Upload-Length": str(len(data))})
+    assert created.status_code == 201, created.text
+    location = created.headers["Location"]
+    stalled = HalfSent(a.port, "PATCH", location, a.auth(), {
+        "Content-Type": "application/partial-upload", "Upload-Offset": "0", "Upload-Complete": "?1"}, data, 400_000)
+    try:
+        time.sleep(1.0)  # A has read what was sent and waits for more
+        started = time.monotonic()
+        head = sb.head(b.url + location)
+        assert time.monotonic() - started < 10
+        assert head.status_code == 204 and head.headers["Upload-Offset"] == "400000", head.headers
+        done = sb.patch(b.url + location, data=data[400_000:], headers={
+            "Content-Type": "application/partial-upload", "Upload-Offset": "400000", "Upload-Complete": "?1"})
+        assert done.status_code == 201, done.text
+        assert stalled.status() in (0, 204)  # A ended the old request (without completing the upload)
+    finally:
+        stalled.cut()
+    assert sa.get(a.url + "/preempted.bin").content == data
 
 
 def test_one_gc_at_a_time_across_the_cluster(cluster: Cluster) -> None:
