@@ -4,7 +4,8 @@ object store) back into one directory with SQLite and local packs.
 The mirror image of :mod:`davbackup.maintenance.migrate`, in the same order, so an
 interruption leaves the source untouched and the target recognisably unfinished:
 
-1. checks: no node serves the repository, the target directory is new or empty;
+1. checks: no node serves the repository, the target directory is new or empty; the
+   cluster's gc lock is held throughout, so no gc deletes or rewrites packs meanwhile;
 2. every pack is read whole from the store, every blob the catalog points into it
    is opened and verified (tag and chunk ID), and the pack is written to
    ``DIR/packs`` under its name; a blob that fails stops the migration;
@@ -55,6 +56,11 @@ def migrate_to_embedded(source: "Repository", target: Path, progress: Progress =
         raise Locked("a node is serving this repository; stop every node before migrating")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UsageError(f"{target}: exists and is not an empty directory")
+    with source.exclusive("gc"):  # no gc deletes or rewrites packs meanwhile
+        return _migrate(source, target, progress)
+
+
+def _migrate(source: "Repository", target: Path, progress: Progress) -> MigrateReport:
     t0 = time.monotonic()
     report = MigrateReport()
     created = not target.exists()

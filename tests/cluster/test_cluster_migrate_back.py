@@ -163,6 +163,13 @@ def test_migrate_back_a_cluster_repository_after_a_node_was_killed(
     occupied = _migrate(cluster.env, *args)
     assert occupied.returncode == 2 and "not an empty directory" in occupied.stderr, occupied.stderr
     (target / "something").unlink()
+    with psycopg.connect(cluster.catalog, autocommit=True) as holder:  # what a running gc holds
+        from davbackup.catalog_pg import NAMED_CLASS, _named_key
+
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", (NAMED_CLASS, _named_key("gc")))
+        during_gc = _migrate(cluster.env, *args)
+    assert during_gc.returncode == 6 and "another gc is running" in during_gc.stderr, during_gc.stderr
+    assert list(target.iterdir()) == []
     done = _migrate(cluster.env, *args)
     assert done.returncode == 0, done.stderr
     davbackup(["check", "--read-data", "--repo", str(target)], cluster.env)
