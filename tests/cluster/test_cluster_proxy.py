@@ -109,6 +109,24 @@ def test_uploads_downloads_copy_and_move_through_the_proxy(proxy: NginxProxy) ->
         assert s.get(url + name).content == body, name
 
 
+def test_http2_client_through_the_proxy(proxy: NginxProxy, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The guide's listener speaks HTTP/2 (``listen 443 ssl http2``): curl uploads and
+    downloads over it; nginx talks HTTP/1.1 to the nodes."""
+    work = tmp_path_factory.mktemp("h2")
+    data = os.urandom(6 * 1024 * 1024 + 1)
+    (work / "up.bin").write_bytes(data)
+    user, password = next(iter(proxy.nodes.values())).auth("alice")
+    common = ["curl", "--http2", "--cacert", str(proxy.cert), "-u", f"{user}:{password}", "-sS", "--fail",
+              "-w", "%{http_version} %{http_code}"]
+    put = subprocess.run([*common, "-o", "/dev/null", "-T", str(work / "up.bin"), proxy.url + "/h2.bin"],
+                         capture_output=True, text=True, timeout=120)
+    assert put.returncode == 0 and put.stdout == "2 201", (put.stdout, put.stderr)
+    get = subprocess.run([*common, "-o", str(work / "down.bin"), proxy.url + "/h2.bin"],
+                         capture_output=True, text=True, timeout=120)
+    assert get.returncode == 0 and get.stdout == "2 200", (get.stdout, get.stderr)
+    assert (work / "down.bin").read_bytes() == data
+
+
 def test_range_put_second_half_goes_to_the_other_node(proxy: NginxProxy) -> None:
     s = proxy.session()
     data = os.urandom(7 * 1024 * 1024 + 3)
