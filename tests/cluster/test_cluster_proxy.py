@@ -1,10 +1,11 @@
-"""Two cluster nodes behind nginx, configured as docs/deploy.md says (issue 11).
+"""Two cluster nodes behind nginx, then behind HAProxy, each configured as
+docs/deploy.md says (issue 11).
 
 The proxy balances round robin with no sticky sessions, so consecutive requests of
 one client go to alternate nodes; every answer names its node (``X-Upstream``), and
 the tests check that the steps of one operation really were served by different
 nodes: a range PUT and an IETF upload continued on the other node (also after the
-first one was killed: nginx then sends everything to the survivor), a LOCK taken on
+first one was killed: the proxy then sends everything to the survivor), a LOCK taken on
 one node and enforced on the other, COPY and MOVE with the public ``https://`` URL
 as Destination, and litmus, whose every request may land on either node.
 """
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.cluster.nginx_proxy import NginxProxy, start_nginx
+from tests.cluster.proxies import Proxy, start_proxy
 from tests.cluster_fixtures import Cluster
 from tests.interop.test_litmus import SUITES, parse_summaries
 from tests.server_fixtures import DavServer
@@ -35,33 +36,35 @@ LOCK_BODY = (
 )
 
 
-@pytest.fixture(scope="module")
-def proxy(shared_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxProxy]:
-    """nginx in front of the module's two nodes; the tests work below paths of their own."""
-    p = start_nginx(tmp_path_factory.mktemp("nginx"), list(shared_cluster.nodes))
+@pytest.fixture(scope="module", params=["nginx", "haproxy"])
+def proxy(request: pytest.FixtureRequest, shared_cluster: Cluster,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    """A proxy in front of the module's two nodes; its tests work below ``proxy.base``."""
+    p = start_proxy(request.param, tmp_path_factory.mktemp(request.param), list(shared_cluster.nodes))
     try:
+        assert p.session().request("MKCOL", p.base).status_code == 201
         yield p
     finally:
         p.stop()
 
 
-def _steer(proxy: NginxProxy, s: requests.Session, target: DavServer) -> None:
+def _steer(proxy: Proxy, s: requests.Session, target: DavServer) -> None:
     """Make ``target`` the node that round robin picks for ``s``'s next request:
     cheap OPTIONS requests until one was answered by the other node."""
     for _ in range(4):
         if proxy.served_by(s.options(proxy.url + "/")) is not target:
             return
-    raise AssertionError("nginx sent four requests in a row to one node: not round robin")
+    raise AssertionError(f"{proxy.kind} sent four requests in a row to one node: not round robin")
 
 
-def _other(proxy: NginxProxy, node: DavServer) -> DavServer:
+def _other(proxy: Proxy, node: DavServer) -> DavServer:
     return next(n for n in proxy.nodes.values() if n is not node)
 
 
-def test_uploads_downloads_copy_and_move_through_the_proxy(proxy: NginxProxy) -> None:
+def test_uploads_downloads_copy_and_move_through_the_proxy(proxy: Proxy) -> None:
     s = proxy.session()
-    url = proxy.url
-    assert s.get(url + "/.well-known/davbackup-health").text.strip() == "ok"
+    url = proxy.base
+    assert s.get(proxy.url + "/.well-known/davbackup-health").text.strip() == "ok"
     assert s.request("MKCOL", url + "/lb").status_code == 201
     big = os.urandom(24 * 1024 * 1024 + 5)
     put = s.put(url + "/lb/big.bin", data=big)  # streamed through (proxy_request_buffering off)
@@ -80,8 +83,8 @@ def test_uploads_downloads_copy_and_move_through_the_proxy(proxy: NginxProxy) ->
     assert move.status_code == 201, move.text
     for node in proxy.nodes.values():
         direct = node.session()
-        assert direct.get(node.url + "/lb/moved.bin").content == big
-        assert direct.get(node.url + "/lb/copy.bin").status_code == 404
+        assert direct.get(f"{node.url}/{proxy.kind}/lb/moved.bin").content == big
+        assert direct.get(f"{node.url}/{proxy.kind}/lb/copy.bin").status_code == 404
     # many small files from parallel clients, spread over both nodes by the proxy
     written: dict[str, bytes] = {}
     served: set[int] = set()
@@ -109,7 +112,7 @@ def test_uploads_downloads_copy_and_move_through_the_proxy(proxy: NginxProxy) ->
         assert s.get(url + name).content == body, name
 
 
-def test_http2_client_through_the_proxy(proxy: NginxProxy, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_http2_client_through_the_proxy(proxy: Proxy, tmp_path_factory: pytest.TempPathFactory) -> None:
     """The guide's listener speaks HTTP/2 (``listen 443 ssl http2``): curl uploads and
     downloads over it; nginx talks HTTP/1.1 to the nodes."""
     work = tmp_path_factory.mktemp("h2")
@@ -118,20 +121,20 @@ def test_http2_client_through_the_proxy(proxy: NginxProxy, tmp_path_factory: pyt
     user, password = next(iter(proxy.nodes.values())).auth("alice")
     common = ["curl", "--http2", "--cacert", str(proxy.cert), "-u", f"{user}:{password}", "-sS", "--fail",
               "-w", "%{http_version} %{http_code}"]
-    put = subprocess.run([*common, "-o", "/dev/null", "-T", str(work / "up.bin"), proxy.url + "/h2.bin"],
+    put = subprocess.run([*common, "-o", "/dev/null", "-T", str(work / "up.bin"), proxy.base + "/h2.bin"],
                          capture_output=True, text=True, timeout=120)
     assert put.returncode == 0 and put.stdout == "2 201", (put.stdout, put.stderr)
-    get = subprocess.run([*common, "-o", str(work / "down.bin"), proxy.url + "/h2.bin"],
+    get = subprocess.run([*common, "-o", str(work / "down.bin"), proxy.base + "/h2.bin"],
                          capture_output=True, text=True, timeout=120)
     assert get.returncode == 0 and get.stdout == "2 200", (get.stdout, get.stderr)
     assert (work / "down.bin").read_bytes() == data
 
 
-def test_range_put_second_half_goes_to_the_other_node(proxy: NginxProxy) -> None:
+def test_range_put_second_half_goes_to_the_other_node(proxy: Proxy) -> None:
     s = proxy.session()
     data = os.urandom(7 * 1024 * 1024 + 3)
     total, half = len(data), 4 * 1024 * 1024
-    target = proxy.url + "/resumed.bin"
+    target = proxy.base + "/resumed.bin"
     first = s.put(target, data=data[:half], headers={"Content-Range": f"bytes 0-{half - 1}/{total}"})
     assert first.status_code == 308, first.text
     node_one = proxy.served_by(first)
@@ -146,14 +149,14 @@ def test_range_put_second_half_goes_to_the_other_node(proxy: NginxProxy) -> None
     assert done.status_code == 201, done.text
     assert proxy.served_by(done) is node_two
     assert s.get(target).content == data
-    assert node_one.session().get(node_one.url + "/resumed.bin").content == data
+    assert node_one.session().get(f"{node_one.url}/{proxy.kind}/resumed.bin").content == data
 
 
-def test_ietf_upload_continues_through_the_proxy_after_its_node_is_killed(proxy: NginxProxy) -> None:
+def test_ietf_upload_continues_through_the_proxy_after_its_node_is_killed(proxy: Proxy) -> None:
     s = proxy.session()
     data = os.urandom(5 * 1024 * 1024)
     cut = 2_000_000
-    created = s.post(proxy.url + "/ietf.bin", data=data[:cut], headers={
+    created = s.post(proxy.base + "/ietf.bin", data=data[:cut], headers={
         "Upload-Complete": "?0", "Upload-Draft-Interop-Version": "8", "Upload-Length": str(len(data))})
     assert created.status_code == 201, created.text
     location = created.headers["Location"]
@@ -169,18 +172,18 @@ def test_ietf_upload_continues_through_the_proxy_after_its_node_is_killed(proxy:
         "Content-Type": "application/partial-upload", "Upload-Offset": str(cut), "Upload-Complete": "?1"})
     assert done.status_code == 201, done.text
     assert proxy.served_by(done) is survivor
-    assert s.get(proxy.url + "/ietf.bin").content == data
+    assert s.get(proxy.base + "/ietf.bin").content == data
     # the node comes back on its port, and nginx sends it requests again (fail_timeout)
     dead.start()
     deadline = time.monotonic() + 30
     while proxy.served_by(s.options(proxy.url + "/")) is not dead:
-        assert time.monotonic() < deadline, "nginx does not send requests to the restarted node"
+        assert time.monotonic() < deadline, f"{proxy.kind} does not send requests to the restarted node"
         time.sleep(0.2)
 
 
-def test_lock_through_one_node_is_enforced_through_the_other(proxy: NginxProxy) -> None:
+def test_lock_through_one_node_is_enforced_through_the_other(proxy: Proxy) -> None:
     s = proxy.session()
-    target = proxy.url + "/locked.txt"
+    target = proxy.base + "/locked.txt"
     assert s.put(target, data=b"v1").status_code == 201
     lock = s.request("LOCK", target, data=LOCK_BODY,
                      headers={"Content-Type": "application/xml", "Timeout": "Second-600"})
@@ -208,10 +211,10 @@ def test_lock_through_one_node_is_enforced_through_the_other(proxy: NginxProxy) 
 
 
 @pytest.mark.skipif(shutil.which("litmus") is None, reason="litmus is not installed")
-def test_litmus_through_the_proxy(proxy: NginxProxy) -> None:
+def test_litmus_through_the_proxy(proxy: Proxy) -> None:
     user, password = next(iter(proxy.nodes.values())).auth("alice")
     before = [node.log().count("davbackup.access") for node in proxy.nodes.values()]
-    result = subprocess.run(["litmus", proxy.url + "/", user, password], capture_output=True, text=True,
+    result = subprocess.run(["litmus", proxy.base + "/", user, password], capture_output=True, text=True,
                             timeout=600)
     output = result.stdout + result.stderr
     summaries = parse_summaries(output)

@@ -1,12 +1,12 @@
-"""nginx in front of cluster nodes, configured with the example of docs/deploy.md.
+"""nginx or HAProxy in front of cluster nodes, configured with the examples of docs/deploy.md.
 
-The ``nginx`` block of the deployment guide is taken from the page itself and only
-localised: the node addresses become the test's nodes, ``listen 443`` a free loopback
-port, the certificate a throwaway self-signed one (``openssl``). One line is added
-for the tests: the ``X-Upstream`` response header names the node that answered, so a
-test can tell that the second half of an upload really went to the other node.
-nginx (from Debian, installed by ``scripts/test``) runs in the foreground with one
-worker, everything under a temp dir; it is stopped with SIGQUIT.
+The ``nginx`` and ``haproxy`` blocks of the deployment guide are taken from the page
+itself and only localised: the node addresses become the test's nodes, port 443 a
+free loopback port, the certificate a throwaway self-signed one (``openssl``). One
+line is added for the tests: the ``X-Upstream`` response header names the node that
+answered, so a test can tell that the second half of an upload really went to the
+other node. The proxies (from Debian, installed by ``scripts/test``) run in the
+foreground, everything under a temp dir.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 DOC_NODES = ("10.0.0.11:8080", "10.0.0.12:8080")
 
 
-def doc_nginx_block() -> str:
-    """The ``nginx`` code block of docs/deploy.md (upstream and server)."""
-    found = re.search(r"```nginx\n(.*?)```", DEPLOY_DOC.read_text(encoding="utf-8"), re.S)
-    assert found, "docs/deploy.md has no nginx example"
+def doc_block(language: str) -> str:
+    """The code block of docs/deploy.md marked ``language``."""
+    found = re.search(rf"```{language}\n(.*?)```", DEPLOY_DOC.read_text(encoding="utf-8"), re.S)
+    assert found, f"docs/deploy.md has no {language} example"
     return found.group(1)
 
 
@@ -49,16 +49,22 @@ def self_signed_certificate(workdir: Path) -> tuple[Path, Path]:
 
 
 @dataclass
-class NginxProxy:
+class Proxy:
+    kind: str  # "nginx" or "haproxy"
     workdir: Path
     port: int
     cert: Path
-    nodes: dict[str, DavServer]  # "127.0.0.1:port" -> node
+    nodes: dict[str, DavServer]  # what X-Upstream says -> node
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def base(self) -> str:
+        """The folder of this proxy's tests (several proxies may front the same nodes)."""
+        return f"{self.url}/{self.kind}"
 
     def session(self, user: str = "alice") -> requests.Session:
         node = next(iter(self.nodes.values()))
@@ -82,7 +88,8 @@ class NginxProxy:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful: finish requests, then exit
+            # graceful: finish requests, then exit
+            self.proc.send_signal(signal.SIGQUIT if self.kind == "nginx" else signal.SIGUSR1)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -91,7 +98,7 @@ class NginxProxy:
 
 
 def nginx_config(workdir: Path, port: int, cert: Path, key: Path, addresses: list[str]) -> str:
-    block = doc_nginx_block()
+    block = doc_block("nginx")
     for doc_address, address in zip(DOC_NODES, addresses, strict=True):
         assert doc_address in block, f"the guide's nginx example no longer names {doc_address}"
         block = block.replace(doc_address, address)
@@ -118,24 +125,51 @@ def nginx_config(workdir: Path, port: int, cert: Path, key: Path, addresses: lis
     )
 
 
-def start_nginx(workdir: Path, nodes: list[DavServer]) -> NginxProxy:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(nginx):
-        raise RuntimeError("nginx is not installed (apt-get install nginx; scripts/test does it)")
+def haproxy_config(port: int, pem: Path, addresses: list[str]) -> str:
+    block = doc_block("haproxy")
+    for doc_address, address in zip(DOC_NODES, addresses, strict=True):
+        assert doc_address in block, f"the guide's HAProxy example no longer names {doc_address}"
+        block = block.replace(doc_address, address)
+    replacements = {
+        r"bind :443 ssl crt \S+": f"bind 127.0.0.1:{port} ssl crt {pem}",
+        r"(\nbackend davbackup\n)": r"\1    http-response set-header X-Upstream %[srv_name]\n",
+    }
+    for pattern, replacement in replacements.items():
+        block, n = re.subn(pattern, replacement, block)
+        assert n == 1, f"the guide's HAProxy example no longer matches {pattern!r}"
+    return f"global\n    maxconn 512\n    log stderr format short local0 notice\n{block}"
+
+
+def start_proxy(kind: str, workdir: Path, nodes: list[DavServer]) -> Proxy:
+    """``kind`` ("nginx" or "haproxy") in front of ``nodes``, serving HTTPS on loopback."""
     workdir.mkdir(parents=True, exist_ok=True)
     cert, key = self_signed_certificate(workdir)
     port = free_port()
     addresses = [f"127.0.0.1:{node.port}" for node in nodes]
-    conf = workdir / "nginx.conf"
-    conf.write_text(nginx_config(workdir, port, cert, key, addresses), encoding="utf-8")
-    test = subprocess.run([nginx, "-t", "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
-                          capture_output=True, text=True, timeout=30)
+    if kind == "nginx":
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        conf = workdir / "nginx.conf"
+        conf.write_text(nginx_config(workdir, port, cert, key, addresses), encoding="utf-8")
+        args = [binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")]
+        check = [*args, "-t"]
+        names = addresses
+    else:
+        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        pem = workdir / "proxy-with-key.pem"  # HAProxy wants certificate and key in one file
+        pem.write_bytes(cert.read_bytes() + key.read_bytes())
+        conf = workdir / "haproxy.cfg"
+        conf.write_text(haproxy_config(port, pem, addresses), encoding="utf-8")
+        args = [binary, "-db", "-f", str(conf)]
+        check = [binary, "-c", "-f", str(conf)]
+        names = [f"node{i + 1}" for i in range(len(nodes))]
+    if not os.path.exists(binary):
+        raise RuntimeError(f"{kind} is not installed (apt-get install {kind}; scripts/test does it)")
+    test = subprocess.run(check, capture_output=True, text=True, timeout=30)
     if test.returncode != 0:
-        raise RuntimeError(f"nginx -t refuses the configuration:\n{test.stderr}\n{conf.read_text()}")
-    proxy = NginxProxy(workdir=workdir, port=port, cert=cert, nodes=dict(zip(addresses, nodes, strict=True)))
-    log = open(workdir / "nginx.out", "wb")
-    proxy.proc = subprocess.Popen([nginx, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
-                                  stdout=log, stderr=subprocess.STDOUT)
+        raise RuntimeError(f"{kind} refuses the configuration:\n{test.stdout}{test.stderr}\n{conf.read_text()}")
+    proxy = Proxy(kind=kind, workdir=workdir, port=port, cert=cert, nodes=dict(zip(names, nodes, strict=True)))
+    log = open(workdir / "error.log" if kind == "haproxy" else workdir / "proxy.out", "ab")
+    proxy.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     deadline = time.monotonic() + 20
     while True:
@@ -146,5 +180,5 @@ def start_nginx(workdir: Path, nodes: list[DavServer]) -> NginxProxy:
             pass
         if proxy.proc.poll() is not None or time.monotonic() > deadline:
             proxy.stop()
-            raise RuntimeError(f"nginx did not start:\n{proxy.error_log()}")
+            raise RuntimeError(f"{kind} did not start:\n{proxy.error_log()}")
         time.sleep(0.1)
