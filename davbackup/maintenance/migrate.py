@@ -151,7 +151,7 @@ def _copy_catalog(source: "Repository", catalog: Any, report: MigrateReport, pro
                 columns.insert(0, "rowid")
             if not columns:
                 raise RepositoryError(f"migrate: table {table} of the source has no counterpart in PostgreSQL")
-            where = f" WHERE key NOT IN {OWN_META!r}" if table == "meta" else ""
+            where = f" WHERE key NOT IN {OWN_META!r} AND key NOT LIKE 'journal%'" if table == "meta" else ""
             quoted = ", ".join(f'"{c}"' for c in columns)
             count = 0
             with dest.cursor().copy(f"COPY {table} ({quoted}) FROM STDIN") as copy:
@@ -166,7 +166,7 @@ def _copy_catalog(source: "Repository", catalog: Any, report: MigrateReport, pro
                          f" (SELECT coalesce(max({column}), 0) + 1 FROM {table}), false)")
         chunk_index.seal_open_packs(dest)
         for table, count in counts.items():
-            where = f" WHERE key NOT IN {OWN_META!r}" if table == "meta" else ""
+            where = f" WHERE key NOT IN {OWN_META!r} AND key NOT LIKE 'journal%'" if table == "meta" else ""
             got = dest.execute(f"SELECT count(*) FROM {table}{where}").fetchone()[0]
             if got != count:
                 raise RepositoryError(f"migrate: {table} has {got} rows in PostgreSQL, {count} were copied")

@@ -14,7 +14,9 @@ interruption leaves the source untouched and the target recognisably unfinished:
    IDs (history rows with their ``rowid``); open packs are sealed; row counts are
    compared; what exists only in a cluster (the node numbers of packs, the lock
    epoch) is left behind, anything else the database holds and SQLite has no place
-   for stops the migration;
+   for stops the migration; the embedded catalog's metadata journal starts empty
+   (the first writable open writes a checkpoint: from then on the packs alone are a
+   backup again, DESIGN.md §20);
 4. the key slots and, last, ``config.json`` are written: only now is ``DIR`` a
    repository. The same passphrases open it.
 
@@ -42,8 +44,12 @@ if TYPE_CHECKING:
 #: what only a cluster has: tables and (table, column) pairs not copied
 CLUSTER_ONLY_TABLES = frozenset({"lock_epoch"})
 CLUSTER_ONLY_COLUMNS = frozenset({("packs", "node")})
-#: meta keys not copied: the new catalog's own version, the cluster's repository binding
-NOT_COPIED_META = ("schema_version", "repo_id")
+#: what only an embedded catalog has: its metadata journal (DESIGN.md §20), started
+#: afresh by the first writable open (which writes a checkpoint)
+EMBEDDED_ONLY_TABLES = "journal%"
+#: meta keys not copied: the new catalog's own version, the cluster's repository
+#: binding, and journal state a forward migration may have carried along
+META_FILTER = " WHERE key NOT IN ('schema_version', 'repo_id') AND key NOT LIKE 'journal%'"
 BATCH = 5000
 
 
@@ -125,7 +131,8 @@ def _columns_of(src: Any, table: str) -> set[str]:
 
 def _copy_tables(src: Any, dest: sqlite3.Connection, report: MigrateReport, progress: Progress) -> None:
     tables = [r[0] for r in dest.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite%' ORDER BY name")]
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite%' AND name NOT LIKE ?"
+        " ORDER BY name", (EMBEDDED_ONLY_TABLES,))]
     source_tables = {r[0] for r in src.execute(
         "SELECT table_name FROM information_schema.tables"
         " WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'").fetchall()}
@@ -146,7 +153,7 @@ def _copy_tables(src: Any, dest: sqlite3.Connection, report: MigrateReport, prog
         if "rowid" in source_columns:  # history rows keep their order and numbers
             columns.insert(0, "rowid")
         quoted = ", ".join(f'"{c}"' for c in columns)
-        where = f" WHERE key NOT IN {NOT_COPIED_META!r}" if table == "meta" else ""
+        where = META_FILTER if table == "meta" else ""
         insert = f"INSERT INTO {table} ({quoted}) VALUES ({', '.join('?' for _ in columns)})"
         count = 0
         with src.cursor(name=f"migrate_{table}") as cursor:  # server-side: large tables are streamed
