@@ -4,7 +4,7 @@ The IETF draft lets a client resume while its previous request still runs on the
 server: the server stops the old request (keeping what arrived) and answers the new
 one with the fresh offset. On one node the provider stops the running body itself.
 In a cluster the old request may run on another node, which holds the upload's
-cluster-wide lock (``upload:<id>``, :meth:`UploadManager._Exclusive`) while it
+cluster-wide lock (``upload:<id>``, :class:`davbackup.uploads.UploadManager`) while it
 appends. The node of the new request then asks every node, by a PostgreSQL
 notification, to stop its append of that upload, and waits (bounded) until the lock
 is free: the other node's append has then stored what arrived and ended.
@@ -22,7 +22,8 @@ POLL_SECONDS = 0.05
 RESEND_SECONDS = 1.0  # a node that was reconnecting its listening session missed the first
 
 
-def _lock(sid: str) -> str:
+def lock_name(sid: str) -> str:
+    """The cluster-wide lock a node holds while it appends to upload ``sid``."""
     return "upload:" + sid
 
 
@@ -31,7 +32,7 @@ def stop_elsewhere(catalog: Any, sid: str, wait: float) -> bool:
     seconds for it to end. True when no append runs any more (or the catalog is not
     shared); False if one still runs after ``wait`` (the request then meets a 423).
     Callers must have checked that the request's user owns ``sid``."""
-    if not catalog.shared or catalog.lock_free(_lock(sid)):
+    if not catalog.shared or catalog.lock_free(lock_name(sid)):
         return True
     deadline = time.monotonic() + wait
     sent = 0.0
@@ -40,7 +41,7 @@ def stop_elsewhere(catalog: Any, sid: str, wait: float) -> bool:
             catalog.notify(CHANNEL, sid)
             sent = time.monotonic()
         time.sleep(POLL_SECONDS)
-        if catalog.lock_free(_lock(sid)):
+        if catalog.lock_free(lock_name(sid)):
             return True
     return False
 

@@ -20,10 +20,11 @@ import logging
 import secrets
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from davbackup import clock, crypto, upload_sessions
+from davbackup import clock, crypto, upload_preempt, upload_sessions
 from davbackup.digests import Digests, verify_digests
 from davbackup.errors import (
     Conflict,
@@ -229,7 +230,7 @@ class UploadManager:
             catalog = self.manager.repo.catalog
             # With a shared catalog another node may be appending: a cluster-wide lock,
             # released by PostgreSQL also when that node dies.
-            if catalog.shared and not catalog.try_lock("upload:" + self.sid):
+            if catalog.shared and not catalog.try_lock(upload_preempt.lock_name(self.sid)):
                 with self.manager._active_lock:
                     self.manager._active.discard(self.sid)
                 raise Locked("another request (on another node) is appending to this upload session")
@@ -237,12 +238,25 @@ class UploadManager:
         def __exit__(self, *exc: object) -> None:
             catalog = self.manager.repo.catalog
             if catalog.shared:
-                catalog.unlock("upload:" + self.sid)
+                catalog.unlock(upload_preempt.lock_name(self.sid))
             with self.manager._active_lock:
                 self.manager._active.discard(self.sid)
 
     def _exclusive(self, sid: str) -> "UploadManager._Exclusive":
         return UploadManager._Exclusive(self, sid)
+
+    # An IETF upload resumed through another node of a cluster (davbackup/upload_preempt.py)
+
+    def stop_elsewhere(self, sid: str, wait: float) -> bool:
+        """Stop an append of upload ``sid`` that runs on another node and wait up to
+        ``wait`` seconds for it to end; True when none runs any more. Only for a
+        session the request's user owns."""
+        return upload_preempt.stop_elsewhere(self.repo.catalog, sid, wait)
+
+    def serve_stop_requests(self, stop_local: Callable[[str], None]) -> None:
+        """In a cluster: call ``stop_local(sid)`` when another node asks this one to stop
+        its append of upload ``sid`` (it must return at once)."""
+        upload_preempt.serve_stop_requests(self.repo.catalog, stop_local)
 
     def append(
         self,

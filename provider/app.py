@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from davbackup.errors import StorageUnavailable
-from davbackup.upload_preempt import serve_stop_requests
 from davbackup.upload_settings import UploadSettings
 from provider import internals
 from provider.auth import RepositoryAuthenticator, RepositoryDomainController
@@ -125,7 +124,7 @@ def build_app(repo: DavService, settings: ServerSettings) -> WSGIApp:
     if repo.catalog.shared:  # several nodes: each request first sees other nodes' locks
         app = LockSync(app, config["lock_storage"])
         # and an IETF upload resumed on another node stops its old request here
-        serve_stop_requests(repo.catalog, lambda sid: preempt(sid, wait=0))
+        repo.uploads.serve_stop_requests(lambda sid: preempt(sid, wait=0))
     return HealthCheck(OptionsPath(RequestLog(app)), repo)
 
 

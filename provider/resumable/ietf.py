@@ -41,7 +41,6 @@ from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 from davbackup import clock
 from davbackup.digests import Digests
 from davbackup.errors import DavBackupError, LengthMismatch, NotFound, OffsetMismatch
-from davbackup.upload_preempt import stop_elsewhere
 from davbackup.uploads import UploadManager, UploadSession
 from provider.internals import dav_provider, write_transaction
 from provider.paths import normalize_path
@@ -178,7 +177,7 @@ def _take_over(uploads: UploadManager, sid: str, user: str) -> UploadSession | N
     except NotFound:
         return None
     preempt(sid)
-    stop_elsewhere(uploads.repo.catalog, sid, PREEMPT_WAIT)  # in a cluster: an append on another node
+    uploads.stop_elsewhere(sid, PREEMPT_WAIT)  # in a cluster: an append on another node
     try:
         return uploads.get(sid, user)  # fresh: the stopped request may have stored more
     except NotFound:
