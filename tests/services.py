@@ -7,7 +7,8 @@ when a test asks for it.
 
 * ``postgres_server`` (session): Debian's PostgreSQL 15, ``initdb`` into a temp dir
   and ``pg_ctl start`` as the ``postgres`` user (the server refuses to run as root),
-  listening on a Unix socket in that dir and on a free loopback port.
+  listening on a Unix socket in that dir and on a free loopback port. A watchdog
+  (``tests/pg_watchdog.py``) stops it and removes the dir if the test run is killed.
 * ``ceph_rgw`` (session): one monitor, one bluestore OSD on a sparse file and one
   radosgw, started by ``scripts/ceph-throwaway`` (the benchmarks use the same script).
 * ``s3_bucket`` (function): a fresh bucket on ``ceph_rgw``, emptied and removed after
@@ -28,6 +29,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -38,6 +40,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CEPH_SCRIPT = ROOT / "scripts" / "ceph-throwaway"
+PG_WATCHDOG = Path(__file__).resolve().with_name("pg_watchdog.py")
 
 
 def free_port() -> int:
@@ -67,9 +70,31 @@ def _pg_bindir() -> Path:
     raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql; scripts/test does it)")
 
 
+def _pg_run_as() -> list[str]:
+    """The prefix that runs a PostgreSQL program as a non-root user (it refuses root)."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError as exc:
+        raise RuntimeError("no 'postgres' system user (apt-get install postgresql)") from exc
+    return ["runuser", "-u", "postgres", "--"]
+
+
+def _start_ticks(pid: int) -> int:
+    """A process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
+
+
 @dataclass
 class ThrowawayPostgres:
-    """A PostgreSQL cluster in a temp dir, run by a non-root user."""
+    """A PostgreSQL cluster in a temp dir, run by a non-root user.
+
+    :meth:`start` first starts a watchdog (``tests/pg_watchdog.py``, its own session)
+    that stops the server and removes ``base`` once this process is gone, however it
+    ended: a killed test run leaves no server and no data directory behind.
+    """
 
     base: Path
     port: int
@@ -77,6 +102,7 @@ class ThrowawayPostgres:
     dbname: str = "postgres"
     started_in: float = 0.0
     _as: list[str] = field(default_factory=list)
+    _watchdog: subprocess.Popen[bytes] | None = None
 
     @property
     def data(self) -> Path:
@@ -109,19 +135,27 @@ class ThrowawayPostgres:
     def start(self) -> None:
         t0 = time.monotonic()
         bindir = _pg_bindir()
-        if os.geteuid() == 0:  # postgres refuses root: run it as the package's user
-            try:
-                owner = pwd.getpwnam("postgres")
-            except KeyError as exc:
-                raise RuntimeError("no 'postgres' system user (apt-get install postgresql)") from exc
+        self._as = _pg_run_as()
+        if self._as:  # postgres refuses root: run it as the package's user
+            owner = pwd.getpwnam("postgres")
             os.chown(self.base, owner.pw_uid, owner.pw_gid)
-            self._as = ["runuser", "-u", "postgres", "--"]
+        self._start_watchdog(bindir)
         self._run([str(bindir / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust",
                    "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
         options = f"-c listen_addresses=127.0.0.1 -c port={self.port} -k {self.socket_dir} -c fsync=on"
         self._run([str(bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options,
                    "-w", "-t", "60", "start"])
         self.started_in = time.monotonic() - t0
+
+    def _start_watchdog(self, bindir: Path) -> None:
+        """Before ``initdb``: a process killed while the server starts leaves nothing either."""
+        me = os.getpid()
+        self._watchdog = subprocess.Popen(
+            [sys.executable, str(PG_WATCHDOG), str(me), str(_start_ticks(me)), str(self.base),
+             str(bindir / "pg_ctl"), *self._as],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # not in the process group a timeout kills
+        )
 
     def halt(self) -> None:
         """Stop the server but keep its data (an outage); :meth:`resume` starts it again."""
@@ -139,6 +173,12 @@ class ThrowawayPostgres:
             except RuntimeError:
                 pass  # already stopped
         shutil.rmtree(self.base, ignore_errors=True)
+        if self._watchdog is not None:  # it sees the directory gone within a second
+            try:
+                self._watchdog.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass  # it ends on its own
+            self._watchdog = None
 
     def create_database(self) -> str:
         """A fresh, empty database; returns its name."""
