@@ -8,6 +8,7 @@ The middleware stack, outermost first::
     WsgiDAVApp                  routing, path normalization
       LoggingErrorPrinter       DAVError -> HTTP error response; 500s logged with traceback
       RepositoryAuthenticator   Basic auth, throttling, read-only users (provider.auth)
+      DirectPut                 plain whole-file PUTs answered in one place (provider.put_direct)
       DavBackupDirBrowser       HTML listing for GET on collections, /:dir_browser assets
       DavBackupRequestResolver  -> DavBackupRequestServer (provider.request_server)
 
@@ -33,6 +34,7 @@ from provider.errors import LoggingErrorPrinter
 from provider.health import HealthCheck
 from provider.locks import LockLimits, RepositoryLockStorage
 from provider.properties import CatalogPropertyManager
+from provider.put_direct import DirectPut
 from provider.request_log import RequestLog
 from provider.request_server import DavBackupRequestResolver
 from provider.resumable.body import preempt
@@ -51,6 +53,7 @@ def build_config(repo: DavService, settings: ServerSettings) -> dict[str, Any]:
         "middleware_stack": [
             LoggingErrorPrinter,
             RepositoryAuthenticator,
+            DirectPut,
             DavBackupDirBrowser,
             DavBackupRequestResolver,
         ],
@@ -89,6 +92,7 @@ def build_config(repo: DavService, settings: ServerSettings) -> dict[str, Any]:
             "throttle": settings.throttle,
             "allow_propfind_infinity": settings.allow_propfind_infinity,
             "propfind_direct": settings.propfind_direct,
+            "put_direct": settings.put_direct,
             "max_xml_body": settings.max_xml_body,
             "os_metadata": settings.os_metadata,
             "max_xml_bodies": {

@@ -273,6 +273,11 @@ class RepositoryLockStorage:
             return [lock["token"] for lock in found]
         return found
 
+    def holds_any(self) -> bool:
+        """Whether any lock is held at all (expired ones may still count)."""
+        with self._mutex:
+            return bool(self._table())
+
     # --- internals ------------------------------------------------------------
 
     def _table(self) -> dict[str, LockDict]:

@@ -81,13 +81,15 @@ DEFAULT_MAX_XML_BODY = 1024 * 1024
 DAV_COMPLIANCE = "1, 2"
 
 _CLIENT_HREFS = "_davbackup_client_hrefs"
+#: environ key: which path answered a PUT ("generic" here; "direct": provider/put_direct.py)
+PUT_PATH_KEY = "davbackup.put"
 
 #: methods that may add data or catalog rows, and methods that only remove
 GROWING_METHODS = frozenset({"PUT", "POST", "PATCH", "MKCOL", "COPY", "MOVE", "PROPPATCH", "LOCK"})
 FREEING_METHODS = frozenset({"DELETE", "UNLOCK"})
 
 
-def _space_gate(repo: Any, method: str) -> None:
+def space_gate(repo: Any, method: str) -> None:
     """The space reserve's rules (davbackup/reserve.py): a deletion on a nearly full
     disk releases it; while it is released, writes are refused with 507."""
     if method in FREEING_METHODS:
@@ -119,7 +121,7 @@ class DavBackupRequestServer(RequestServer):
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
         try:
             method = environ["REQUEST_METHOD"]
-            _space_gate(dav_provider(self).repo, method)
+            space_gate(dav_provider(self).repo, method)
             _tolerate_client_depths(environ)
             check_mtime_header(environ)
             if method in ("COPY", "MOVE"):
@@ -127,7 +129,7 @@ class DavBackupRequestServer(RequestServer):
             if method in XML_METHODS:
                 guard_xml_body(environ, self._max_xml_bodies.get(method, self._max_xml_body))
             elif method == "PUT":
-                environ["wsgi.input"] = _GuardedInput(environ["wsgi.input"])
+                environ["wsgi.input"] = guarded_input(environ["wsgi.input"])
             environ[OS_METADATA_KEY] = self.os_metadata
             decided = self.os_metadata.check(self, environ, start_response)
             if decided is not None:
@@ -208,6 +210,7 @@ class DavBackupRequestServer(RequestServer):
             raise DAVError(HTTP_NOT_MODIFIED)
 
     def do_PUT(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        environ[PUT_PATH_KEY] = "generic"
         if "HTTP_IF_MATCH" in environ:
             path = environ["PATH_INFO"]
             if dav_provider(self).get_resource_inst(path, environ) is None:
@@ -249,14 +252,17 @@ class DavBackupRequestServer(RequestServer):
         )
 
     def _client_error(self, exc: DAVError) -> DAVError:
-        """Replace ref URLs in a lock-conflict condition by client hrefs (once)."""
-        condition = exc.err_condition
-        if condition is not None and not getattr(exc, _CLIENT_HREFS, False):
-            provider = dav_provider(self)
-            prefix = provider.mount_path + provider.share_path
-            condition.hrefs = [ref_url_to_client_href(h, prefix) for h in condition.hrefs]
-            setattr(exc, _CLIENT_HREFS, True)
-        return exc
+        return client_error(dav_provider(self), exc)
+
+
+def client_error(provider: Any, exc: DAVError) -> DAVError:
+    """Replace ref URLs in a lock-conflict condition by client hrefs (once)."""
+    condition = exc.err_condition
+    if condition is not None and not getattr(exc, _CLIENT_HREFS, False):
+        prefix = provider.mount_path + provider.share_path
+        condition.hrefs = [ref_url_to_client_href(h, prefix) for h in condition.hrefs]
+        setattr(exc, _CLIENT_HREFS, True)
+    return exc
 
 
 class DavBackupRequestResolver(RequestResolver):
@@ -360,6 +366,11 @@ def _read_body(environ: Environ, limit: int) -> bytes:
         raise _read_error(exc) from exc
     environ["wsgidav.all_input_read"] = 1
     return body
+
+
+def guarded_input(stream: Any) -> Any:
+    """``wsgi.input`` of a PUT whose read errors become 400/408 instead of 500."""
+    return _GuardedInput(stream)
 
 
 class _GuardedInput:

@@ -274,11 +274,9 @@ class FileResource(_Node, DAVNonCollection):
     def _check_room(self) -> None:
         """Refuse a body that cannot fit the user's quota before reading it (507)."""
         expected = expected_body_size(self.environ)
-        if expected is None:
-            return
-        with dav_errors():
-            room = self.ns.room()
-        if room is not None and expected - self.get_content_length() > room:
+        if not check_room(self.ns, expected, self.get_content_length()):
+            with dav_errors():
+                room = self.ns.room()
             raise DAVError(
                 HTTP_INSUFFICIENT_STORAGE,
                 f"{self.path}: {expected} bytes do not fit the {room} bytes left in the quota",
@@ -409,6 +407,16 @@ class BodyWriter:
             self._writer.abort()
         except Exception:
             _log.exception("aborting an upload failed")
+
+
+def check_room(ns: Namespace, expected: int | None, replaced: int) -> bool:
+    """Whether a body of ``expected`` bytes (None: not announced) replacing a file of
+    ``replaced`` bytes fits the user's quota."""
+    if expected is None:
+        return True
+    with dav_errors():
+        room = ns.room()
+    return room is None or expected - replaced <= room
 
 
 def expected_body_size(environ: Environ) -> int | None:

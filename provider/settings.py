@@ -50,6 +50,9 @@ class ServerSettings:
     #: write common PROPFIND answers directly from the catalog (provider/propfind_direct.py);
     #: off: WsgiDAV's generic property path (same answers, slower)
     propfind_direct: bool = True
+    #: store plain whole-file PUTs without WsgiDAV's resource machinery (provider/put_direct.py);
+    #: off: WsgiDAV's PUT (same answers, slower)
+    put_direct: bool = True
     #: largest XML request body of a PROPFIND accepted
     max_xml_body: int = 1 * MiB
     #: largest PROPPATCH body (dead properties, Windows' Win32 times) accepted

@@ -58,7 +58,8 @@ from provider.resumable.ietf import ietf_create, upload_resource
 from provider.resumable.range_put import range_put
 from provider.resumable.sabredav import sabredav_patch
 
-__all__ = ["ACCEPT_PATCH", "UPLOAD_PREFIX", "after_whole_put", "dav_header_extra", "dispatch", "is_reserved"]
+__all__ = ["ACCEPT_PATCH", "UPLOAD_PREFIX", "after_whole_put", "dav_header_extra", "discard_sessions", "dispatch",
+           "is_reserved"]
 
 _log = logging.getLogger(__name__)
 
@@ -102,9 +103,13 @@ def dispatch(server: Any, environ: Environ, start_response: StartResponse) -> It
 def after_whole_put(server: Any, environ: Environ) -> None:
     """After a successful plain PUT: the new whole file supersedes every session for it."""
     provider = dav_provider(server)
-    path = normalize_path(environ["PATH_INFO"])
+    discard_sessions(provider, provider.user_name(environ), normalize_path(environ["PATH_INFO"]))
+
+
+def discard_sessions(provider: Any, user: str, path: str) -> None:
+    """Drop every upload session of ``user`` for ``path`` (logged, never an error)."""
     try:
-        dropped = provider.repo.uploads.discard_path(provider.user_name(environ), path)
+        dropped = provider.repo.uploads.discard_path(user, path)
     except DavBackupError as exc:  # the PUT itself succeeded; never fail it here
         _log.warning("PUT %s: could not drop its upload sessions: %s", path, exc.message)
         return

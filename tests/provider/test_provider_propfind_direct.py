@@ -15,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -25,9 +23,8 @@ import pytest
 import requests
 from lxml import etree
 
-from davbackup.repository import Repository
-from provider import ServerSettings, build_app, make_server
-from tests.server_fixtures import DEFAULT_USERS, PASSPHRASE, _env, create_repository
+from tests.inprocess_server import inprocess_app_server
+from tests.server_fixtures import DEFAULT_USERS
 
 DAV = '<D:propfind xmlns:D="DAV:"><D:prop>{}</D:prop></D:propfind>'
 
@@ -144,29 +141,6 @@ def populate(url: str) -> None:
         assert s.put(url + "locked/g.txt", data=b"g").status_code == 201
         _lock(s, url + "locked/f.txt", "0", "exclusive")
         _lock(s, url + "locked/dir/", "infinity", "shared")
-
-
-@contextmanager
-def inprocess_app_server(workdir: Path, *, propfind_direct: bool, repo: Repository | None = None,
-                         wrap: Callable[[Any], Any] | None = None) -> Iterator[tuple[str, Repository]]:
-    """A server in this process (real cheroot, real socket) on ``repo`` or a new one."""
-    own = repo is None
-    if repo is None:
-        create_repository(workdir / "repo", _env(workdir), dict(DEFAULT_USERS))
-        repo = Repository.open(workdir / "repo", PASSPHRASE)
-    settings = ServerSettings(host="127.0.0.1", port=0, threads=8, propfind_direct=propfind_direct)
-    app = build_app(repo, settings)
-    server = make_server(wrap(app) if wrap else app, settings)
-    server.prepare()
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.bind_addr[1]}", repo
-    finally:
-        server.stop()
-        thread.join(timeout=10)
-        if own:
-            repo.close()
 
 
 class PathRecorder:
