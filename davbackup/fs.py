@@ -64,11 +64,12 @@ class Entry:
     modified: float
     node_id: int
     checksums: str | None = None  # "SHA1:<hex> MD5:<hex>" when the client sent a verified SHA-1
+    version_id: int | None = None  # a file's current version (for version_reader without a second lookup)
 
 
 def _entry(parts: list[str], node: Node) -> Entry:
     return Entry(join_path(parts), parts[-1] if parts else "", node.is_dir, node.size, node.etag,
-                 node.created, node.modified, node.id, node.checksums)
+                 node.created, node.modified, node.id, node.checksums, node.version_id)
 
 
 class PendingFile:

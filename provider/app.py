@@ -9,6 +9,7 @@ The middleware stack, outermost first::
       LoggingErrorPrinter       DAVError -> HTTP error response; 500s logged with traceback
       RepositoryAuthenticator   Basic auth, throttling, read-only users (provider.auth)
       DirectPut                 plain whole-file PUTs answered in one place (provider.put_direct)
+      DirectGet                 plain GETs of files, whole or one range (provider.get_direct)
       DavBackupDirBrowser       HTML listing for GET on collections, /:dir_browser assets
       DavBackupRequestResolver  -> DavBackupRequestServer (provider.request_server)
 
@@ -31,6 +32,7 @@ from provider.client_compat import OptionsPath
 from provider.dav_provider import DavBackupProvider
 from provider.dir_browser import TEMPLATES, DavBackupDirBrowser
 from provider.errors import LoggingErrorPrinter
+from provider.get_direct import DirectGet
 from provider.health import HealthCheck
 from provider.locks import LockLimits, RepositoryLockStorage
 from provider.properties import CatalogPropertyManager
@@ -54,6 +56,7 @@ def build_config(repo: DavService, settings: ServerSettings) -> dict[str, Any]:
             LoggingErrorPrinter,
             RepositoryAuthenticator,
             DirectPut,
+            DirectGet,
             DavBackupDirBrowser,
             DavBackupRequestResolver,
         ],
@@ -93,6 +96,7 @@ def build_config(repo: DavService, settings: ServerSettings) -> dict[str, Any]:
             "allow_propfind_infinity": settings.allow_propfind_infinity,
             "propfind_direct": settings.propfind_direct,
             "put_direct": settings.put_direct,
+            "get_direct": settings.get_direct,
             "max_xml_body": settings.max_xml_body,
             "os_metadata": settings.os_metadata,
             "max_xml_bodies": {

@@ -53,6 +53,9 @@ class ServerSettings:
     #: store plain whole-file PUTs without WsgiDAV's resource machinery (provider/put_direct.py);
     #: off: WsgiDAV's PUT (same answers, slower)
     put_direct: bool = True
+    #: answer plain GETs of files (whole or one range) without WsgiDAV's resources
+    #: (provider/get_direct.py); off: WsgiDAV's GET (same answers, slower)
+    get_direct: bool = True
     #: largest XML request body of a PROPFIND accepted
     max_xml_body: int = 1 * MiB
     #: largest PROPPATCH body (dead properties, Windows' Win32 times) accepted

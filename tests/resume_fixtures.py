@@ -20,8 +20,6 @@ from pathlib import Path
 
 import requests
 
-from tests.server_fixtures import DEFAULT_USERS, PASSPHRASE, _env, create_repository
-
 CHUNK = 64 * 1024
 
 
@@ -156,25 +154,10 @@ def inprocess_server(workdir: Path, *, ttl: float) -> Iterator[tuple[str, object
     The lifetime is the ``upload_session_ttl`` server setting (``uploads.session_ttl``
     in the config file); running in-process lets tests reach the repository. Yields (url, repo).
     """
-    from davbackup.repository import Repository
-    from provider import ServerSettings, build_app, make_server
+    from tests.inprocess_server import inprocess_app_server
 
-    users = dict(DEFAULT_USERS)
-    workdir.mkdir(parents=True, exist_ok=True)
-    repo_dir = workdir / "repo"
-    create_repository(repo_dir, _env(workdir), users)
-    repo = Repository.open(repo_dir, PASSPHRASE)
-    settings = ServerSettings(host="127.0.0.1", port=0, threads=8, upload_session_ttl=ttl)
-    server = make_server(build_app(repo, settings), settings)
-    server.prepare()
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.bind_addr[1]}", repo
-    finally:
-        server.stop()
-        thread.join(timeout=10)
-        repo.close()
+    with inprocess_app_server(workdir, upload_session_ttl=ttl) as (url, repo):
+        yield url, repo
 
 
 class HalfSent:

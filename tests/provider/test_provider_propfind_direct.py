@@ -23,7 +23,7 @@ import pytest
 import requests
 from lxml import etree
 
-from tests.inprocess_server import inprocess_app_server
+from tests.inprocess_server import PathRecorder, inprocess_app_server
 from tests.server_fixtures import DEFAULT_USERS
 
 DAV = '<D:propfind xmlns:D="DAV:"><D:prop>{}</D:prop></D:propfind>'
@@ -143,20 +143,6 @@ def populate(url: str) -> None:
         _lock(s, url + "locked/dir/", "infinity", "shared")
 
 
-class PathRecorder:
-    """Remembers which PROPFIND path (``environ["davbackup.propfind"]``) answered."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.seen: list[str] = []
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        body = list(self.app(environ, start_response))  # the answer is made while iterating
-        if environ.get("REQUEST_METHOD") == "PROPFIND":
-            self.seen.append(environ.get("davbackup.propfind", "?"))
-        return body
-
-
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, PathRecorder]]:
     work = tmp_path_factory.mktemp("propfind-direct")
@@ -165,7 +151,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         recorder: list[PathRecorder] = []
 
         def wrap(app: Any) -> Any:
-            recorder.append(PathRecorder(app))
+            recorder.append(PathRecorder(app, "PROPFIND", "davbackup.propfind", "?"))
             return recorder[0]
 
         with inprocess_app_server(work, propfind_direct=True, repo=repo, wrap=wrap) as (direct_url, _):

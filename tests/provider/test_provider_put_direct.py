@@ -26,7 +26,7 @@ import pytest
 import requests
 
 from davbackup.repository import Repository
-from tests.inprocess_server import inprocess_app_server
+from tests.inprocess_server import PathRecorder, twin_servers
 from tests.server_fixtures import DEFAULT_USERS
 
 DIRECT, GENERIC = "direct", "generic"
@@ -34,20 +34,6 @@ BODY = bytes(range(256)) * 16  # 4 KiB
 LOCK_BODY = ('<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope>'
              "<D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype>"
              "<D:owner>test</D:owner></D:lockinfo>")
-
-
-class PathRecorder:
-    """Remembers which PUT path (``environ["davbackup.put"]``) answered each request."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.seen: list[str | None] = []
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        body = list(self.app(environ, start_response))
-        if environ.get("REQUEST_METHOD") == "PUT":
-            self.seen.append(environ.get("davbackup.put"))
-        return body
 
 
 @dataclass
@@ -217,16 +203,8 @@ def stored(repo: Repository, user: str, path: str) -> tuple[Any, ...] | None:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, PathRecorder, Repository]]:
-    work = tmp_path_factory.mktemp("put-direct")
-    recorders: list[PathRecorder] = []
-
-    def wrap(app: Any) -> Any:
-        recorders.append(PathRecorder(app))
-        return recorders[-1]
-
-    with inprocess_app_server(work, put_direct=False, wrap=wrap) as (generic_url, repo):
-        with inprocess_app_server(work, put_direct=True, repo=repo, wrap=wrap) as (direct_url, _):
-            yield generic_url, direct_url, recorders[1], repo
+    with twin_servers(tmp_path_factory.mktemp("put-direct"), "put_direct", "PUT", "davbackup.put") as twins:
+        yield twins.generic_url, twins.direct_url, twins.recorder, twins.repo
 
 
 @pytest.fixture(scope="module")
