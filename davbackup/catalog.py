@@ -4,188 +4,29 @@ It holds the namespace tree, file versions as ordered chunk lists, the chunk ind
 packs, dead properties, locks, users and upload sessions. Reads use one connection
 per thread; writes go through :meth:`Catalog.write`, which batches concurrent
 transactions into one commit (group commit) and returns only once that commit is
-durable (``synchronous=FULL``): nothing is acknowledged before its fsync.
+durable: nothing is acknowledged before its fsync. That is the WAL's fsync
+(``synchronous=FULL``), except in the server, whose metadata journal is synced before
+COMMIT and is the durable log: its catalog commits with ``synchronous=NORMAL`` and
+syncs the WAL only for changes the journal cannot replay (DESIGN.md §20.7).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from davbackup import chunklists
+from davbackup.catalog_schema import MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION, run_script
 from davbackup.errors import DavBackupError, RepositoryError, StorageFull, StorageUnavailable, UnsupportedFormat
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
-
-SCHEMA_V1 = """
-CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE users(
-    name TEXT PRIMARY KEY,
-    pw_hash TEXT NOT NULL,
-    role TEXT NOT NULL CHECK (role IN ('rw', 'ro')),
-    root_id INTEGER NOT NULL,
-    created REAL NOT NULL);
-CREATE TABLE nodes(
-    id INTEGER PRIMARY KEY,
-    parent_id INTEGER,
-    name_hash BLOB NOT NULL,
-    name_enc BLOB NOT NULL,
-    is_dir INTEGER NOT NULL,
-    version_id INTEGER,
-    created REAL NOT NULL,
-    modified REAL NOT NULL);
-CREATE UNIQUE INDEX nodes_by_parent ON nodes(parent_id, name_hash);
-CREATE INDEX nodes_by_version ON nodes(version_id) WHERE version_id IS NOT NULL;
-CREATE TABLE versions(
-    id INTEGER PRIMARY KEY,
-    size INTEGER NOT NULL,
-    etag TEXT NOT NULL,
-    created REAL NOT NULL,
-    orphaned REAL,
-    checksums BLOB);
-CREATE INDEX versions_orphaned ON versions(orphaned) WHERE orphaned IS NOT NULL;
-CREATE TABLE version_chunks(
-    version_id INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    length INTEGER NOT NULL,
-    chunk_id BLOB NOT NULL,
-    PRIMARY KEY (version_id, offset)) WITHOUT ROWID;
-CREATE INDEX version_chunks_by_chunk ON version_chunks(chunk_id);
-CREATE TABLE packs(
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    state TEXT NOT NULL CHECK (state IN ('open', 'sealed')),
-    created REAL NOT NULL);
-CREATE TABLE chunks(
-    id BLOB PRIMARY KEY,
-    pack_id INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    stored_len INTEGER NOT NULL,
-    plain_len INTEGER NOT NULL,
-    touched REAL NOT NULL) WITHOUT ROWID;
-CREATE INDEX chunks_by_pack ON chunks(pack_id);
-CREATE TABLE props(
-    node_id INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    value_enc BLOB NOT NULL,
-    PRIMARY KEY (node_id, name)) WITHOUT ROWID;
-CREATE TABLE locks(
-    token TEXT PRIMARY KEY,
-    root TEXT NOT NULL,
-    expire REAL NOT NULL,
-    data TEXT NOT NULL);
-CREATE INDEX locks_by_root ON locks(root);
-CREATE TABLE upload_sessions(
-    id TEXT PRIMARY KEY,
-    user_name TEXT NOT NULL,
-    path_hash BLOB NOT NULL,
-    path_enc BLOB NOT NULL,
-    protocol TEXT NOT NULL,
-    total INTEGER,
-    received INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    meta TEXT NOT NULL DEFAULT '{}');
-CREATE INDEX upload_sessions_by_path ON upload_sessions(user_name, path_hash);
-CREATE TABLE session_chunks(
-    session_id TEXT NOT NULL,
-    offset INTEGER NOT NULL,
-    length INTEGER NOT NULL,
-    chunk_id BLOB NOT NULL,
-    is_tail INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (session_id, offset)) WITHOUT ROWID;
-CREATE INDEX session_chunks_by_chunk ON session_chunks(chunk_id);
-"""
-
-# Version 2 (history, quotas; DESIGN.md §15): every node and property row carries the
-# time its state began (``born``); replaced states move to ``node_history`` and
-# ``props_history``; ``moments`` lists the seconds in which each user's tree changed;
-# users get a quota and a running total of their live bytes.
-SCHEMA_V2 = """
-ALTER TABLE nodes ADD COLUMN born REAL NOT NULL DEFAULT 0;
-UPDATE nodes SET born = coalesce((SELECT v.created FROM versions v WHERE v.id = nodes.version_id), created);
-CREATE TABLE node_history(
-    node_id INTEGER NOT NULL,
-    owner INTEGER NOT NULL,
-    parent_id INTEGER,
-    name_hash BLOB NOT NULL,
-    name_enc BLOB NOT NULL,
-    is_dir INTEGER NOT NULL,
-    version_id INTEGER,
-    created REAL NOT NULL,
-    modified REAL NOT NULL,
-    born REAL NOT NULL,
-    died REAL NOT NULL);
-CREATE INDEX node_history_by_parent ON node_history(parent_id, name_hash, died);
-CREATE INDEX node_history_by_node ON node_history(node_id, born);
-CREATE INDEX node_history_by_version ON node_history(version_id) WHERE version_id IS NOT NULL;
-CREATE INDEX node_history_by_owner ON node_history(owner, died);
-ALTER TABLE props ADD COLUMN born REAL NOT NULL DEFAULT 0;
-CREATE TABLE props_history(
-    node_id INTEGER NOT NULL,
-    owner INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    value_enc BLOB NOT NULL,
-    born REAL NOT NULL,
-    died REAL NOT NULL);
-CREATE INDEX props_history_by_node ON props_history(node_id, died);
-CREATE INDEX props_history_by_owner ON props_history(owner, died);
-CREATE TABLE moments(owner INTEGER NOT NULL, second INTEGER NOT NULL, PRIMARY KEY (owner, second)) WITHOUT ROWID;
-ALTER TABLE users ADD COLUMN quota INTEGER;
-ALTER TABLE users ADD COLUMN used INTEGER NOT NULL DEFAULT 0;
-"""
-
-
-def _v2_totals(conn: sqlite3.Connection) -> None:
-    """Each user's live bytes and the seconds their current states began in."""
-    for (root,) in conn.execute("SELECT root_id FROM users").fetchall():
-        sub = (
-            "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT n.id FROM nodes n JOIN sub ON n.parent_id = sub.id)"
-        )
-        used = conn.execute(
-            f"{sub} SELECT coalesce(sum(v.size), 0) FROM sub JOIN nodes n ON n.id = sub.id"
-            " JOIN versions v ON v.id = n.version_id",
-            (root,),
-        ).fetchone()[0]
-        conn.execute("UPDATE users SET used=? WHERE root_id=?", (used, root))
-        conn.execute(
-            f"{sub} INSERT OR IGNORE INTO moments(owner, second)"
-            " SELECT ?, CAST(n.born AS INTEGER) FROM sub JOIN nodes n ON n.id = sub.id",
-            (root, root),
-        )
-
-
-Migration = str | Callable[[sqlite3.Connection], None]
-
-# Migrations from version N to N+1, applied in order inside one transaction each.
-# Version 3: chunk lists stored as shared segments (DESIGN.md §7.3, davbackup/chunklists.py).
-# Also version 3: chunks found damaged (by a read or by check --read-data), so that a
-# client uploading the same content stores a fresh copy (DESIGN.md §12.1).
-SCHEMA_V3_DAMAGED = """
-CREATE TABLE damaged_chunks(id BLOB PRIMARY KEY, found REAL NOT NULL, reason TEXT NOT NULL) WITHOUT ROWID;
-"""
-# Version 4: the metadata journal in the packs (DESIGN.md §20, davbackup/journal.py):
-# records committed but not yet known synced, and the packs holding records and checkpoints.
-SCHEMA_V4_JOURNAL = """
-CREATE TABLE journal_outbox(seq INTEGER PRIMARY KEY, payload BLOB NOT NULL);
-CREATE TABLE journal_packs(
-    name TEXT PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('journal', 'checkpoint')),
-    first_seq INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL,
-    created REAL NOT NULL);
-"""
-MIGRATIONS: dict[int, list[Migration]] = {
-    1: [SCHEMA_V2, _v2_totals],
-    2: [chunklists.migrate, SCHEMA_V3_DAMAGED],
-    3: [SCHEMA_V4_JOURNAL],
-}
+__all__ = ["SCHEMA_VERSION", "Catalog", "read_meta", "write_meta"]
 
 
 def read_meta(conn: sqlite3.Connection, key: str) -> str | None:
@@ -227,12 +68,6 @@ class _Job:
         self.done = False
 
 
-def _run_script(conn: sqlite3.Connection, script: str) -> None:
-    for statement in script.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-
-
 class Catalog:
     #: whether other processes on other machines share this catalog (PostgreSQL)
     shared = False
@@ -247,6 +82,7 @@ class Catalog:
         self._writer = self._connect()
         self._writer.execute("PRAGMA cache_size=-16000")
         self._writer.execute("PRAGMA journal_mode=WAL")
+        self._synchronous = "FULL"  # NORMAL once a journal is the durable log (§20.7)
         self._writer.execute("PRAGMA synchronous=FULL")
         self._cv = threading.Condition()
         self._queue: list[_Job] = []
@@ -277,7 +113,7 @@ class Catalog:
             # A new catalog is made the way an old one is upgraded: version 1, then
             # every migration, so the upgrade path is exercised by every repository.
             conn.execute("BEGIN IMMEDIATE")
-            _run_script(conn, SCHEMA_V1)
+            run_script(conn, SCHEMA_V1)
             conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
             conn.execute("COMMIT")
         row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -291,7 +127,7 @@ class Catalog:
             try:
                 for step in MIGRATIONS[version]:
                     if isinstance(step, str):
-                        _run_script(conn, step)
+                        run_script(conn, step)
                     else:
                         step(conn)
                 version += 1
@@ -308,6 +144,9 @@ class Catalog:
         callers are answered)."""
         with self._cv:
             journal.install(self._writer)
+            if journal.durable_log:
+                self._synchronous = "NORMAL"
+                self._writer.execute("PRAGMA synchronous=NORMAL")
             self.journal = journal
 
     # -- reading -----------------------------------------------------------------
@@ -399,10 +238,10 @@ class Catalog:
         conn = self._writer
         journal = self.journal
         try:
-            if journal is not None:
-                journal.before_batch(conn)  # the writer's new journal epoch, if one is due
+            if journal is not None and journal.before_batch(conn):  # the writer's new epoch, if due
+                self._sync_wal()
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             self._recover_writer()
             self._fail(batch, _as_catalog_error(exc, "catalog busy or unwritable"))
             return
@@ -441,10 +280,17 @@ class Catalog:
             if journal is not None:
                 journal.after_rollback()
             self._recover_writer()
+            self._settle_journal()
             self._fail(batch, _as_catalog_error(exc, "catalog commit failed; nothing was written"))
             if not isinstance(exc, (sqlite3.Error, DavBackupError)):
                 raise
             return
+        if journal is not None and journal.durable_log and journal.wal_sync_due:
+            try:
+                self._sync_wal()
+            except OSError as exc:
+                self._fail(batch, _as_catalog_error(exc, "catalog commit could not be synced"))
+                return
         if records:
             try:
                 journal.after_commit(records)
@@ -459,6 +305,35 @@ class Catalog:
             if isinstance(job.error, sqlite3.Error):
                 job.error = _as_catalog_error(job.error, "catalog error")
             job.done = True
+
+    def _sync_wal(self) -> None:
+        """fsync the WAL: every commit so far is durable once this returns (for commits
+        made with ``synchronous=NORMAL``, DESIGN.md §20.7)."""
+        if self._synchronous == "FULL":
+            return  # each commit synced it already
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDWR)
+        except FileNotFoundError:
+            return  # no WAL: everything is in the database file
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def _settle_journal(self) -> None:
+        """After a batch that did not commit: the writer commits and syncs a new journal
+        epoch at once, before the callers hear of the failure, so the start's replay
+        never brings that batch's records back (DESIGN.md §20.7). If that fails too, the
+        next batch tries again first."""
+        journal = self.journal
+        if journal is None or not journal.durable_log:
+            return
+        try:
+            if journal.before_batch(self._writer):
+                self._sync_wal()
+        except (sqlite3.Error, OSError, DavBackupError) as exc:
+            self._recover_writer()
+            log.warning("could not commit a new journal epoch after a failed batch: %s", exc)
 
     @staticmethod
     def _fail(batch: list[_Job], error: DavBackupError) -> None:
@@ -486,7 +361,7 @@ class Catalog:
             pass
         self._writer = self._connect()
         self._writer.execute("PRAGMA cache_size=-16000")
-        self._writer.execute("PRAGMA synchronous=FULL")
+        self._writer.execute(f"PRAGMA synchronous={self._synchronous}")
         if self.journal is not None:
             self.journal.install(self._writer)
 

@@ -54,6 +54,10 @@ def sealed_packs(conn: sqlite3.Connection) -> list[tuple[int, str]]:
     return [(int(i), str(n)) for i, n in conn.execute("SELECT id, name FROM packs WHERE state='sealed'").fetchall()]
 
 
+def open_packs(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    return [(int(i), str(n)) for i, n in conn.execute("SELECT id, name FROM packs WHERE state='open'").fetchall()]
+
+
 def pack_names(conn: sqlite3.Connection) -> set[str]:
     return {str(r[0]) for r in conn.execute("SELECT name FROM packs")}
 

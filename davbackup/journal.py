@@ -37,6 +37,7 @@ import sqlite3
 import struct
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import blake3
@@ -61,6 +62,14 @@ GENESIS = bytes(32)
 #: smaller payloads are stored as they are (the record of a small write is ~1.5 KB:
 #: compressing it cost more CPU than the bytes saved are worth in a journal that gc compacts)
 COMPRESS_FROM = 4096
+
+
+def boot_id() -> str | None:
+    """This boot of the operating system (Linux), or None where it is not known."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def record_id(seq: int, digest: bytes) -> bytes:
@@ -199,32 +208,57 @@ class Journal:
         #: the writer commits a new epoch before its first records and after any batch
         #: that did not commit (its records may be in the pack)
         self._epoch_due = early
+        self._sync_due = False  # the batch needs the catalog's WAL synced (§20.7)
 
     def install(self, conn: sqlite3.Connection) -> None:
         if self.capture is None:
             self.capture = Capture(conn)
-        self.capture.install(conn)
+        self.capture.install(conn, marks=self.early)
 
     # -- inside the group commit ------------------------------------------------------
 
-    def before_batch(self, conn: sqlite3.Connection) -> None:
+    def before_batch(self, conn: sqlite3.Connection) -> bool:
         """Before the batch's transaction begins: the writer commits a new epoch first if
         one is due, so every record it writes before a COMMIT carries an epoch that is
         already committed, and greater than that of any record of a transaction of it
-        that did not commit (DESIGN.md §20.2)."""
+        that did not commit (DESIGN.md §20.2). Returns whether it committed one (the
+        catalog then syncs its WAL: the start's replay relies on that epoch, §20.7)."""
         if not self._epoch_due:
-            return
+            return False
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute("SELECT value FROM meta WHERE key='journal_epoch'").fetchone()
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_epoch', ?)",
                          (str(int(row[0] if row else 0) + 1),))
+            boot = boot_id()
+            if boot is not None:  # the start's replay: was the machine restarted since? (§20.7)
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_boot', ?)", (boot,))
+            self._clear_mark(conn)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         self._epoch_due = False
+        return True
+
+    @property
+    def durable_log(self) -> bool:
+        """Whether the journal is the catalog's durable log (the server: its catalog
+        commits without syncing the WAL unless :attr:`wal_sync_due`; DESIGN.md §20.7)."""
+        return self.early
+
+    @property
+    def wal_sync_due(self) -> bool:
+        """After the batch's COMMIT: whether it changed something the journal does not
+        replay at start, so the catalog must sync its WAL before answering."""
+        return self._sync_due
+
+    def _clear_mark(self, conn: sqlite3.Connection) -> None:
+        """Drop a sync mark the journal's own statements left outside a drain (the
+        caller syncs for them)."""
+        if self.capture is not None:
+            conn.execute("DELETE FROM journal_capture WHERE n = -1")
 
     def before_commit(self, conn: sqlite3.Connection) -> list[OutRecord]:
         """In the batch's transaction, before COMMIT: turn captured changes into records;
@@ -238,6 +272,7 @@ class Journal:
         now = clock.now()
         seq = prev = None
         epoch = 0
+        self._sync_due = False
         for ops in self.capture.drain(conn, OPS_PER_RECORD):
             if seq is None:
                 seq, prev, epoch = self._head(conn)
@@ -249,6 +284,7 @@ class Journal:
                 conn.execute("INSERT INTO journal_outbox(seq, payload) VALUES (?, ?)", (seq, payload))
             records.append(OutRecord(seq, digest, payload))
             prev = digest
+        self._sync_due = self.capture.sync_due
         if not records:
             return records
         assert seq is not None and prev is not None
@@ -265,6 +301,10 @@ class Journal:
                 "INSERT INTO journal_packs(name, kind, first_seq, last_seq, created) VALUES (?, 'journal', ?, ?, ?)",
                 (name, records[0].seq, seq, now),
             )
+            if self.early:  # where the start looks for records the catalog lost (§20.7)
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_writer_pack', ?)", (name,))
+                self._clear_mark(conn)
+                self._sync_due = True
             # The file too, before COMMIT: a registered journal pack always exists
             # (an object store shows it from its first sync on).
             try:

@@ -13,6 +13,15 @@ A change is ``put`` (the whole new row; replayed as ``INSERT OR REPLACE``) or
 ``del`` (the row's key; replayed as ``DELETE``). The key of a table is its primary
 key, or the rowid for tables without one (``node_history``, ``props_history``), whose
 rows then carry their rowid as the first value.
+
+The server's catalog commits without syncing the WAL (the journal is its durable
+log, DESIGN.md §20.7). A change the journal cannot bring back after a lost WAL tail
+(an upload session, a lock, a pack row, a deleted or moved chunk row, the journal's
+own bookkeeping) makes its trigger put the *sync mark* (row ``n = -1``) into the
+capture table; a batch with the mark has its WAL synced after COMMIT. Inserting a
+chunk row and updating its ``touched`` time, and moving a journal pack's
+``last_seq``, are the exceptions: the start replays them (chunks of the packs left
+open are indexed again) or does not need them.
 """
 
 from __future__ import annotations
@@ -98,6 +107,35 @@ def _trigger_sql(shape: TableShape) -> list[str]:
     ]
 
 
+#: the sync mark: a change in the batch needs the catalog's WAL synced (see above)
+SYNC_MARK = "INSERT OR IGNORE INTO journal_capture(n, tbl, op) VALUES (-1, '', 'sync')"
+#: journal bookkeeping in ``meta`` the start does not rebuild (journal_seq and
+#: journal_head are replayed with the records)
+_META_SYNC = ("(NEW.key LIKE 'journal%' AND NEW.key NOT IN ('journal_seq', 'journal_head')"
+              " OR NEW.key = 'schema_version')")
+
+
+def _sync_trigger_sql(table: str) -> list[str]:
+    """Triggers that set the sync mark for changes the journal does not replay."""
+    mark = f"BEGIN {SYNC_MARK}; END"
+    name = f"journal_sync_{table}"
+    if table == "meta":
+        return [f"CREATE TEMP TRIGGER IF NOT EXISTS {name}_ins AFTER INSERT ON main.meta WHEN {_META_SYNC} {mark}",
+                f"CREATE TEMP TRIGGER IF NOT EXISTS {name}_upd AFTER UPDATE ON main.meta WHEN {_META_SYNC} {mark}",
+                f"CREATE TEMP TRIGGER IF NOT EXISTS {name}_del AFTER DELETE ON main.meta"
+                f" WHEN {_META_SYNC.replace('NEW.', 'OLD.')} {mark}"]
+    delete = f"CREATE TEMP TRIGGER IF NOT EXISTS {name}_del AFTER DELETE ON main.{table} {mark}"
+    if table == "chunks":  # a new row or a new touched time is rebuilt or harmless to lose
+        moved = "OLD.pack_id IS NOT NEW.pack_id OR OLD.offset IS NOT NEW.offset OR OLD.id IS NOT NEW.id"
+        return [delete, f"CREATE TEMP TRIGGER IF NOT EXISTS {name}_upd AFTER UPDATE ON main.chunks WHEN {moved} {mark}"]
+    if table == "journal_packs":  # last_seq is replayed with the records
+        changed = "OLD.name IS NOT NEW.name OR OLD.kind IS NOT NEW.kind OR OLD.first_seq IS NOT NEW.first_seq"
+        return [delete, f"CREATE TEMP TRIGGER IF NOT EXISTS {name}_ins AFTER INSERT ON main.journal_packs {mark}",
+                f"CREATE TEMP TRIGGER IF NOT EXISTS {name}_upd AFTER UPDATE ON main.journal_packs WHEN {changed} {mark}"]
+    return [delete, f"CREATE TEMP TRIGGER IF NOT EXISTS {name}_ins AFTER INSERT ON main.{table} {mark}",
+            f"CREATE TEMP TRIGGER IF NOT EXISTS {name}_upd AFTER UPDATE ON main.{table} {mark}"]
+
+
 _DRAIN = f"SELECT n, tbl, op, {_slots(MAX_COLUMNS)} FROM journal_capture WHERE n > ? ORDER BY n LIMIT ?"
 
 
@@ -106,11 +144,17 @@ class Capture:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.shapes = table_shapes(conn)
+        #: whether the batch drained last needs the catalog's WAL synced (see above)
+        self.sync_due = False
+        self._others = [r[0] for r in conn.execute(
+            "SELECT name FROM main.sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite%' ORDER BY name")
+            if r[0] not in DURABLE_TABLES or r[0] == "meta"]
         self._widths = {(t, op): len(s.columns if op == "put" else s.key) for t, s in self.shapes.items()
                         for op in ("put", "del")}
 
-    def install(self, conn: sqlite3.Connection) -> None:
-        """Create the TEMP table and triggers on ``conn`` (idempotent; per connection)."""
+    def install(self, conn: sqlite3.Connection, *, marks: bool = True) -> None:
+        """Create the TEMP table and triggers on ``conn`` (idempotent; per connection);
+        ``marks``: also the triggers of the sync mark (only the server needs them)."""
         conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS journal_capture("
             f"n INTEGER PRIMARY KEY, tbl TEXT NOT NULL, op TEXT NOT NULL, {_slots(MAX_COLUMNS)})"
@@ -118,19 +162,29 @@ class Capture:
         for shape in self.shapes.values():
             for sql in _trigger_sql(shape):
                 conn.execute(sql)
+        for table in self._others if marks else ():
+            for sql in _sync_trigger_sql(table):
+                conn.execute(sql)
 
     def drain(self, conn: sqlite3.Connection, limit: int) -> Iterator[list[tuple[str, str, tuple[object, ...]]]]:
         """Inside the writer's transaction: the captured changes in order, in lists of
-        at most ``limit``; each list is removed from the capture table once taken."""
-        last = 0
+        at most ``limit``; each list is removed from the capture table once taken.
+        Sets :attr:`sync_due` when the batch left the sync mark."""
+        last = -2
+        self.sync_due = False
         while True:
             rows = conn.execute(_DRAIN, (last, limit)).fetchall()
             if not rows:
                 break
+            full = len(rows) == limit
+            last = rows[-1][0]
+            if rows[0][0] == -1:
+                self.sync_due = True
+                del rows[0]
             widths = self._widths
             out = [(row[1], row[2], row[3 : 3 + widths[row[1], row[2]]]) for row in rows]
-            last = rows[-1][0]
-            yield out
-            if len(rows) < limit:
+            if out:
+                yield out
+            if not full:
                 break
         conn.execute("DELETE FROM journal_capture")

@@ -43,6 +43,7 @@ from davbackup.config import RepoConfig
 from davbackup.errors import Locked, RepositoryError, UsageError
 from davbackup.fs import Namespace
 from davbackup.journal import Journal
+from davbackup.journal_catchup import catch_up
 from davbackup.keys import MASTER_SIZE, KeyRing, MasterKeys
 from davbackup.location import PackLocation, record_catalog_url, recorded_catalog_url, resolve_packs_url
 from davbackup.locks import LockTable
@@ -88,6 +89,9 @@ class Repository:
                 self.catalog.fault_hook = fault_plan.commit_hook
             self.codec = BlobCodec(keys.chunk_subkey_base(), keys.chunk_id_key(), config.compression_level)
             self.chunker = Chunker(config.chunker, keys.chunker_seed())
+            if mode == "rw" and catalog_url is None:
+                # commits a power cut took from the catalog, back from the journal (§20.7)
+                catch_up(self.catalog, self.storage, keys.journal_key(), self.codec)
             self.chunks = ChunkStore(self.catalog, self.storage, self.codec, config.pack_target_size, mode == "rw")
             self.chunk_lists = VerifiedChunkLists()  # chunk lists verified at open (versions.py)
             self.journal: Journal | None = None

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: concept -> (its modules, relative to the repository root; the tables it owns)
 CONCEPTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "catalog": (("davbackup/catalog.py", "davbackup/catalog_pg.py"), ("meta", "lock_epoch")),
+    "catalog": (("davbackup/catalog.py", "davbackup/catalog_schema.py", "davbackup/catalog_pg.py"), ("meta", "lock_epoch")),
     "tree": (
         ("davbackup/tree.py", "davbackup/tree_bulk.py", "davbackup/tree_scan.py", "davbackup/properties.py",
          "davbackup/history.py", "davbackup/retention.py"),
@@ -35,14 +35,14 @@ CONCEPTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "users": (("davbackup/users.py",), ("users",)),
     "locks": (("davbackup/locks.py",), ("locks",)),
     "journal": (
-        ("davbackup/journal.py", "davbackup/journal_capture.py", "davbackup/checkpoint.py",
-         "davbackup/journal_replay.py"),
+        ("davbackup/journal.py", "davbackup/journal_capture.py", "davbackup/journal_replay.py",
+         "davbackup/journal_catchup.py", "davbackup/checkpoint.py"),
         ("journal_outbox", "journal_packs", "journal_capture", "checkpoint_info"),
     ),
 }
 
 #: They create every table and run the schema migrations, which touch all of them.
-SCHEMA_MODULES = ("davbackup/catalog.py", "davbackup/catalog_pg.py")
+SCHEMA_MODULES = ("davbackup/catalog.py", "davbackup/catalog_schema.py", "davbackup/catalog_pg.py")
 
 #: (module, table of another concept) -> why the module reads it
 READS_ACROSS: dict[tuple[str, str], str] = {
