@@ -26,7 +26,7 @@ from davbackup.errors import DavBackupError, RepositoryError, StorageFull, Stora
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA_VERSION", "Catalog", "read_meta", "write_meta"]
+__all__ = ["SCHEMA_VERSION", "Catalog", "read_meta", "read_metas", "write_meta", "write_meta2"]
 
 
 def read_meta(conn: sqlite3.Connection, key: str) -> str | None:
@@ -37,9 +37,20 @@ def read_meta(conn: sqlite3.Connection, key: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+def read_metas(conn: sqlite3.Connection, keys: tuple[str, ...]) -> dict[str, str]:
+    """Several ``meta`` keys in one query: those that are set, by key."""
+    marks = ", ".join("?" * len(keys))
+    return {str(k): str(v) for k, v in conn.execute(f"SELECT key, value FROM meta WHERE key IN ({marks})", keys)}
+
+
 def write_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
     """Inside a write transaction: set one ``meta`` key."""
     conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+
+def write_meta2(conn: sqlite3.Connection, key1: str, value1: str, key2: str, value2: str) -> None:
+    """Inside a write transaction: set two ``meta`` keys in one statement."""
+    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?), (?, ?)", (key1, value1, key2, value2))
 
 
 _SQLITE_FULL = 13

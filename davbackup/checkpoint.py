@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from davbackup import clock
-from davbackup.catalog import Catalog
+from davbackup.catalog import Catalog, read_meta, write_meta
 from davbackup.journal import GENESIS, TYPE_CHECKPOINT, seal_blob
 from davbackup.journal_capture import DURABLE_TABLES, META_FILTER, table_shapes
 from davbackup.storage import PackStorage
@@ -60,11 +60,10 @@ def dump_tables(catalog_path: Path, out: Path) -> int:
         conn.execute("PRAGMA cp.journal_mode=OFF")
         conn.execute("PRAGMA cp.synchronous=OFF")
         conn.execute("BEGIN")
-        row = conn.execute("SELECT value FROM main.meta WHERE key='journal_seq'").fetchone()
-        seq = int(row[0]) if row else 0
-        row = conn.execute("SELECT value FROM main.meta WHERE key='journal_head'").fetchone()
-        head = bytes.fromhex(row[0]) if row else GENESIS
-        schema = int(conn.execute("SELECT value FROM main.meta WHERE key='schema_version'").fetchone()[0])
+        seq = int(read_meta(conn, "journal_seq") or 0)  # (main's meta: cp has none yet)
+        head_hex = read_meta(conn, "journal_head")
+        head = bytes.fromhex(head_hex) if head_hex else GENESIS
+        schema = int(read_meta(conn, "schema_version") or 0)
         for table, shape in table_shapes(conn).items():
             where = f" WHERE {META_FILTER}" if table == "meta" else ""
             rowid = f"rowid AS {ROWID_COLUMN}, " if shape.by_rowid else ""
@@ -119,13 +118,12 @@ def write_checkpoint(catalog: Catalog, storage: PackStorage, key: bytes) -> Chec
         tmp.unlink(missing_ok=True)
     info = CheckpointInfo(seq, checkpoint_id, name, parts, size)
     record = json.dumps({"seq": seq, "id": checkpoint_id.hex(), "pack": name, "parts": parts})
-    catalog.write(lambda conn: conn.execute(
-        "INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_checkpoint', ?)", (record,)))
+    catalog.write(lambda conn: write_meta(conn, "journal_checkpoint", record))
     return info
 
 
 def has_checkpoint(catalog: Catalog) -> bool:
-    return catalog.reader().execute("SELECT 1 FROM meta WHERE key='journal_checkpoint'").fetchone() is not None
+    return read_meta(catalog.reader(), "journal_checkpoint") is not None
 
 
 def compact(catalog: Catalog, storage: PackStorage) -> int:
@@ -133,10 +131,10 @@ def compact(catalog: Catalog, storage: PackStorage) -> int:
     packs of older checkpoints. Rows go first (in one transaction), then files;
     a process appending to a journal pack notices its row is gone and starts a new
     one. Returns the number of packs deleted."""
-    row = catalog.reader().execute("SELECT value FROM meta WHERE key='journal_checkpoint'").fetchone()
-    if row is None:
+    value = read_meta(catalog.reader(), "journal_checkpoint")
+    if value is None:
         return 0
-    current = json.loads(row[0])
+    current = json.loads(value)
 
     def txn(conn: sqlite3.Connection) -> list[str]:
         names = [r[0] for r in conn.execute(

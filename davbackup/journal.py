@@ -30,6 +30,7 @@ every outbox row it finds when it starts.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
 import secrets
@@ -44,6 +45,7 @@ import blake3
 import zstandard
 
 from davbackup import clock, crypto
+from davbackup.catalog import read_meta, read_metas, write_meta, write_meta2
 from davbackup.chunkstore import storage_error
 from davbackup.journal_capture import Capture
 from davbackup.pack import HEADER, HEADER_SIZE, BlobError, BlobHeader
@@ -59,9 +61,12 @@ RECORD_FORMAT = 1
 #: captured row changes per record (a larger transaction writes several records)
 OPS_PER_RECORD = 20000
 GENESIS = bytes(32)
+_HEAD_KEYS = ("journal_seq", "journal_head", "journal_epoch")
 #: smaller payloads are stored as they are (the record of a small write is ~1.5 KB:
 #: compressing it cost more CPU than the bytes saved are worth in a journal that gc compacts)
 COMPRESS_FROM = 4096
+#: disk blocks the server keeps reserved past its journal pack's records (local storage)
+PREALLOCATE = 128 * 1024
 
 
 def boot_id() -> str | None:
@@ -133,7 +138,7 @@ def open_blob(key: bytes, blob: bytes, blob_type: int) -> tuple[BlobHeader, byte
 def _encode_bytes(value: object) -> object:
     """``json.dumps`` calls this for what JSON has no type for: BLOBs."""
     if isinstance(value, bytes):
-        return {"b": base64.b64encode(value).decode("ascii")}
+        return {"b": binascii.b2a_base64(value, newline=False).decode("ascii")}
     raise TypeError(f"cannot journal a value of type {type(value).__name__}")
 
 
@@ -227,12 +232,10 @@ class Journal:
             return False
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute("SELECT value FROM meta WHERE key='journal_epoch'").fetchone()
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_epoch', ?)",
-                         (str(int(row[0] if row else 0) + 1),))
+            write_meta(conn, "journal_epoch", str(int(read_meta(conn, "journal_epoch") or 0) + 1))
             boot = boot_id()
             if boot is not None:  # the start's replay: was the machine restarted since? (§20.7)
-                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_boot', ?)", (boot,))
+                write_meta(conn, "journal_boot", boot)
             self._clear_mark(conn)
             conn.execute("COMMIT")
         except BaseException:
@@ -288,8 +291,7 @@ class Journal:
         if not records:
             return records
         assert seq is not None and prev is not None
-        conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                         (("journal_seq", str(seq)), ("journal_head", prev.hex())))
+        write_meta2(conn, "journal_seq", str(seq), "journal_head", prev.hex())
         self._new_pack = None
         name = self._pack[0] if self._pack is not None else None
         if name is None or conn.execute(
@@ -302,13 +304,16 @@ class Journal:
                 (name, records[0].seq, seq, now),
             )
             if self.early:  # where the start looks for records the catalog lost (§20.7)
-                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_writer_pack', ?)", (name,))
+                write_meta(conn, "journal_writer_pack", name)
                 self._clear_mark(conn)
                 self._sync_due = True
             # The file too, before COMMIT: a registered journal pack always exists
             # (an object store shows it from its first sync on).
             try:
-                self._new_pack = (name, self.storage.create(name))
+                appender = self.storage.create(name)
+                if self.early and hasattr(appender, "preallocate"):
+                    appender.preallocate(PREALLOCATE)  # a synced append then allocates no blocks
+                self._new_pack = (name, appender)
             except OSError as exc:
                 raise storage_error(exc, "cannot create a catalog journal pack; nothing was written") from exc
         if self.early:
@@ -319,14 +324,13 @@ class Journal:
         """The last record's number and hash, and the epoch of the next records: the
         writer's is the committed one (see :meth:`before_batch`), another process takes
         a new one with its transaction (its records reach the packs only if it commits)."""
-        rows = dict(conn.execute(
-            "SELECT key, value FROM meta WHERE key IN ('journal_seq', 'journal_head', 'journal_epoch')").fetchall())
+        rows = read_metas(conn, _HEAD_KEYS)
         seq = int(rows.get("journal_seq", "0"))
         head = bytes.fromhex(rows["journal_head"]) if "journal_head" in rows else GENESIS
         epoch = int(rows.get("journal_epoch", "0"))
         if not self.early:
             epoch += 1
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('journal_epoch', ?)", (str(epoch),))
+            write_meta(conn, "journal_epoch", str(epoch))
         return seq, head, epoch
 
     def _write_early(self, records: list[OutRecord]) -> None:

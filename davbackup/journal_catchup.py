@@ -7,10 +7,11 @@ records were synced before COMMIT, and the catalog stores the number and hash of
 last record it applied (``meta.journal_seq``, ``journal_head``) in the same
 transaction, so at start the server reads the records after that number from its
 journal pack (``meta.journal_writer_pack``) and applies them, in one transaction
-synced with the WAL, before anything else writes. Only after a restart of the
-machine (``meta.journal_boot``, synced with each epoch, is not this boot's): without
-one nothing of the WAL can be lost, and a record after ``journal_seq`` is of a batch
-the process died in before its COMMIT, which every reader saw as not done.
+synced with the WAL, before anything else writes (the server, and an admin command
+that opens the catalog first). Only after a restart of the machine
+(``meta.journal_boot``, synced with each server's first epoch, is not this boot's):
+without one nothing of the WAL can be lost, and a record after ``journal_seq`` is of
+a batch the process died in before its COMMIT, which every reader saw as not done.
 
 * of the records of one sequence number, the one that continues the hash chain and
   has the greatest epoch is chosen; an epoch lower than the catalog's is a batch that
@@ -62,11 +63,14 @@ def catch_up(catalog: Catalog, storage: PackStorage, journal_key: bytes, codec: 
     result = CatchUp()
     conn = catalog.reader()
     boot = boot_id()
-    if boot is not None and read_meta(conn, "journal_boot") == boot:
-        # The machine has not restarted since the last server's start synced this key:
-        # every commit since is in the WAL (a killed process loses nothing of it), so a
-        # record after journal_seq is of a batch that never committed. It stays out
-        # (the start's new epoch supersedes it), as in the catalog every reader saw.
+    synced_boot = read_meta(conn, "journal_boot")
+    if synced_boot is None or synced_boot == boot:
+        # No server has committed without syncing since the machine started (the key
+        # is synced at each server's start; a catalog without it was last written with
+        # every commit synced): every commit is in the WAL (a killed process loses
+        # nothing of it), so a record after journal_seq is of a batch that never
+        # committed. It stays out (the start's new epoch supersedes it), as in the
+        # catalog every reader saw.
         return result
     seq = int(read_meta(conn, "journal_seq") or 0)
     head_hex = read_meta(conn, "journal_head")
@@ -94,15 +98,19 @@ def catch_up(catalog: Catalog, storage: PackStorage, journal_key: bytes, codec: 
     if not chain:
         return result
 
-    def apply(conn: sqlite3.Connection) -> None:
+    def apply(conn: sqlite3.Connection) -> bool:
+        if int(read_meta(conn, "journal_seq") or 0) != seq:
+            return False  # another process caught up meanwhile
         for rec in chain:
             journal_replay.apply(conn, rec.doc)
         last = chain[-1]
         journal_replay.set_position(conn, last.seq, last.digest)
         conn.executemany("UPDATE journal_packs SET last_seq=max(last_seq, ?) WHERE name=?",
                          [(last.seq, name) for name in names])
+        return True
 
-    catalog.write(apply)
+    if not catalog.write(apply):
+        return result
     result.records = len(chain)
     result.chunks = _reindex_open_packs(catalog, storage, codec)
     log.warning("the catalog lacked journal records %d..%d (its last commits were lost, e.g. by a power cut):"

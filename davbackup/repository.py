@@ -89,8 +89,9 @@ class Repository:
                 self.catalog.fault_hook = fault_plan.commit_hook
             self.codec = BlobCodec(keys.chunk_subkey_base(), keys.chunk_id_key(), config.compression_level)
             self.chunker = Chunker(config.chunker, keys.chunker_seed())
-            if mode == "rw" and catalog_url is None:
-                # commits a power cut took from the catalog, back from the journal (§20.7)
+            if mode != "read" and catalog_url is None:
+                # commits a power cut took from the catalog, back from the journal before
+                # anything is written (§20.7; a no-op once a server started in this boot)
                 catch_up(self.catalog, self.storage, keys.journal_key(), self.codec)
             self.chunks = ChunkStore(self.catalog, self.storage, self.codec, config.pack_target_size, mode == "rw")
             self.chunk_lists = VerifiedChunkLists()  # chunk lists verified at open (versions.py)

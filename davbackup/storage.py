@@ -20,6 +20,8 @@ same checks against both.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import os
 import threading
@@ -68,6 +70,30 @@ class PackStorage(Protocol):
     def close(self) -> None: ...
 
 
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_libc = _load_libc()
+
+
+def reserve_blocks(fd: int, offset: int, length: int) -> bool:
+    """Allocate disk blocks for ``offset .. offset + length`` of a file without changing
+    its size (Linux ``fallocate`` with ``FALLOC_FL_KEEP_SIZE``); False if that failed
+    or is not available."""
+    if _libc is None:
+        return False
+    return int(_libc.fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length)) == 0
+
+
 class LocalAppender:
     """Appends to one pack file; concurrent ``sync`` calls share one fsync."""
 
@@ -86,7 +112,16 @@ class LocalAppender:
         self._synced = 0
         self._append_lock = threading.Lock()
         self._sync_lock = threading.Lock()
+        self._step = 0  # see preallocate()
+        self._allocated = self._size
         fsync_dir(path.parent)
+
+    def preallocate(self, step: int) -> None:
+        """From now on keep disk blocks reserved up to ``step`` bytes past the contents
+        (``fallocate`` with ``FALLOC_FL_KEEP_SIZE``: the file's size and bytes stay as
+        they are), so that a synced append allocates no blocks (the metadata journal,
+        DESIGN.md §20.7). Where the call is not available this does nothing."""
+        self._step = step
 
     @property
     def size(self) -> int:
@@ -97,6 +132,8 @@ class LocalAppender:
         so the next append overwrites the torn bytes instead of following them."""
         with self._append_lock:
             offset = self._size
+            if self._step and offset + len(data) > self._allocated:
+                self._extend(offset + len(data))
             view = memoryview(data)
             pos = offset
             try:
@@ -107,11 +144,21 @@ class LocalAppender:
             except OSError:
                 try:  # give the space of the torn bytes back at once (a full disk)
                     os.ftruncate(self._fd, offset)
+                    self._allocated = offset
                 except OSError:
                     pass
                 raise
             self._size = offset + len(data)
             return offset
+
+    def _extend(self, end: int) -> None:
+        """Reserve blocks from the reserved end to a whole ``step`` past ``end`` (if the
+        disk has no room for them, or the file system cannot, appends go on without)."""
+        target = (end // self._step + 1) * self._step
+        if not reserve_blocks(self._fd, self._allocated, target - self._allocated):
+            self._step = 0
+            return
+        self._allocated = target
 
     def sync(self, upto: int | None = None) -> None:
         if upto is None:
@@ -131,6 +178,12 @@ class LocalAppender:
     def close(self) -> None:
         with self._append_lock:
             if self._fd >= 0:
+                if self._allocated > self._size:
+                    try:  # give back the blocks reserved past the end
+                        os.ftruncate(self._fd, self._size)
+                    except OSError:
+                        pass
+                    self._allocated = self._size
                 os.fsync(self._fd)
                 self._synced = self._size
                 os.close(self._fd)

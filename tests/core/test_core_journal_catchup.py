@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from davbackup.catalog import read_meta
 from davbackup.errors import DavBackupError
+from davbackup.journal import PREALLOCATE, TYPE_JOURNAL
+from davbackup.pack import scan_pack
 from davbackup.repository import Repository
 from tests.core.test_core_recover import dump, lose_catalog, run_recover
 from tests.core_fixtures import PASSPHRASE, USER, init_repo, read_file, write_file
@@ -189,3 +192,41 @@ def test_a_failed_batch_is_not_brought_back(tmp_path: Path, fault_control: Path)
         ns = repo.namespace(USER)
         assert read_file(ns, "/a.txt") == b"a"
         assert [e.name for e in ns.list("/")] == ["a.txt"]
+
+
+def test_the_servers_journal_pack_has_blocks_reserved_ahead(tmp_path: Path) -> None:
+    """The server's journal pack keeps disk blocks reserved past its records (its size
+    and bytes are its records'), so a synced append allocates none; closing the pack
+    gives them back."""
+    root = tmp_path / "repo"
+    with init_repo(root) as repo:
+        write_file(repo.namespace(USER), "/a.txt", b"a")
+        name = read_meta(repo.catalog.reader(), "journal_writer_pack")
+        assert name is not None
+        path = repo.storage.path(name)  # type: ignore[attr-defined]
+        with repo.storage.open_stream(name) as stream:
+            blobs = list(scan_pack(stream))
+        end = blobs[-1].offset + blobs[-1].total_len
+        assert {b.header.blob_type for b in blobs} == {TYPE_JOURNAL}
+        assert path.stat().st_size == end
+        assert path.stat().st_blocks * 512 >= PREALLOCATE > end
+    assert path.stat().st_size == end and path.stat().st_blocks * 512 < PREALLOCATE
+
+
+def test_an_admin_command_first_after_the_cut_catches_up_too(tmp_path: Path) -> None:
+    """After the power cut an admin command opens the catalog before any server: it
+    must bring the lost commits back before it writes a record of its own (its record
+    would take their sequence numbers and cut the hash chain they continue)."""
+    root = tmp_path / "repo"
+    init_repo(root).close()
+    with Repository.open(root, PASSPHRASE) as repo:
+        ns = repo.namespace(USER)
+        write_file(ns, "/a.txt", b"a")
+        copy = synced_copy(repo)
+        write_file(ns, "/b.txt", b"acknowledged after the last sync")
+    power_cut(root, copy)
+    with Repository.open(root, PASSPHRASE, mode="admin") as admin:
+        admin.users.add("erin", "erin-password-1")
+    with Repository.open(root, PASSPHRASE) as repo:
+        assert read_file(repo.namespace(USER), "/b.txt") == b"acknowledged after the last sync"
+        assert repo.users.verify("erin", "erin-password-1") is not None
