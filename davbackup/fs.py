@@ -32,8 +32,11 @@ from davbackup.versions import chunk_rows, verify_version
 from davbackup.writer import FileWriter
 
 if TYPE_CHECKING:
+    from davbackup.catalog import Catalog
+    from davbackup.chunkstore import ChunkStore
     from davbackup.history import History
-    from davbackup.repository import Repository
+    from davbackup.tree import Tree
+    from davbackup.versions import VerifiedChunkLists
 
 
 class BodyReader(Protocol):
@@ -45,7 +48,7 @@ class BodyReader(Protocol):
 Parts = list[str]
 
 #: chunk lists up to this long (files up to about 16 GiB at 512 KiB per chunk) are kept,
-#: once verified, in ``repo.chunk_lists`` and read from there; longer ones are verified
+#: once verified, in ``FileStore.chunk_lists`` and read from there; longer ones are verified
 #: as a stream at every open and read in batches
 KEEP_CHUNK_LIST = 1 << 15
 
@@ -70,6 +73,22 @@ class Entry:
 def _entry(parts: list[str], node: Node) -> Entry:
     return Entry(join_path(parts), parts[-1] if parts else "", node.is_dir, node.size, node.etag,
                  node.created, node.modified, node.id, node.checksums, node.version_id)
+
+
+@dataclass(frozen=True)
+class FileStore:
+    """What every namespace of a repository works with, built once by
+    :class:`~davbackup.repository.Repository` (the one composition root): the catalog,
+    the tree (its name keys), the chunk store readers read from, the chunk lists
+    verified so far, the ETag key, and the factory of file writers (it refuses when
+    the repository cannot store files)."""
+
+    catalog: Catalog
+    tree: Tree
+    chunks: ChunkStore
+    chunk_lists: VerifiedChunkLists
+    etag_key: bytes
+    new_writer: Callable[[list[tuple[int, int, bytes]] | None], FileWriter]
 
 
 class PendingFile:
@@ -104,12 +123,12 @@ class PendingFile:
 
 
 class Namespace:
-    def __init__(self, repo: "Repository", user: str, root_id: int) -> None:
-        self.repo = repo
+    def __init__(self, store: FileStore, user: str, root_id: int) -> None:
+        self.store = store
         self.user = user
         self.root_id = root_id
-        self._tree = repo.tree
-        self._catalog = repo.catalog
+        self._tree = store.tree
+        self._catalog = store.catalog
 
     # -- bookkeeping shared by every change ----------------------------------------
 
@@ -203,14 +222,14 @@ class Namespace:
     def version_reader(self, version_id: int, size: int, etag: str, path: str) -> VersionReader:
         """A reader of one version, after checking that the catalog's chunk list and size
         are the ones its keyed ETag was computed from (DESIGN.md §14)."""
-        verified = self.repo.chunk_lists
+        verified = self.store.chunk_lists
         chunks = verified.get(version_id, size, etag)
         if chunks is None:
-            chunks = verify_version(self._catalog.reader(), self.repo.keys.etag_key(), version_id, size, etag, path,
+            chunks = verify_version(self._catalog.reader(), self.store.etag_key, version_id, size, etag, path,
                                     keep=KEEP_CHUNK_LIST)
             if chunks is not None:
                 verified.put(version_id, size, etag, chunks)
-        return VersionReader(self._catalog, self.repo.chunks, version_id, size, path, chunks)
+        return VersionReader(self._catalog, self.store.chunks, version_id, size, path, chunks)
 
     # -- writing -----------------------------------------------------------------
 
@@ -248,7 +267,7 @@ class Namespace:
         existing = self._tree.child(conn, parent.id, parts[-1])
         if existing is not None and existing.is_dir:
             raise Conflict(f"{path}: a folder stands there")
-        return PendingFile(self, parts, self.repo.new_writer(chunks))
+        return PendingFile(self, parts, self.store.new_writer(chunks))
 
     def _linker(self, parts: Parts) -> Callable[[sqlite3.Connection, int, int, str, float], Entry]:
         path = join_path(parts)
@@ -294,12 +313,12 @@ class Namespace:
         rows = chunk_rows(conn, version_id)
         first = next((i for i, (o, n, _) in enumerate(rows) if o <= start < o + n), len(rows))
         last = next((i for i, (o, n, _) in enumerate(rows) if o < end <= o + n), None) if end < size else None
-        writer = self.repo.new_writer(rows[:first])
+        writer = self.store.new_writer(rows[:first])
         writer.mark_existing([r[2] for r in rows[:first]])
         try:
             if first < len(rows):
                 o, _n, cid = rows[first]
-                writer.write(self.repo.chunks.read(cid, None, path)[: start - o])
+                writer.write(self.store.chunks.read(cid, None, path)[: start - o])
             remaining = length
             while remaining > 0:
                 data = body.read(min(remaining, 1024 * 1024))
@@ -309,7 +328,7 @@ class Namespace:
                 remaining -= len(data)
             if last is not None:
                 o, _n, cid = rows[last]
-                writer.write(self.repo.chunks.read(cid, None, path)[end - o :])
+                writer.write(self.store.chunks.read(cid, None, path)[end - o :])
                 writer.extend(rows[last + 1 :])
         except BaseException:
             writer.abort()

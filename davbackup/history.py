@@ -157,8 +157,8 @@ class History:
 
     def __init__(self, ns: "Namespace") -> None:
         self.ns = ns
-        self.catalog = ns.repo.catalog
-        self.tree = ns.repo.tree
+        self.catalog = ns.store.catalog
+        self.tree = ns.store.tree
         self.root_id = ns.root_id
 
     # -- shared helpers --------------------------------------------------------------

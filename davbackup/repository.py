@@ -41,7 +41,8 @@ from davbackup.chunker import Chunker
 from davbackup.chunkstore import ChunkStore
 from davbackup.config import RepoConfig
 from davbackup.errors import Locked, RepositoryError, UsageError
-from davbackup.fs import Namespace
+from davbackup.fs import FileStore, Namespace
+from davbackup.history import HistoryUsage, history_usage
 from davbackup.journal import Journal
 from davbackup.journal_catchup import catch_up
 from davbackup.keys import MASTER_SIZE, KeyRing, MasterKeys
@@ -51,6 +52,7 @@ from davbackup.offload import Offloader
 from davbackup.pack import BlobCodec
 from davbackup.reserve import SpaceGuard, SpaceReserve
 from davbackup.tree import Tree, authenticate_rows
+from davbackup.upload_settings import settings_at_open
 from davbackup.uploads import UploadManager
 from davbackup.users import UserDirectory
 from davbackup.versions import VerifiedChunkLists
@@ -104,7 +106,10 @@ class Repository:
         except BaseException:
             self._release_writer_lock()
             raise
-        self.uploads = UploadManager(self)
+        self.file_store = FileStore(self.catalog, self.tree, self.chunks, self.chunk_lists, keys.etag_key(),
+                                    self.new_writer)
+        self.uploads = UploadManager(self.file_store, self.namespace, path_key=keys.name_hash_key(),
+                                     seal_key=keys.name_key(), settings=settings_at_open(self.catalog.reader()))
         if mode == "rw":
             # a large COPY or DELETE cut off by a crash: nothing else can be building one now
             # (unless another node serves the shared catalog: it may be building one,
@@ -337,7 +342,11 @@ class Repository:
 
     def namespace(self, user: str) -> Namespace:
         """The user's namespace, looked up afresh (users may change from another process)."""
-        return Namespace(self, user, self.users.root_id(user))
+        return Namespace(self.file_store, user, self.users.root_id(user))
+
+    def history_usage(self, root_id: int) -> HistoryUsage:
+        """What the history of the user whose root is ``root_id`` holds beyond the live tree."""
+        return history_usage(self.catalog, root_id)
 
     def new_writer(self, chunks: list[tuple[int, int, bytes]] | None = None) -> FileWriter:
         if self.mode != "rw":

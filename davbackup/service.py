@@ -2,8 +2,8 @@
 
 ``provider/`` is handed a :class:`DavService`, not the whole
 :class:`~davbackup.repository.Repository`: the user directory, the namespaces, upload
-sessions, WebDAV locks, the space guard, and of the catalog only whether it is shared,
-a read probe and the lock epoch. mypy checks the provider against this protocol, so
+sessions, WebDAV locks, the space guard, a user's history usage, and of the catalog
+only whether it is shared, a read probe and the lock epoch. mypy checks the provider against this protocol, so
 reaching past it (into the chunk store, the keys, the packs, the catalog's tables) is
 a type error there; :class:`Repository` implements it.
 """
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from davbackup.fs import Namespace
+    from davbackup.history import HistoryUsage
     from davbackup.locks import LockTable
     from davbackup.reserve import SpaceGuard, SpaceReserve
     from davbackup.uploads import UploadManager
@@ -65,4 +66,9 @@ class DavService(Protocol):
 
     def namespace(self, user: str) -> Namespace:
         """One user's files and folders (davbackup/fs.py)."""
+        ...
+
+    def history_usage(self, root_id: int) -> HistoryUsage:
+        """What one user's history holds beyond the live tree (``root_id``: its
+        namespace's :attr:`~davbackup.fs.Namespace.root_id`), for the web page."""
         ...

@@ -373,7 +373,7 @@ def copy_large(ns: "Namespace", src: str, dst: str, overwrite: bool) -> bool:
     """``Namespace.copy`` of a large tree: staged from one read snapshot, linked in one
     short transaction, then the staged states' ``born`` settled and any replaced
     destination's trash emptied."""
-    tree, catalog = ns.repo.tree, ns.repo.catalog
+    tree, catalog = ns.store.tree, ns.store.catalog
     parts: tuple[list[str], list[str]] = ns._check_transfer(src, dst, "copy")
     sparts, dparts = parts
     label = f"copy {src} -> {dst}"

@@ -9,6 +9,7 @@ lifetime never loses sessions to a gc that assumed 24 h.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
@@ -27,6 +28,8 @@ MAX_SESSIONS_PER_USER = 256
 MAX_LENGTH = 16 * 1024**4
 
 META_KEY = "uploads"
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,16 @@ def load_settings(conn: sqlite3.Connection) -> UploadSettings:
     """The settings the server last recorded (the defaults if none ever did)."""
     text = read_meta(conn, META_KEY)
     return UploadSettings.from_json(text) if text is not None else UploadSettings()
+
+
+def settings_at_open(conn: sqlite3.Connection) -> UploadSettings:
+    """:func:`load_settings` for a repository being opened: a damaged ``meta`` row gives
+    the defaults and a warning (it must not keep check or restore from opening)."""
+    try:
+        return load_settings(conn)
+    except UsageError as exc:
+        _log.warning("%s; using the default upload settings", exc)
+        return UploadSettings()
 
 
 def store_settings(catalog: "Catalog", settings: UploadSettings) -> bool:

@@ -16,13 +16,12 @@ the digests a client may promise in :mod:`davbackup.digests`.
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from davbackup import clock, crypto, upload_preempt, upload_sessions
 from davbackup.digests import Digests, verify_digests
@@ -34,18 +33,12 @@ from davbackup.errors import (
     NotFound,
     OffsetMismatch,
     TooLarge,
-    UsageError,
 )
-from davbackup.fs import Entry
+from davbackup.fs import Entry, FileStore, Namespace
 from davbackup.tree import join_path, split_path
 from davbackup.upload_sessions import GONE, NONE, Row, transition
-from davbackup.upload_settings import UploadSettings, load_settings, store_settings
+from davbackup.upload_settings import UploadSettings, store_settings
 from davbackup.writer import FileWriter
-
-if TYPE_CHECKING:
-    from davbackup.repository import Repository
-
-_log = logging.getLogger(__name__)
 
 READ_SIZE = 1024 * 1024
 PATH_AD = b"davbackup-upload-path-v1"
@@ -77,24 +70,25 @@ class AppendResult:
 class UploadManager:
     """The life cycle of upload sessions: create, append, complete, cancel, expire."""
 
-    def __init__(self, repo: "Repository", settings: UploadSettings | None = None) -> None:
-        self.repo = repo
-        if settings is None:
-            try:
-                settings = load_settings(repo.catalog.reader())
-            except UsageError as exc:  # a damaged meta row must not keep check or restore from opening
-                _log.warning("%s; using the default upload settings", exc)
-                settings = UploadSettings()
+    def __init__(self, store: FileStore, namespace: Callable[[str], Namespace], *, path_key: bytes, seal_key: bytes,
+                 settings: UploadSettings) -> None:
+        """``store``: the catalog, chunks and writers the namespaces share; ``namespace(user)``:
+        a user's namespace, where a completed upload is linked; ``path_key`` and
+        ``seal_key``: the keys that hash and seal a session's path (DESIGN.md §13);
+        ``settings``: those recorded in the catalog (davbackup/upload_settings.py)."""
+        self._store = store
+        self._catalog = store.catalog
+        self._namespace = namespace
         self.settings = settings
         self._active: set[str] = set()
         self._active_lock = threading.Lock()
-        self._path_key = repo.keys.name_hash_key()
-        self._seal_key = repo.keys.name_key()
+        self._path_key = path_key
+        self._seal_key = seal_key
 
     def configure(self, settings: UploadSettings) -> None:
         """Adopt the server's settings and record them in the catalog, so that every
         other process (gc) applies the same session lifetime."""
-        store_settings(self.repo.catalog, settings)
+        store_settings(self._catalog, settings)
         self.settings = settings
 
     @property
@@ -115,7 +109,7 @@ class UploadManager:
         return session.updated + self.ttl < now
 
     def get(self, session_id: str, user: str) -> UploadSession:
-        row = upload_sessions.get(self.repo.catalog.reader(), session_id)
+        row = upload_sessions.get(self._catalog.reader(), session_id)
         if row is None or row[1] != user:
             raise NotFound(GONE)
         session = self._row_to_session(row)
@@ -126,7 +120,7 @@ class UploadManager:
 
     def find(self, user: str, path: str, protocol: str) -> UploadSession | None:
         path = join_path(split_path(path))
-        rows = upload_sessions.for_path(self.repo.catalog.reader(), user, self._path_hash(path), protocol)
+        rows = upload_sessions.for_path(self._catalog.reader(), user, self._path_hash(path), protocol)
         now = clock.now()
         for row in rows:
             session = self._row_to_session(row)
@@ -144,7 +138,7 @@ class UploadManager:
         if a concurrent request created one since the caller looked (one per path)."""
         transition(NONE, "create")
         path = join_path(split_path(path))
-        ns = self.repo.namespace(user)
+        ns = self._namespace(user)
         ns.check_writable(path)
         existing = ns.lookup(path)
         if existing is not None and existing.is_dir:
@@ -170,7 +164,7 @@ class UploadManager:
                                    limit=limit, idle_since=now - self.ttl)
             return UploadSession(sid, user, path, protocol, total, 0, now, now, meta or {})
 
-        return self.repo.catalog.write(txn)
+        return self._catalog.write(txn)
 
     def cancel(self, session: UploadSession) -> None:
         """End the session; its chunks become garbage. :class:`NotFound` if it is gone."""
@@ -184,9 +178,9 @@ class UploadManager:
         sessions costs a write transaction (which looks again). A session started after
         the read is one started after this call, as it would be after the transaction."""
         path_hash = self._path_hash(join_path(split_path(path)))
-        if not upload_sessions.any_for_path(self.repo.catalog.reader(), user, path_hash):
+        if not upload_sessions.any_for_path(self._catalog.reader(), user, path_hash):
             return 0
-        return self.repo.catalog.write(lambda conn: upload_sessions.cancel_for_path(conn, user, path_hash))
+        return self._catalog.write(lambda conn: upload_sessions.cancel_for_path(conn, user, path_hash))
 
     def _end(self, session_id: str, event: str, *, missing_ok: bool = False) -> None:
         def txn(conn: sqlite3.Connection) -> None:
@@ -196,7 +190,7 @@ class UploadManager:
                 if not missing_ok:
                     raise
 
-        self.repo.catalog.write(txn)
+        self._catalog.write(txn)
 
     def check_length(self, total: int | None) -> None:
         """Refuse a declared upload length that is negative or above :attr:`max_length`."""
@@ -212,7 +206,7 @@ class UploadManager:
     def set_total(self, session: UploadSession, total: int) -> UploadSession:
         self.check_length(total)
 
-        self.repo.catalog.write(lambda conn: upload_sessions.set_total(conn, session.id, total))
+        self._catalog.write(lambda conn: upload_sessions.set_total(conn, session.id, total))
         return UploadSession(session.id, session.user, session.path, session.protocol, total, session.received,
                              session.created, session.updated, session.meta)
 
@@ -227,7 +221,7 @@ class UploadManager:
                 if self.sid in self.manager._active:
                     raise Locked("another request is appending to this upload session")
                 self.manager._active.add(self.sid)
-            catalog = self.manager.repo.catalog
+            catalog = self.manager._catalog
             # With a shared catalog another node may be appending: a cluster-wide lock,
             # released by PostgreSQL also when that node dies.
             if catalog.shared and not catalog.try_lock(upload_preempt.lock_name(self.sid)):
@@ -236,7 +230,7 @@ class UploadManager:
                 raise Locked("another request (on another node) is appending to this upload session")
 
         def __exit__(self, *exc: object) -> None:
-            catalog = self.manager.repo.catalog
+            catalog = self.manager._catalog
             if catalog.shared:
                 catalog.unlock(upload_preempt.lock_name(self.sid))
             with self.manager._active_lock:
@@ -251,12 +245,12 @@ class UploadManager:
         """Stop an append of upload ``sid`` that runs on another node and wait up to
         ``wait`` seconds for it to end; True when none runs any more. Only for a
         session the request's user owns."""
-        return upload_preempt.stop_elsewhere(self.repo.catalog, sid, wait)
+        return upload_preempt.stop_elsewhere(self._catalog, sid, wait)
 
     def serve_stop_requests(self, stop_local: Callable[[str], None]) -> None:
         """In a cluster: call ``stop_local(sid)`` when another node asks this one to stop
         its append of upload ``sid`` (it must return at once)."""
-        upload_preempt.serve_stop_requests(self.repo.catalog, stop_local)
+        upload_preempt.serve_stop_requests(self._catalog, stop_local)
 
     def append(
         self,
@@ -338,14 +332,14 @@ class UploadManager:
         return False, persisted
 
     def _resume_writer(self, session: UploadSession) -> FileWriter:
-        rows = upload_sessions.chunk_rows(self.repo.catalog.reader(), session.id)
+        rows = upload_sessions.chunk_rows(self._catalog.reader(), session.id)
         chunks = [(o, n, c) for o, n, c, t in rows if not t]
         tails = [(o, n, c) for o, n, c, t in rows if t]
-        writer = self.repo.new_writer(chunks)
+        writer = self._store.new_writer(chunks)
         writer.mark_existing([c for _, _, c in chunks])
         for _off, _n, cid in tails:
             writer.mark_existing([cid])
-            writer.write(self.repo.chunks.read(cid, None, f"upload of {session.path} (tail)"))
+            writer.write(self._store.chunks.read(cid, None, f"upload of {session.path} (tail)"))
         if writer.received != session.received:
             writer.abort()
             raise Conflict(f"upload session of {session.path} is inconsistent; cancel it and start again")
@@ -379,10 +373,10 @@ class UploadManager:
             writer.abort()
             self._end(session.id, "cancel", missing_ok=True)
             raise
-        ns = self.repo.namespace(session.user)
+        ns = self._namespace(session.user)
 
         def link(conn: sqlite3.Connection, vid: int, size: int, etag: str, now: float) -> Entry:
             upload_sessions.end(conn, session.id, "complete")  # NotFound if cancelled or expired meanwhile
             return ns.link_version(conn, session.path, vid, size, etag, now)
 
-        return writer.commit(link, checksums=self.repo.tree.seal_checksums(checksums))
+        return writer.commit(link, checksums=self._store.tree.seal_checksums(checksums))

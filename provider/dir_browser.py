@@ -24,15 +24,17 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import quote, unquote
 
 from wsgidav import util
 from wsgidav.dav_error import DAVError
 from wsgidav.dir_browser import WsgiDavDirBrowser
 
-from davbackup.history import history_usage
 from provider.auth import is_read_only
+
+if TYPE_CHECKING:
+    from provider.dav_provider import DavBackupProvider
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -142,10 +144,11 @@ class DavBackupDirBrowser(WsgiDavDirBrowser):
         user = environ.get("wsgidav.auth.user_name")
         if not user:
             return {"user_name": None, "usage": None}
-        ns = environ["wsgidav.provider"].namespace(environ)
+        provider: DavBackupProvider = environ["wsgidav.provider"]
+        ns = provider.namespace(environ)
         used, quota = ns.usage()
         usage = human_size(used) if quota is None else f"{human_size(used)} of {human_size(quota)}"
-        kept = history_usage(ns.repo.catalog, ns.root_id)
+        kept = provider.repo.history_usage(ns.root_id)
         return {
             "user_name": user,
             "access": "read-only" if is_read_only(environ) else "read-write",
