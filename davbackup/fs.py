@@ -25,6 +25,7 @@ from davbackup.errors import (
     RangeError,
     StorageFull,
 )
+from davbackup.file_store import FileStore
 from davbackup.reader import VersionReader
 from davbackup.tree import MAX_DEPTH, Node, join_path, record_moment, split_path
 from davbackup.users import charge, usage_of_root
@@ -32,11 +33,7 @@ from davbackup.versions import chunk_rows, verify_version
 from davbackup.writer import FileWriter
 
 if TYPE_CHECKING:
-    from davbackup.catalog import Catalog
-    from davbackup.chunkstore import ChunkStore
     from davbackup.history import History
-    from davbackup.tree import Tree
-    from davbackup.versions import VerifiedChunkLists
 
 
 class BodyReader(Protocol):
@@ -73,22 +70,6 @@ class Entry:
 def _entry(parts: list[str], node: Node) -> Entry:
     return Entry(join_path(parts), parts[-1] if parts else "", node.is_dir, node.size, node.etag,
                  node.created, node.modified, node.id, node.checksums, node.version_id)
-
-
-@dataclass(frozen=True)
-class FileStore:
-    """What every namespace of a repository works with, built once by
-    :class:`~davbackup.repository.Repository` (the one composition root): the catalog,
-    the tree (its name keys), the chunk store readers read from, the chunk lists
-    verified so far, the ETag key, and the factory of file writers (it refuses when
-    the repository cannot store files)."""
-
-    catalog: Catalog
-    tree: Tree
-    chunks: ChunkStore
-    chunk_lists: VerifiedChunkLists
-    etag_key: bytes
-    new_writer: Callable[[list[tuple[int, int, bytes]] | None], FileWriter]
 
 
 class PendingFile:

@@ -41,7 +41,8 @@ from davbackup.chunker import Chunker
 from davbackup.chunkstore import ChunkStore
 from davbackup.config import RepoConfig
 from davbackup.errors import Locked, RepositoryError, UsageError
-from davbackup.fs import FileStore, Namespace
+from davbackup.file_store import FileStore
+from davbackup.fs import Namespace
 from davbackup.history import HistoryUsage, history_usage
 from davbackup.journal import Journal
 from davbackup.journal_catchup import catch_up

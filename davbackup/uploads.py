@@ -34,7 +34,8 @@ from davbackup.errors import (
     OffsetMismatch,
     TooLarge,
 )
-from davbackup.fs import Entry, FileStore, Namespace
+from davbackup.file_store import FileStore
+from davbackup.fs import Entry, Namespace
 from davbackup.tree import join_path, split_path
 from davbackup.upload_sessions import GONE, NONE, Row, transition
 from davbackup.upload_settings import UploadSettings, store_settings
