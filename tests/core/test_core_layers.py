@@ -6,6 +6,7 @@ pytest plugins) cannot hide an import.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -134,3 +135,34 @@ def test_server_commands_work_without_the_client_extra(tmp_path):
     out = run_without_client("stats", "--repo", str(repo))
     assert out.returncode == 0, out.stderr
 
+
+
+def _imports_and_calls(path: Path) -> tuple[set[str], set[str]]:
+    """The modules a file imports (``TYPE_CHECKING`` blocks included) and the names it calls."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported: set[str] = set()
+    called: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            called.add(node.func.id)
+    return imported, called
+
+
+def test_the_repository_is_the_only_composition_root():
+    """Namespaces and the upload manager are built by Repository alone, from narrow
+    collaborators (davbackup/file_store.py); they and the modules they hand themselves
+    to never see the repository."""
+    for module in ("fs", "uploads", "file_store", "history", "tree_bulk", "reader", "writer"):
+        imported, _called = _imports_and_calls(ROOT / "davbackup" / f"{module}.py")
+        assert "davbackup.repository" not in imported, module
+    builders = set()
+    for top in ("davbackup", "provider"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            _imported, called = _imports_and_calls(path)
+            if called & {"Namespace", "UploadManager", "FileStore"}:
+                builders.add(path.relative_to(ROOT).as_posix())
+    assert builders == {"davbackup/repository.py"}
