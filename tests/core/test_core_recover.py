@@ -269,3 +269,29 @@ def test_a_damaged_chunk_and_a_torn_pack_are_reported_not_indexed(tmp_path: Path
     with Repository.open(root, PASSPHRASE, mode="read") as repo:
         assert repo.catalog.reader().execute("SELECT 1 FROM chunks WHERE id = ?", (cid,)).fetchone() is None
         assert read_file(repo.namespace(USER), "/docs/a.txt") == b"two"
+
+
+def test_a_damaged_blob_header_is_reported_a_zero_tail_is_not(tmp_path: Path) -> None:
+    """A blob header that does not parse ends the walk of its pack (what follows cannot
+    be placed) and is reported with its offset; zeros after the last blob are bytes a
+    failed fsync lost, a torn tail, and say nothing."""
+    root = tmp_path / "repo"
+    with busy_repo(root) as repo:
+        write_file(repo.namespace(USER), "/victim.txt", b"a chunk whose header will be damaged " * 100)
+        pack, offset = repo.catalog.reader().execute(
+            "SELECT p.name, c.offset FROM version_chunks vc JOIN chunks c ON c.id = vc.chunk_id"
+            " JOIN packs p ON p.id = c.pack_id WHERE vc.version_id = (SELECT max(id) FROM versions)").fetchone()
+        other = repo.catalog.reader().execute("SELECT name FROM journal_packs WHERE kind='journal'").fetchone()[0]
+        path, other_path = (repo.storage.path(n) for n in (pack, other))  # type: ignore[attr-defined]
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(b"XXXX")  # the blob magic
+    with open(other_path, "ab") as f:
+        f.write(bytes(200))
+    lose_catalog(root)
+    report = run_recover(root)
+    assert f"pack {pack}: damaged blob header at offset {offset}; the rest of the pack was not read" in report.problems
+    assert any("1 file versions need chunks found in no pack" in p for p in report.problems), report.problems
+    assert not any(other in p for p in report.problems), report.problems
+    with Repository.open(root, PASSPHRASE, mode="read") as repo:
+        assert read_file(repo.namespace(USER), "/docs/a.txt") == b"two"
