@@ -310,7 +310,8 @@ def base_table(s: Samples, args: argparse.Namespace) -> str:
     lines = [f"base build: {args.baseline_build}", "", head]
     for label, key, unit, higher_better in (
         ("PUT, unique data", "put", "MB/s", True), ("re-PUT (dedup)", "reput", "MB/s", True),
-        ("GET", "get", "MB/s", True), ("4 KiB PUTs, parallel", "small", "files/s", True),
+        ("GET", "get", "MB/s", True), ("4 KiB GETs at random offsets", "range", "req/s", True),
+        ("4 KiB PUTs, parallel", "small", "files/s", True),
         ("PROPFIND Depth 1 (allprop)", "propfind", "ms", False),
         ("PROPFIND Depth 1 (rclone props)", "propfind_rc", "ms", False),
     ):
