@@ -56,6 +56,20 @@ def write_meta2(conn: sqlite3.Connection, key1: str, value1: str, key2: str, val
 _SQLITE_FULL = 13
 
 
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` on an autocommit connection; on any error the
+    transaction is rolled back (if SQLite has not already done so) and the error raised."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _as_catalog_error(exc: BaseException | None, what: str) -> DavBackupError:
     """A database error as davbackup's error: a full disk is :class:`StorageFull` (507)."""
     if isinstance(exc, DavBackupError):
@@ -123,10 +137,9 @@ class Catalog:
                 raise RepositoryError(f"{self.path}: not a davbackup catalog")
             # A new catalog is made the way an old one is upgraded: version 1, then
             # every migration, so the upgrade path is exercised by every repository.
-            conn.execute("BEGIN IMMEDIATE")
-            run_script(conn, SCHEMA_V1)
-            conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-            conn.execute("COMMIT")
+            with write_transaction(conn):
+                run_script(conn, SCHEMA_V1)
+                conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
         row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:
@@ -134,8 +147,7 @@ class Catalog:
                 f"{self.path}: catalog schema {version} is newer than this davbackup supports ({SCHEMA_VERSION})"
             )
         while version < SCHEMA_VERSION:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 for step in MIGRATIONS[version]:
                     if isinstance(step, str):
                         run_script(conn, step)
@@ -143,11 +155,6 @@ class Catalog:
                         step(conn)
                 version += 1
                 conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
 
     def attach_journal(self, journal: Any) -> None:
         """From now on every group commit also writes its durable changes to ``journal``

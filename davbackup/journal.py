@@ -45,7 +45,7 @@ import blake3
 import zstandard
 
 from davbackup import clock, crypto
-from davbackup.catalog import read_meta, read_metas, write_meta, write_meta2
+from davbackup.catalog import read_meta, read_metas, write_meta, write_meta2, write_transaction
 from davbackup.chunkstore import storage_error
 from davbackup.journal_capture import Capture
 from davbackup.pack import HEADER, HEADER_SIZE, BlobError, BlobHeader
@@ -230,18 +230,12 @@ class Journal:
         catalog then syncs its WAL: the start's replay relies on that epoch, §20.7)."""
         if not self._epoch_due:
             return False
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             write_meta(conn, "journal_epoch", str(int(read_meta(conn, "journal_epoch") or 0) + 1))
             boot = boot_id()
             if boot is not None:  # the start's replay: was the machine restarted since? (§20.7)
                 write_meta(conn, "journal_boot", boot)
             self._clear_mark(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         self._epoch_due = False
         return True
 

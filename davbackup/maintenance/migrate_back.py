@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from davbackup import chunk_index
-from davbackup.catalog import Catalog
+from davbackup.catalog import Catalog, write_transaction
 from davbackup.errors import Locked, RepositoryError, UsageError
 from davbackup.location import PackLocation
 from davbackup.maintenance.migrate import MigrateReport, Progress, copy_packs
@@ -110,15 +110,9 @@ def _copy_catalog(url: str, path: Path, report: MigrateReport, progress: Progres
         with psycopg.connect(url) as src:
             src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot of every table
             src.read_only = True
-            dest.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(dest):
                 _copy_tables(src, dest, report, progress)
                 chunk_index.seal_open_packs(dest)
-                dest.execute("COMMIT")
-            except BaseException:
-                if dest.in_transaction:
-                    dest.execute("ROLLBACK")
-                raise
     finally:
         dest.close()
 

@@ -97,20 +97,27 @@ class Proxy:
                 self.proc.wait()
 
 
-def nginx_config(workdir: Path, port: int, cert: Path, key: Path, addresses: list[str]) -> str:
-    block = doc_block("nginx")
+def adapted_doc_block(kind: str, addresses: list[str], replacements: dict[str, str]) -> str:
+    """The guide's ``kind`` example with its node addresses replaced by ``addresses``
+    and each ``replacements`` pattern (a regex) replaced exactly once; fails loudly
+    when the guide's example no longer has what the test replaces."""
+    block = doc_block(kind)
     for doc_address, address in zip(DOC_NODES, addresses, strict=True):
-        assert doc_address in block, f"the guide's nginx example no longer names {doc_address}"
+        assert doc_address in block, f"the guide's {kind} example no longer names {doc_address}"
         block = block.replace(doc_address, address)
-    replacements = {
+    for pattern, replacement in replacements.items():
+        block, n = re.subn(pattern, replacement, block)
+        assert n == 1, f"the guide's {kind} example no longer matches {pattern!r}"
+    return block
+
+
+def nginx_config(workdir: Path, port: int, cert: Path, key: Path, addresses: list[str]) -> str:
+    block = adapted_doc_block("nginx", addresses, {
         r"listen 443 ssl http2;": f"listen 127.0.0.1:{port} ssl http2;",
         r"ssl_certificate     \S+;": f"ssl_certificate     {cert};",
         r"ssl_certificate_key \S+;": f"ssl_certificate_key {key};",
         r"location / \{": "location / {\n        add_header X-Upstream $upstream_addr always;",
-    }
-    for pattern, replacement in replacements.items():
-        block, n = re.subn(pattern, replacement, block)
-        assert n == 1, f"the guide's nginx example no longer matches {pattern!r}"
+    })
     temp = "\n".join(f"    {kind}_temp_path {workdir / kind};" for kind in
                      ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     user = "user root root;\n" if os.geteuid() == 0 else ""  # workers need the temp dirs of root's tmp
@@ -126,17 +133,10 @@ def nginx_config(workdir: Path, port: int, cert: Path, key: Path, addresses: lis
 
 
 def haproxy_config(port: int, pem: Path, addresses: list[str]) -> str:
-    block = doc_block("haproxy")
-    for doc_address, address in zip(DOC_NODES, addresses, strict=True):
-        assert doc_address in block, f"the guide's HAProxy example no longer names {doc_address}"
-        block = block.replace(doc_address, address)
-    replacements = {
+    block = adapted_doc_block("haproxy", addresses, {
         r"bind :443 ssl crt \S+": f"bind 127.0.0.1:{port} ssl crt {pem}",
         r"(\nbackend davbackup\n)": r"\1    http-response set-header X-Upstream %[srv_name]\n",
-    }
-    for pattern, replacement in replacements.items():
-        block, n = re.subn(pattern, replacement, block)
-        assert n == 1, f"the guide's HAProxy example no longer matches {pattern!r}"
+    })
     return f"global\n    maxconn 512\n    log stderr format short local0 notice\n{block}"
 
 

@@ -26,34 +26,7 @@ from davbackup.repository import Repository
 from tests.core.test_core_recover import dump, lose_catalog, run_recover
 from tests.core_fixtures import PASSPHRASE, USER, init_repo, read_file, write_file
 from tests.fault_fixtures import arm
-
-CATALOG_FILES = ("catalog.sqlite", "catalog.sqlite-wal")
-
-
-def synced_copy(repo: Repository) -> dict[str, bytes]:
-    """The catalog as a disk holds it right after its WAL was synced (checkpointed
-    into the database file, so the copy is one file's consistent bytes)."""
-    conn = sqlite3.connect(repo.root / "catalog.sqlite", isolation_level=None)
-    try:
-        busy, _frames, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        assert busy == 0
-    finally:
-        conn.close()
-    return {name: (repo.root / name).read_bytes() for name in CATALOG_FILES if (repo.root / name).exists()}
-
-
-def power_cut(root: Path, copy: dict[str, bytes]) -> None:
-    """The catalog files as the copy has them (what was not synced is gone), after a
-    restart of the machine (the boot the server synced in the catalog was another)."""
-    lose_catalog(root)
-    for name, data in copy.items():
-        (root / name).write_bytes(data)
-    conn = sqlite3.connect(root / "catalog.sqlite", isolation_level=None)
-    try:
-        assert conn.execute("UPDATE meta SET value='an earlier boot' WHERE key='journal_boot'").rowcount == 1
-    finally:
-        conn.close()
-
+from tests.power_cut import power_cut, synced_copy
 
 class SyncSpy:
     """Counts the catalog's WAL syncs (the real sync still runs)."""
@@ -102,7 +75,7 @@ def test_a_power_cut_loses_no_acknowledged_write(tmp_path: Path, fault_control: 
         with pytest.raises(DavBackupError):
             write_file(ns, "/docs/failed.txt", b"never acknowledged")
         arm(fault_control)
-        copy = synced_copy(repo)
+        copy = synced_copy(repo.root)
         spy = SyncSpy(repo)
         expected = {"/docs/a.txt": os.urandom(5000), "/docs/kept.bin": kept}
         write_file(ns, "/docs/a.txt", expected["/docs/a.txt"])  # a new version of an existing file
@@ -159,7 +132,7 @@ def test_without_a_restart_a_batch_cut_off_before_its_commit_stays_out(tmp_path:
     with Repository.open(root, PASSPHRASE) as repo:
         ns = repo.namespace(USER)
         write_file(ns, "/a.txt", b"a")
-        copy = synced_copy(repo)
+        copy = synced_copy(repo.root)
         before = dump(repo)
         write_file(ns, "/cut-off.txt", b"in flight when the process died")
     lose_catalog(root)
@@ -184,7 +157,7 @@ def test_a_failed_batch_is_not_brought_back(tmp_path: Path, fault_control: Path)
             with pytest.raises(DavBackupError):
                 write_file(ns, name, b"never acknowledged")
         arm(fault_control)
-        copy = synced_copy(repo)
+        copy = synced_copy(repo.root)
         before = dump(repo)
     power_cut(root, copy)
     with Repository.open(root, PASSPHRASE) as repo:
@@ -222,7 +195,7 @@ def test_an_admin_command_first_after_the_cut_catches_up_too(tmp_path: Path) -> 
     with Repository.open(root, PASSPHRASE) as repo:
         ns = repo.namespace(USER)
         write_file(ns, "/a.txt", b"a")
-        copy = synced_copy(repo)
+        copy = synced_copy(repo.root)
         write_file(ns, "/b.txt", b"acknowledged after the last sync")
     power_cut(root, copy)
     with Repository.open(root, PASSPHRASE, mode="admin") as admin:

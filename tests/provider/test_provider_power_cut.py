@@ -22,9 +22,9 @@ from typing import Iterator
 import pytest
 
 from tests.fault_fixtures import FaultyServer, launch_faulty
+from tests.power_cut import power_cut, synced_copy
 from tests.server_fixtures import davbackup
 
-CATALOG = ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm")
 PROPPATCH = (
     '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:power-cut">'
     "<D:set><D:prop><Z:colour>blue</Z:colour></D:prop></D:set></D:propertyupdate>"
@@ -38,28 +38,6 @@ def faulty(tmp_path: Path) -> Iterator[FaultyServer]:
         yield fs
     finally:
         fs.server.kill()
-
-
-def synced_copy(repo: Path) -> dict[str, bytes]:
-    """The catalog right after a checkpoint (the WAL synced and folded into the file)."""
-    conn = sqlite3.connect(repo / "catalog.sqlite", isolation_level=None, timeout=30)
-    try:
-        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
-    finally:
-        conn.close()
-    return {name: (repo / name).read_bytes() for name in CATALOG[:2] if (repo / name).exists()}
-
-
-def put_back_after_restart(repo: Path, copy: dict[str, bytes]) -> None:
-    for name in CATALOG:
-        (repo / name).unlink(missing_ok=True)
-    for name, data in copy.items():
-        (repo / name).write_bytes(data)
-    conn = sqlite3.connect(repo / "catalog.sqlite", isolation_level=None)
-    try:
-        assert conn.execute("UPDATE meta SET value='an earlier boot' WHERE key='journal_boot'").rowcount == 1
-    finally:
-        conn.close()
 
 
 @pytest.mark.timeout(300)
@@ -94,7 +72,7 @@ def test_a_power_cut_loses_no_acknowledged_put(faulty: FaultyServer) -> None:
                      headers={"Content-Type": "application/xml"}).status_code == 207
 
     server.kill()
-    put_back_after_restart(server.repo, copy)
+    power_cut(server.repo, copy)
     faulty.restart()
     assert "the catalog lacked journal records" in server.log()
     for path, data in expected.items():
