@@ -32,7 +32,12 @@ class Cluster:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**_env(self.workdir), **self.store_env}
+        # A node without --repo keeps its local state in a temporary directory that it
+        # removes when it stops; a SIGKILLed node cannot, so keep those under the test's
+        # own directory (pytest prunes it) instead of /tmp.
+        tmp = self.workdir / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return {**_env(self.workdir), **self.store_env, "TMPDIR": str(tmp)}
 
     def args(self) -> list[str]:
         return ["--catalog", self.catalog, "--packs", self.packs]
