@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import blake3
 from cryptography.exceptions import InvalidTag
@@ -77,6 +78,13 @@ def open_small(key: bytes, blob: bytes, associated: bytes) -> bytes:
 @functools.lru_cache(maxsize=8)
 def _small_cipher(key: bytes) -> AESGCM:
     return AESGCM(key)
+
+
+def small_opener(key: bytes) -> Callable[[bytes, bytes, bytes], bytes]:
+    """``decrypt(nonce, ciphertext, associated)`` of the cipher :func:`open_small` keeps for
+    ``key``, for loops that open many values; raises ``InvalidTag`` (the caller then asks
+    :func:`open_small`'s users for their error)."""
+    return _small_cipher(key).decrypt
 
 
 @dataclass(frozen=True)

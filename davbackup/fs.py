@@ -13,7 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
-from davbackup import clock, properties, tree_bulk
+from davbackup import clock, listing, properties, tree_bulk
 from davbackup.errors import (
     AlreadyExists,
     Conflict,
@@ -179,6 +179,10 @@ class Namespace:
         if not node.is_dir:
             raise Conflict(f"{path}: not a folder")
         return [_entry(parts + [c.name], c) for c in self._tree.children(conn, node.id)]
+
+    def children_of(self, folder: Entry) -> tuple[builtins.list[listing.Child], dict[int, dict[str, str]]]:
+        """A folder's children as tuples, and their dead properties (davbackup/listing.py)."""
+        return listing.children_with_props(self._catalog.reader(), self._tree, folder.node_id, folder.path)
 
     def walk(self, path: str) -> Iterator[Entry]:
         """Every entry below ``path`` (depth first, parents before children)."""

@@ -152,7 +152,7 @@ class Tree:
     def seal_checksums(self, text: str | None) -> bytes | None:
         return None if text is None else crypto.seal_small(self._name_key, text.encode("ascii"), CHECKSUMS_AD)
 
-    def _open_checksums(self, blob: bytes | None, node_id: int) -> str | None:
+    def open_checksums(self, blob: bytes | None, node_id: int) -> str | None:
         if blob is None:
             return None
         try:
@@ -166,7 +166,7 @@ class Tree:
             size, etag, checksums = 0, f"d{nid}-{int(modified * 1000)}", None
         return Node(
             nid, parent, self.open_name(name_enc, nid, parent, version_id), bool(is_dir), version_id, created, modified,
-            size or 0, etag or "", self._open_checksums(checksums, nid),
+            size or 0, etag or "", self.open_checksums(checksums, nid),
         )
 
     # -- queries -----------------------------------------------------------------

@@ -5,7 +5,8 @@ for each property through ``get_property_value`` (which consults the lock manage
 and the property manager name by name), collecting lxml elements and serializing the
 tree. For a folder of 2,000 files that is most of the request's time. This module
 writes the same answer as text, from what one listing query and one property query
-return:
+return (the children as plain tuples, ``davbackup/listing.py``; each child's href is
+its quoted name after the folder's quoted path, made once):
 
 * the live properties of RFC 4918 (``resourcetype``, ``creationdate``,
   ``getcontentlength``, ``getcontenttype``, ``getetag``, ``getlastmodified``,
@@ -44,6 +45,9 @@ from wsgidav import util
 from wsgidav.dav_error import DAVError, as_DAVError
 
 from davbackup.errors import NotFound
+from davbackup.fs import Entry
+from davbackup.listing import Child
+from davbackup.tree import join_path, split_path
 from provider import propfind as generic
 from provider.errors import dav_errors
 from provider.internals import dav_provider
@@ -63,7 +67,7 @@ _XML_NS = "http://www.w3.org/XML/1998/namespace"
 _HREF_SAFE = "/" + "!*'()," + "$-_|."
 _OK = "200 OK"
 _NOT_FOUND = "404 Not Found"
-_OK_END = f"</D:prop><D:status>HTTP/1.1 {_OK}</D:status></D:propstat>"
+_OK_END = f"</D:prop><D:status>HTTP/1.1 {_OK}</D:status></D:propstat></D:response>"
 _NO_PROPS: dict[str, str] = {}
 #: an href that ``quote`` would leave as it is
 _PLAIN_HREF = re.compile(r"[A-Za-z0-9_.\-~!*'(),$|/]*")
@@ -84,8 +88,10 @@ _SIMPLE_START = re.compile(
 _DECL = re.compile(r'xmlns(?::([A-Za-z_][\w.\-]*))?="([^"<&]*)"')
 
 
-Getter = Callable[[Any, dict[str, str], Any], tuple[str, str]]  # (entry, dead, resource) -> answer
-_Row = tuple[Any, str, dict[str, str], Any]  # entry, path, dead properties, resource if built
+#: (child, dead properties, resource or None) -> the property's XML when its status is
+#: 200, else ``(status, XML)``
+Getter = Callable[[Child, dict[str, str], Any], "str | tuple[str, str]"]
+_Row = tuple[Child, dict[str, str], Any, str]  # entry, dead properties, resource if built, href
 
 
 class _Unsupported(Exception):
@@ -117,6 +123,11 @@ def escape(text: str) -> str:
     return text
 
 
+def _quoted(name: str) -> str:
+    """A path or name as it appears in an href (as WsgiDAV's ``get_href`` quotes it)."""
+    return name if _PLAIN_HREF.fullmatch(name) else quote(name, safe=_HREF_SAFE)
+
+
 class _Writer:
     """One PROPFIND answer."""
 
@@ -132,11 +143,12 @@ class _Writer:
         self.prefix_of: dict[str, str] = {}
         self.tags: dict[str, str] = {}
         self.mime_types: dict[str, str] = {}
-        self.getters: dict[str, Getter] = {}
+        self.getters: dict[tuple[str, bool], Getter] = {}
         self.allprop_lists: dict[tuple, list[str]] = {}
         self.rfc1123: dict[int, str] = {}
         self.rfc3339: dict[int, str] = {}
         self.locks_nearby = False
+        self.folder_path = "/"  # the listed folder's path, ending in "/" (for children's resources)
         self._start_tag = ""
 
     # --- the listing ----------------------------------------------------------------
@@ -148,18 +160,25 @@ class _Writer:
         if self.with_locks:
             self.locks_nearby = bool(lock_manager.storage.get_lock_list(
                 res.get_ref_url(), include_root=True, include_children=True, token_only=True))
+        entry = res.entry
         with dav_errors():
             try:
                 own = ns.get_props(res.path)
             except NotFound:
                 own = {}
-            rows: list[_Row] = [(res.entry, res.path, own, res)]
+            own_path = res.path if not entry.is_dir or res.path.endswith("/") else res.path + "/"
+            rows: list[_Row] = [((entry.name, entry.is_dir, entry.size, entry.etag, entry.created, entry.modified,
+                                  entry.node_id, entry.checksums, entry.version_id), own, res,
+                                 self.href_base + _quoted(own_path))]
             if depth == "1" and res.is_collection:
-                entries = ns.list(res.path)
-                by_node = ns.child_props_by_node(res.path) if entries else {}
-                rows += [(e, e.path, by_node.get(e.node_id, _NO_PROPS), None) for e in entries]
+                children, by_node = ns.children_of(entry)
+                parts = split_path(res.path)
+                self.folder_path = join_path(parts) + "/" if parts else "/"
+                prefix = self.href_base + _quoted(self.folder_path)
+                rows += [(c, by_node.get(c[6], _NO_PROPS), None,
+                          f"{prefix}{_quoted(c[0])}/" if c[1] else prefix + _quoted(c[0])) for c in children]
         if self.allprop:
-            listed = [(row, self._allprop_names(row[0], row[2])) for row in rows]
+            listed = [(row, self._allprop_names(row[0], row[1])) for row in rows]
             self.nsmap = _prefixes(_namespaces(names for _row, names in listed))
         else:
             listed = [(row, self.names) for row in rows]
@@ -170,139 +189,130 @@ class _Writer:
             raise _Unsupported()
         self._start_tag = empty_root[:-2] + ">"
         out = ["<?xml version='1.0' encoding='UTF-8'?>\n", self._start_tag]
-        plans: dict[int, list[Getter]] = {}
-        for (entry, path, dead, resource), names in listed:
-            getters = plans.get(id(names))
+        append = out.append
+        plans: dict[tuple[int, bool], list[Getter]] = {}
+        for (child, dead, resource, href), names in listed:
+            getters = plans.get((id(names), child[1]))
             if getters is None:
-                getters = plans[id(names)] = [self._getter(name) for name in names]
-            self._response(out, entry, path, dead, resource, getters)
+                getters = plans[(id(names), child[1])] = [self._getter(name, child[1]) for name in names]
+            props = [getter(child, dead, resource) for getter in getters]
+            try:
+                # (str.join refuses the tuple of a property whose status is not 200)
+                append(f"<D:response><D:href>{href}</D:href><D:propstat><D:prop>{''.join(props)}{_OK_END}")  # type: ignore[arg-type]
+            except TypeError:  # some property's status is not 200
+                append(_by_status(href, props))
         out.append("</D:multistatus>")
         return "".join(out).encode("utf-8")
 
     # --- one resource ---------------------------------------------------------------
 
-    def _response(self, out: list[str], entry: Any, path: str, dead: dict[str, str], resource: Any,
-                  getters: list[Getter]) -> None:
-        href_path = path if not entry.is_dir or path.endswith("/") else path + "/"
-        href = href_path if _PLAIN_HREF.fullmatch(href_path) else quote(href_path, safe=_HREF_SAFE)
-        props = [getter(entry, dead, resource) for getter in getters]
-        out.append(f"<D:response><D:href>{self.href_base}{href}</D:href><D:propstat><D:prop>")
-        if all(status is _OK for status, _xml in props):
-            out.extend([xml for _status, xml in props])
-            out.append(_OK_END)
-        else:
-            by_status: dict[str, list[str]] = {}
-            for status, xml in props:
-                by_status.setdefault(status, []).append(xml)
-            first = True
-            for status, parts in by_status.items():
-                if not first:
-                    out.append("<D:propstat><D:prop>")
-                first = False
-                out.extend(parts)
-                out.append(f"</D:prop><D:status>HTTP/1.1 {status}</D:status></D:propstat>")
-        out.append("</D:response>")
-
-    def _allprop_names(self, entry: Any, dead: dict[str, str]) -> list[str]:
+    def _allprop_names(self, entry: Child, dead: dict[str, str]) -> list[str]:
         """The order of WsgiDAV's ``get_property_names(is_allprop=True)``; one list object
         per distinct list (the caller plans each list once)."""
-        key = (entry.is_dir, entry.created is None, entry.modified is None,
-               bool(entry.checksums) and not entry.is_dir, tuple(dead))
+        is_dir, created, modified, checksums = entry[1], entry[4], entry[5], entry[7]
+        key = (is_dir, created is None, modified is None, bool(checksums) and not is_dir, tuple(dead))
         names = self.allprop_lists.get(key)
         if names is not None:
             return names
         names = ["{DAV:}resourcetype"]
-        if entry.created is not None:
+        if created is not None:
             names.append("{DAV:}creationdate")
-        if not entry.is_dir:
+        if not is_dir:
             names += ["{DAV:}getcontentlength", "{DAV:}getcontenttype"]
-        if entry.modified is not None:
+        if modified is not None:
             names.append("{DAV:}getlastmodified")
         names.append("{DAV:}displayname")
-        if not entry.is_dir:
+        if not is_dir:
             names.append("{DAV:}getetag")
         if self.with_locks:
             names += _LOCK_NAMES
         names += dead
-        if not entry.is_dir and entry.checksums and OC_CHECKSUMS not in names:
+        if not is_dir and checksums and OC_CHECKSUMS not in names:
             names.append(OC_CHECKSUMS)
         self.allprop_lists[key] = names
         return names
 
-    def _getter(self, name: str) -> Getter:
-        """What writes property ``name`` of an entry, made once per request."""
-        getter = self.getters.get(name)
+    def _getter(self, name: str, is_dir: bool) -> Getter:
+        """What writes property ``name`` of a folder or a file, made once per request."""
+        getter = self.getters.get((name, is_dir))
         if getter is None:
-            getter = self.getters[name] = self._make_getter(name)
+            getter = self.getters[(name, is_dir)] = self._make_getter(name, is_dir)
         return getter
 
-    def _make_getter(self, name: str) -> Getter:  # noqa: C901 - one branch per property
+    def _make_getter(self, name: str, is_dir: bool) -> Getter:  # noqa: C901 - one branch per property
+        """Entries are tuples (davbackup/listing.py): 0 name, 2 size, 3 ETag, 4 created,
+        5 modified, 7 checksums."""
         tag, empty = self._tag(name), self._empty(name)
         missing = (_NOT_FOUND, empty)
-        ok_empty = (_OK, empty)
         if name == "{DAV:}resourcetype":
-            folder = (_OK, "<D:resourcetype><D:collection/></D:resourcetype>")
-            plain = (_OK, "<D:resourcetype/>")
-            return lambda e, d, r: folder if e.is_dir else plain
+            value = "<D:resourcetype><D:collection/></D:resourcetype>" if is_dir else "<D:resourcetype/>"
+            return lambda e, d, r: value
+        if name in _FILE_ONLY and is_dir:
+            return lambda e, d, r: missing
         if name == "{DAV:}getcontentlength":
-            return lambda e, d, r: missing if e.is_dir else (_OK, f"<{tag}>{e.size}</{tag}>")
+            return lambda e, d, r: f"<{tag}>{e[2]}</{tag}>"
         if name == "{DAV:}getetag":
-            return lambda e, d, r: missing if e.is_dir else (
-                (_OK, f"<{tag}>{escape(e.etag)}</{tag}>") if e.etag else ok_empty)
+            return lambda e, d, r: f"<{tag}>{escape(e[3])}</{tag}>" if e[3] else empty
         if name == "{DAV:}getcontenttype":
-            return lambda e, d, r: missing if e.is_dir else (_OK, self._mime_type(e.name, tag))
+            mime_type = self._mime_type
+            return lambda e, d, r: mime_type(e[0], tag)
         if name == "{DAV:}creationdate":
-            return lambda e, d, r: missing if e.created is None else (
-                _OK, f"<{tag}>{self._rfc3339(e.created)}</{tag}>")
+            return self._time_getter(tag, missing, 4, self.rfc3339, util.get_rfc3339_time)
         if name == "{DAV:}getlastmodified":
-            return lambda e, d, r: missing if e.modified is None else (
-                _OK, f"<{tag}>{self._rfc1123(e.modified)}</{tag}>")
+            return self._time_getter(tag, missing, 5, self.rfc1123, util.get_rfc1123_time)
         if name == "{DAV:}displayname":
-            return lambda e, d, r: (_OK, f"<{tag}>{escape(e.name)}</{tag}>") if e.name else ok_empty
+            return lambda e, d, r: f"<{tag}>{escape(e[0])}</{tag}>" if e[0] else empty
         if name == "{DAV:}supportedlock" and self.with_locks:
-            return lambda e, d, r: (_OK, _SUPPORTEDLOCK)
+            return lambda e, d, r: _SUPPORTEDLOCK
         if name == "{DAV:}lockdiscovery" and self.with_locks:
             if self.locks_nearby:  # rare: WsgiDAV's element, with each lock's details
                 return lambda e, d, r: self._from_resource(name, e, r)
-            return lambda e, d, r: ok_empty
+            return lambda e, d, r: empty
         if name in _QUOTA:  # computed by the collection (files answer an empty value)
             return lambda e, d, r: self._from_resource(name, e, r)
         if name.startswith("{DAV:}"):
             return lambda e, d, r: missing  # no other live property exists here
 
-        def dead_property(e: Any, d: dict[str, str], r: Any) -> tuple[str, str]:
+        def dead_property(e: Child, d: dict[str, str], r: Any) -> str | tuple[str, str]:
             value = d.get(name)
-            return missing if value is None else (_OK, self._dead(name, value))
+            return missing if value is None else self._dead(name, value)
 
-        if name == OC_CHECKSUMS:
+        if name == OC_CHECKSUMS and not is_dir:
             inner = self._tag(OC_CHECKSUM)
 
-            def checksums(e: Any, d: dict[str, str], r: Any) -> tuple[str, str]:
-                if e.checksums and not e.is_dir:  # live, kept with the version
-                    return _OK, f"<{tag}><{inner}>{escape(e.checksums)}</{inner}></{tag}>"
+            def checksums(e: Child, d: dict[str, str], r: Any) -> str | tuple[str, str]:
+                if e[7]:  # live, kept with the version
+                    return f"<{tag}><{inner}>{escape(e[7])}</{inner}></{tag}>"
                 return dead_property(e, d, r)
 
             return checksums
         return dead_property
 
-    def _rfc1123(self, secs: float) -> str:
-        key = math.floor(secs)
-        text = self.rfc1123.get(key)
-        if text is None:
-            text = self.rfc1123[key] = util.get_rfc1123_time(secs)
-        return text
+    @staticmethod
+    def _time_getter(tag: str, missing: tuple[str, str], field: int, cache: dict[int, str],
+                     text_of: Callable[[float], str]) -> Getter:
+        """A date property, its text made once per whole second in this answer."""
+        floor = math.floor
 
-    def _rfc3339(self, secs: float) -> str:
-        key = math.floor(secs)
-        text = self.rfc3339.get(key)
-        if text is None:
-            text = self.rfc3339[key] = util.get_rfc3339_time(secs)
-        return text
+        def get(e: Child, d: dict[str, str], r: Any) -> str | tuple[str, str]:
+            secs: float | None = e[field]  # type: ignore[assignment]  # field 4 or 5: a time
+            if secs is None:
+                return missing
+            key = floor(secs)
+            text = cache.get(key)
+            if text is None:
+                text = cache[key] = text_of(secs)
+            return f"<{tag}>{text}</{tag}>"
 
-    def _from_resource(self, name: str, entry: Any, resource: Any) -> tuple[str, str]:
+        return get
+
+    def _from_resource(self, name: str, entry: Child, resource: Any) -> str | tuple[str, str]:
         """A property this module does not write itself, asked as WsgiDAV asks."""
-        if resource is None:
-            resource = self.provider.resource_for(entry, self.environ)
+        if resource is None:  # a child of the listed folder
+            name_, is_dir, size, etag, created, modified, node_id, checksums, version_id = entry
+            resource = self.provider.resource_for(Entry(
+                self.folder_path + name_, name_, is_dir, size, etag, created, modified, node_id, checksums,
+                version_id), self.environ)
         try:
             value = resource.get_property_value(name)
         except DAVError as exc:
@@ -310,10 +320,10 @@ class _Writer:
         except Exception as exc:  # noqa: BLE001 - as WsgiDAV's get_properties does
             return util.get_http_status_string(as_DAVError(exc)), self._empty(name)
         if value is None:
-            return _OK, self._empty(name)
+            return self._empty(name)
         if isinstance(value, etree._Element):
-            return _OK, self._element(value)
-        return _OK, self._text(name, util.to_unicode_safe(value))
+            return self._element(value)
+        return self._text(name, util.to_unicode_safe(value))
 
     # --- serialization ----------------------------------------------------------------
 
@@ -399,6 +409,23 @@ def _prefixes(uris: set[str]) -> dict[str, str]:
 
 
 _QUOTA = frozenset({QUOTA_USED, QUOTA_AVAILABLE})
+_FILE_ONLY = frozenset({"{DAV:}getcontentlength", "{DAV:}getetag", "{DAV:}getcontenttype"})
+
+
+def _by_status(href: str, props: list[str | tuple[str, str]]) -> str:
+    """One ``<response>`` whose properties have several statuses: a ``<propstat>`` per
+    status, in the order statuses first occur."""
+    by_status: dict[str, list[str]] = {}
+    for prop in props:
+        status, xml = (_OK, prop) if isinstance(prop, str) else prop
+        by_status.setdefault(status, []).append(xml)
+    parts = [f"<D:response><D:href>{href}</D:href>"]
+    for status, xml_parts in by_status.items():
+        parts.append("<D:propstat><D:prop>")
+        parts += xml_parts
+        parts.append(f"</D:prop><D:status>HTTP/1.1 {status}</D:status></D:propstat>")
+    parts.append("</D:response>")
+    return "".join(parts)
 
 
 def _namespaces(name_lists: Any) -> set[str]:
