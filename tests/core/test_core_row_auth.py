@@ -133,6 +133,8 @@ def test_old_repository_is_readable_then_upgraded_on_first_write_open(tmp_path: 
     # a read-only open of a catalog from before row authentication keeps working...
     with Repository.open(root, "fixture passphrase v1", mode="read") as repo:
         assert read_file(repo.namespace("alice"), "/docs/a.txt") == b"second version of a\n"
+        ns = repo.namespace("alice")  # names sealed the old way, also in PROPFIND's listing
+        assert [c[0] for c in ns.children_of(ns.stat("/docs"))[0]] == [e.name for e in ns.list("/docs")]
     # ...and the first writable open seals every row again, bound to it
     with Repository.open(root, "fixture passphrase v1", mode="admin") as repo:
         conn = repo.catalog.reader()
