@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 ChunkId = bytes
 
+#: chunk places kept by ChunkStore.read (about 200 bytes each)
+MAX_PLACES = 8192
+
 
 @dataclass(frozen=True)
 class Location:
@@ -95,6 +98,10 @@ class ChunkStore:
         self._appenders: dict[int, PackAppender] = {}
         self._inflight: dict[int, int] = {}  # pack id -> pending chunks in it
         self._pack_names: dict[int, str] = {}
+        #: where chunks were last read from (bounded): a ranged GET reads one chunk and
+        #: its index lookup was a statement per request; a place gc has since moved the
+        #: chunk from fails in read() exactly as a stale place a caller passes does
+        self._places: dict[ChunkId, Location] = {}
         #: packs whose sync failed: bytes appended since their last good sync may be lost
         self._broken: dict[int, OSError] = {}
         #: broken packs nothing is pending in any more, to be sealed by release()
@@ -300,17 +307,28 @@ class ChunkStore:
 
     def read(self, chunk_id: ChunkId, location: Location | None, context: str) -> bytes:
         """The verified plaintext of a chunk; :class:`IntegrityError` names what failed."""
+        if location is None:
+            location = self._places.get(chunk_id)
         for attempt in range(2):
             if location is None or attempt == 1:
                 location = self.locate(chunk_id)
                 if location is None:
                     raise IntegrityError(f"{context}: chunk {chunk_id.hex()[:16]} is missing from the index")
-            name = self.pack_name(location.pack_id)
+                if attempt == 1:
+                    self._pack_names.pop(location.pack_id, None)  # its name as the catalog has it now
+            try:
+                name = self.pack_name(location.pack_id)
+            except IntegrityError:
+                if attempt == 0:  # a place gc has emptied since: the pack is gone
+                    self._forget(chunk_id, location)
+                    continue
+                raise
             try:
                 blob = self.storage.read(name, location.offset, HEADER_SIZE + location.stored_len)
             except (PackMissing, EOFError) as exc:
                 if attempt == 0:
-                    continue  # gc may have moved the chunk: look it up again
+                    self._forget(chunk_id, location)
+                    continue  # gc may have moved the chunk (and given a new pack its pack's ID)
                 self.mark_damaged(chunk_id, f"pack {name} is missing or short")
                 raise IntegrityError(
                     f"{context}: chunk {chunk_id.hex()[:16]}: pack {name} is missing or short ({exc})"
@@ -318,18 +336,29 @@ class ChunkStore:
             except OSError as exc:
                 raise storage_error(exc, f"{context}: cannot read pack {name}") from exc
             try:
-                return self.codec.open(blob, expected_id=chunk_id, rehash=self.rehash_on_read)
+                plain = self.codec.open(blob, expected_id=chunk_id, rehash=self.rehash_on_read)
             except BlobError as exc:
                 if attempt == 0:
+                    self._forget(chunk_id, location)
                     fresh = self.locate(chunk_id)
-                    if fresh is not None and fresh != location:
+                    if fresh is not None and (fresh != location or self.pack_name(fresh.pack_id) != name):
                         continue
                 self.mark_damaged(chunk_id, f"failed verification in pack {name} at offset {location.offset}")
                 raise IntegrityError(
                     f"{context}: chunk {chunk_id.hex()[:16]} in pack {name} at offset {location.offset}"
                     f" failed verification: {exc}"
                 ) from exc
+            if len(self._places) >= MAX_PLACES:
+                self._places = {}
+            self._places[chunk_id] = location
+            return plain
         raise AssertionError("unreachable")
+
+    def _forget(self, chunk_id: ChunkId, location: Location) -> None:
+        """Drop what a failed read relied on: the chunk's remembered place and the name
+        of its pack (after gc a new pack may have the ID of a deleted one)."""
+        self._places.pop(chunk_id, None)
+        self._pack_names.pop(location.pack_id, None)
 
     def mark_damaged(self, chunk_id: ChunkId, reason: str) -> None:
         """Remember a chunk that failed to read, so the next upload of the same

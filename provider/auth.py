@@ -26,6 +26,7 @@ import hashlib
 import logging
 import math
 import os
+import time
 from collections.abc import Iterable
 from typing import Any, Callable
 
@@ -60,6 +61,10 @@ ROLE_READ_ONLY = "ro"
 
 #: environ key holding the authenticated ``User`` record.
 USER_KEY = "davbackup.user"
+#: how long credentials that passed stay known to skip the throttle (at most half
+#: of ``trusted_seconds``), and how many are known at once
+PASSED_SECONDS = 10.0
+MAX_PASSED = 4096
 
 
 class RepositoryDomainController(BaseDomainController):
@@ -111,6 +116,11 @@ class RepositoryAuthenticator(HTTPAuthenticator):
         settings = config["davbackup"].get("throttle") or ThrottleSettings()
         self.throttle = LoginThrottle(settings)
         self._secret_key = os.urandom(32)  # identifies equal credentials in flight
+        #: credentials that passed the throttle and the password check a moment ago:
+        #: (keyed hash of the Authorization header, address) -> (expiry, throttle
+        #: failures then); see :meth:`_passed_before`
+        self._passed: dict[tuple[bytes, str], tuple[float, int]] = {}
+        self._passed_seconds = min(PASSED_SECONDS, settings.trusted_seconds / 2)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if _is_asset_request(environ) and environ["REQUEST_METHOD"].upper() not in ASSET_METHODS:
@@ -120,16 +130,23 @@ class RepositoryAuthenticator(HTTPAuthenticator):
     def handle_basic_auth_request(
         self, environ: Environ, start_response: StartResponse
     ) -> Iterable[bytes]:
-        credentials = _parse_basic(environ.get("HTTP_AUTHORIZATION", ""))
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        credentials = _parse_basic(header)
         if credentials is None:
             _log.warning("malformed Basic credentials from %s", _address(environ))
             return self.send_basic_auth_response(environ, start_response)
         user_name, password = credentials
         address = client_address(environ, self.throttle.settings)
         realm = self.domain_controller.get_domain_realm(environ["PATH_INFO"], environ)
+        passed = (hashlib.blake2b(header.encode("utf-8", "surrogatepass"), key=self._secret_key,
+                                  digest_size=16).digest(), address)
+        if self._passed_before(passed) and \
+                self.domain_controller.basic_auth_user(realm, user_name, password, environ):
+            return self._admit(environ, start_response, realm, user_name)
         secret = hashlib.blake2b(
             password.encode("utf-8", "surrogatepass"), key=self._secret_key, digest_size=16
         ).digest()
+        failures_before = self.throttle.failures
         verdict = self.throttle.attempt(
             user_name, address, secret,
             lambda: self.domain_controller.basic_auth_user(realm, user_name, password, environ),
@@ -139,9 +156,25 @@ class RepositoryAuthenticator(HTTPAuthenticator):
                          _short(user_name), address, verdict.retry_after)
             return _too_many_requests(environ, start_response, verdict.retry_after)
         if not verdict.ok:
+            self._passed.pop(passed, None)
             _log.warning("login failed for user %r from %s", _short(user_name), address)
             return self.send_basic_auth_response(environ, start_response)
+        if len(self._passed) >= MAX_PASSED:
+            self._passed = {}
+        self._passed[passed] = (time.monotonic() + self._passed_seconds, failures_before)
+        return self._admit(environ, start_response, realm, user_name)
 
+    def _passed_before(self, key: tuple[bytes, str]) -> bool:
+        """Whether these credentials from this address passed the throttle and the
+        password check less than ``PASSED_SECONDS`` ago with no failed login anywhere
+        since. Then the throttle would let them through now too (it blocks only after
+        failures, and the pair was marked trusted then), so they skip it; the user's
+        row is still read and the password checked against it (from the password
+        cache), so a changed password, role or removed user counts at once."""
+        known = self._passed.get(key)
+        return known is not None and known[1] == self.throttle.failures and known[0] > time.monotonic()
+
+    def _admit(self, environ: Environ, start_response: StartResponse, realm: str, user_name: str) -> Iterable[bytes]:
         environ["wsgidav.auth.realm"] = realm
         environ["wsgidav.auth.user_name"] = user_name
         if is_read_only(environ) and environ["REQUEST_METHOD"].upper() not in READ_METHODS:

@@ -36,6 +36,7 @@ from davbackup.errors import DavBackupError
 from provider import history, ranges, resumable
 from provider.dav_provider import DavBackupProvider
 from provider.errors import dav_errors
+from provider.header_text import HeaderTexts
 from provider.resources import ChunkAlignedReader
 
 Environ = dict[str, Any]
@@ -58,6 +59,7 @@ class DirectGet(BaseMiddleware):
         super().__init__(wsgidav_app, next_app, config)
         self.enabled = bool(config.get("davbackup", {}).get("get_direct", True))
         self.block_size = int(config.get("block_size") or 1024 * 1024)
+        self.texts = HeaderTexts(config)
 
     def is_disabled(self) -> bool:
         """``webdav.get_direct: false``: WsgiDAV leaves the middleware out of its stack."""
@@ -108,9 +110,9 @@ class DirectGet(BaseMiddleware):
         etag = util.checked_etag(entry.etag, allow_none=True)
         headers = [
             ("Content-Length", str(length)),
-            ("Last-Modified", util.get_rfc1123_time(entry.modified)),
-            ("Content-Type", util.guess_mime_type(entry.path, environ["wsgidav.config"])),
-            ("Date", util.get_rfc1123_time()),
+            ("Last-Modified", self.texts.date(entry.modified)),
+            ("Content-Type", self.texts.mime_type(entry.name)),
+            ("Date", self.texts.now()),
             ("ETag", f'"{etag if etag is not None else "[]"}"'),
             ("Accept-Ranges", "bytes"),
         ]

@@ -50,6 +50,7 @@ from davbackup.listing import Child
 from davbackup.tree import join_path, split_path
 from provider import propfind as generic
 from provider.errors import dav_errors
+from provider.header_text import mime_key
 from provider.internals import dav_provider
 from provider.resources import (
     OC_CHECKSUM,
@@ -382,12 +383,7 @@ class _Writer:
     def _mime_type(self, name: str, tag: str) -> str:
         """``<getcontenttype>`` as ``util.guess_mime_type`` gives it, remembered per name
         ending for this request (the type depends on at most the last two extensions)."""
-        last = name.rfind(".")
-        if last > 0:
-            second = name.rfind(".", 0, last)
-            key = name[max(0, (second if second >= 0 else last) - 1):]
-        else:
-            key = name
+        key = mime_key(name)
         xml = self.mime_types.get(key)
         if xml is None:
             mime = util.guess_mime_type("/" + name, self.config)

@@ -106,6 +106,9 @@ class LoginThrottle:
         self._table: dict[tuple[str, ...], _Record] = {}
         self._trusted: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._flights: dict[tuple[str, str, bytes], _Flight] = {}
+        #: failed checks so far: a login remembered while this is unchanged cannot be
+        #: blocked now (blocks only come from failures, and fade with time)
+        self.failures = 0
 
     # --- the one entry point -------------------------------------------------------
 
@@ -196,6 +199,7 @@ class LoginThrottle:
 
     def _failed(self, user: str, address: str, now: float) -> None:
         s = self.settings
+        self.failures += 1
         for key, limit, _ in self._keys(user, address):
             record = self._table.setdefault(key, _Record())
             record.times = [t for t in record.times if now - t < s.window_seconds]

@@ -146,6 +146,25 @@ def test_gc_in_process_then_store_the_same_content_again(repo_dir: Path) -> None
         assert report.ok, report.problems
 
 
+def test_reads_after_gc_moved_the_chunks_they_read_before(repo_dir: Path) -> None:
+    """The chunk store remembers where it read each chunk; gc rewrites packs under it
+    (same process) and the next reads find the chunks at their new places."""
+    with open_repo(repo_dir) as repo:
+        ns = repo.namespace(USER)
+        for path, data in FILES.items():
+            assert read_file(ns, path) == data  # every chunk's place remembered
+        deleted = [p for i, p in enumerate(sorted(FILES)) if i % 4 != 0]
+        for path in deleted:
+            ns.delete(path)
+        packs_before = set(repo.storage.names())
+        report = collect_garbage(repo, grace_seconds=0)
+        assert report.packs_rewritten > 0 and not packs_before <= set(repo.storage.names())
+        for path, data in FILES.items():
+            if path not in deleted:
+                assert read_file(ns, path) == data
+        assert check_repository(repo, read_data=True).ok
+
+
 def test_gc_grace_keeps_recent_garbage(repo_dir: Path) -> None:
     with open_repo(repo_dir) as repo:
         repo.namespace(USER).delete("/f01.bin")

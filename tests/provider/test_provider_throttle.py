@@ -14,7 +14,8 @@ import pytest
 import requests
 
 from provider.throttle import LoginThrottle, ThrottleSettings, client_address
-from tests.server_fixtures import launch
+from tests.inprocess_server import inprocess_app_server
+from tests.server_fixtures import DEFAULT_USERS, launch
 
 
 class FakeClock:
@@ -210,3 +211,29 @@ def test_proxy_header_ignored_by_default(tmp_path: Path) -> None:
         assert blocked.status_code == 429
     finally:
         server.stop()
+
+
+def test_remembered_logins_still_meet_password_changes_roles_and_blocks(tmp_path: Path) -> None:
+    """Credentials that just passed skip the throttle for a few seconds (provider/auth.py),
+    but the user's row is still read on every request, and any failed login sends them
+    through the throttle again: a pair block is never bypassed."""
+    settings = ThrottleSettings(max_failures=2, base_delay_seconds=60)
+    with inprocess_app_server(tmp_path / "remembered", throttle=settings) as (url, repo):
+        bob = ("bob", DEFAULT_USERS["bob"][0])
+        alice = ("alice", DEFAULT_USERS["alice"][0])
+        with requests.Session() as s:  # one keep-alive connection, as clients do
+            for _ in range(3):
+                assert s.get(url + "/", auth=bob, timeout=60).status_code == 200
+            assert s.put(url + "/b.txt", data=b"b", auth=bob, timeout=60).status_code == 201
+            repo.users.set_role("bob", "ro")
+            assert s.put(url + "/b.txt", data=b"b", auth=bob, timeout=60).status_code == 403
+            repo.users.set_password("bob", "bob-new-password")
+            assert s.get(url + "/", auth=bob, timeout=60).status_code == 401  # at once
+            assert s.get(url + "/", auth=("bob", "bob-new-password"), timeout=60).status_code == 200
+            for _ in range(3):
+                assert s.get(url + "/", auth=alice, timeout=60).status_code == 200
+            for _ in range(2):
+                assert s.get(url + "/", auth=("alice", "wrong-pw"), timeout=60).status_code == 401
+            assert s.get(url + "/", auth=alice, timeout=60).status_code == 429
+            repo.users.remove("bob")
+            assert s.get(url + "/", auth=("bob", "bob-new-password"), timeout=60).status_code == 401
