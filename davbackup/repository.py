@@ -341,9 +341,10 @@ class Repository:
 
     # -- namespaces and files --------------------------------------------------------
 
-    def namespace(self, user: str) -> Namespace:
-        """The user's namespace, looked up afresh (users may change from another process)."""
-        return Namespace(self.file_store, user, self.users.root_id(user))
+    def namespace(self, user: str, root_id: int | None = None) -> Namespace:
+        """The user's namespace, looked up afresh (users may change from another process);
+        ``root_id``: the user's root as just read with their password (no second query)."""
+        return Namespace(self.file_store, user, self.users.root_id(user) if root_id is None else root_id)
 
     def history_usage(self, root_id: int) -> HistoryUsage:
         """What the history of the user whose root is ``root_id`` holds beyond the live tree."""

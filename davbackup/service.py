@@ -64,8 +64,9 @@ class DavService(Protocol):
     @property
     def space(self) -> SpaceGuard: ...
 
-    def namespace(self, user: str) -> Namespace:
-        """One user's files and folders (davbackup/fs.py)."""
+    def namespace(self, user: str, root_id: int | None = None) -> Namespace:
+        """One user's files and folders (davbackup/fs.py); ``root_id``: the user's root as
+        just read with their password (``User.root_id``), else it is looked up."""
         ...
 
     def history_usage(self, root_id: int) -> HistoryUsage:

@@ -14,7 +14,7 @@ import re
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
@@ -36,6 +36,8 @@ class User:
     name: str
     role: str
     created: float
+    #: the user's root node, as read with the password hash by :meth:`UserDirectory.verify`
+    root_id: int | None = field(default=None, compare=False)
 
     @property
     def read_only(self) -> bool:
@@ -170,12 +172,12 @@ class UserDirectory:
     def verify(self, name: str, password: str) -> User | None:
         """The user if the password is right, else None (never says which part was wrong)."""
         row = self._catalog.reader().execute(
-            "SELECT name, role, created, pw_hash FROM users WHERE name=?", (name,)
+            "SELECT name, role, created, pw_hash, root_id FROM users WHERE name=?", (name,)
         ).fetchone()
         if row is None:
             check_password(password, _DUMMY_HASH)  # same cost whether or not the user exists
             return None
-        user, encoded = User(row[0], row[1], row[2]), row[3]
+        user, encoded = User(row[0], row[1], row[2], int(row[4])), row[3]
         key = (name, encoded, crypto.keyed_hash(self._cache_key, password.encode("utf-8")))
         now = time.monotonic()
         with self._cache_lock:

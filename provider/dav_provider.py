@@ -15,6 +15,7 @@ from wsgidav.dav_error import HTTP_UNAUTHORIZED, DAVError
 from wsgidav.dav_provider import DAVProvider
 
 from provider import history
+from provider.auth import USER_KEY
 from provider.client_compat import skipped_lock_target
 from provider.errors import dav_errors
 from provider.paths import normalize_path, split_ref_url
@@ -56,8 +57,10 @@ class DavBackupProvider(DAVProvider):
         user = self.user_name(environ)
         ns = environ.get(_NS_KEY)
         if ns is None or environ.get(_NS_USER_KEY) != user:
+            checked = environ.get(USER_KEY)  # the row the password was checked against
+            root_id = checked.root_id if checked is not None and checked.name == user else None
             with dav_errors():
-                ns = self.repo.namespace(user)
+                ns = self.repo.namespace(user, root_id)
             environ[_NS_KEY] = ns
             environ[_NS_USER_KEY] = user
         return ns
