@@ -180,9 +180,10 @@ class Namespace:
             raise Conflict(f"{path}: not a folder")
         return [_entry(parts + [c.name], c) for c in self._tree.children(conn, node.id)]
 
-    def children_of(self, folder: Entry) -> tuple[builtins.list[listing.Child], dict[int, dict[str, str]]]:
-        """A folder's children as tuples, and their dead properties (davbackup/listing.py)."""
-        return listing.children_with_props(self._catalog.reader(), self._tree, folder.node_id, folder.path)
+    def node_listing(self, entry: Entry, with_children: bool) -> tuple[
+            dict[str, str], builtins.list[listing.Child], dict[int, dict[str, str]]]:
+        """An entry's dead properties; a folder's children as tuples and theirs (davbackup/listing.py)."""
+        return listing.node_listing(self._catalog.reader(), self._tree, entry.node_id, entry.path, with_children)
 
     def walk(self, path: str) -> Iterator[Entry]:
         """Every entry below ``path`` (depth first, parents before children)."""

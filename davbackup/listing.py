@@ -52,8 +52,12 @@ def children(conn: sqlite3.Connection, tree: Tree, parent_id: int) -> list[Child
     return out
 
 
-def children_with_props(conn: sqlite3.Connection, tree: Tree, parent_id: int,
-                        path: str) -> tuple[list[Child], dict[int, dict[str, str]]]:
-    """:func:`children`, and their dead properties by node ID (none asked for an empty folder)."""
-    found = children(conn, tree, parent_id)
-    return found, properties.read_children_by_node(conn, tree, parent_id, path) if found else {}
+def node_listing(conn: sqlite3.Connection, tree: Tree, node_id: int, path: str, with_children: bool,
+                 ) -> tuple[dict[str, str], list[Child], dict[int, dict[str, str]]]:
+    """A node's dead properties, and with ``with_children`` (a folder) its :func:`children`
+    and their dead properties by node ID (none asked for an empty folder)."""
+    own = properties.read(conn, tree, node_id, path)
+    if not with_children:
+        return own, [], {}
+    found = children(conn, tree, node_id)
+    return own, found, properties.read_children_by_node(conn, tree, node_id, path) if found else {}

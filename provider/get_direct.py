@@ -98,11 +98,8 @@ class DirectGet(BaseMiddleware):
             decision = ranges.decide(wanted, size)
             if decision.unsatisfiable:
                 return None
-            if decision.header is not None:
-                found, _total = util.obtain_content_ranges(decision.header, size)
-                if len(found) != 1:
-                    return None
-                first, last, _length = found[0]
+            if decision.span is not None:  # one range, canonical: what WsgiDAV's parser makes of it
+                first, last = decision.span
                 partial = True
         environ["wsgidav.user_name"] = user
         environ[PATH_KEY] = "direct"

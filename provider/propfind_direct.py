@@ -44,7 +44,6 @@ from lxml import etree
 from wsgidav import util
 from wsgidav.dav_error import DAVError, as_DAVError
 
-from davbackup.errors import NotFound
 from davbackup.fs import Entry
 from davbackup.listing import Child
 from davbackup.tree import join_path, split_path
@@ -163,16 +162,12 @@ class _Writer:
                 res.get_ref_url(), include_root=True, include_children=True, token_only=True))
         entry = res.entry
         with dav_errors():
-            try:
-                own = ns.get_props(res.path)
-            except NotFound:
-                own = {}
+            own, children, by_node = ns.node_listing(entry, depth == "1" and res.is_collection)
             own_path = res.path if not entry.is_dir or res.path.endswith("/") else res.path + "/"
             rows: list[_Row] = [((entry.name, entry.is_dir, entry.size, entry.etag, entry.created, entry.modified,
                                   entry.node_id, entry.checksums, entry.version_id), own, res,
                                  self.href_base + _quoted(own_path))]
             if depth == "1" and res.is_collection:
-                children, by_node = ns.children_of(entry)
                 parts = split_path(res.path)
                 self.folder_path = join_path(parts) + "/" if parts else "/"
                 prefix = self.href_base + _quoted(self.folder_path)

@@ -38,6 +38,8 @@ class RangeDecision:
 
     header: str | None
     unsatisfiable: bool = False
+    #: the one range passed on, ``(first, last)`` within the representation
+    span: tuple[int, int] | None = None
 
 
 def parse(value: str) -> list[tuple[int | None, int | None]] | None:
@@ -85,4 +87,4 @@ def decide(value: str, size: int) -> RangeDecision:
     if len(satisfiable) > 1:
         return RangeDecision(None)
     start, end = satisfiable[0]
-    return RangeDecision(f"bytes={start}-{end}")
+    return RangeDecision(f"bytes={start}-{end}", span=(start, end))

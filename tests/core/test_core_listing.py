@@ -30,13 +30,15 @@ def test_children_are_the_listing_as_tuples(ns: Namespace) -> None:
     pending.commit(checksums=lambda: f"SHA1:{hashlib.sha1(b'hello').hexdigest()}")
     ns.set_prop("/d/b.txt", "{urn:x}p", "<p xmlns='urn:x'>v</p>")
 
-    children, props = ns.children_of(ns.stat("/d"))
+    own, children, props = ns.node_listing(ns.stat("/d"), True)
+    assert own == {}
     assert children == [_as_tuple(e) for e in ns.list("/d")]
     assert [c[listing.NAME] for c in children] == sorted(c[listing.NAME] for c in children)
     assert any(c[listing.CHECKSUMS] for c in children)
     b = next(c for c in children if c[listing.NAME] == "b.txt")
     assert props == {b[listing.NODE_ID]: {"{urn:x}p": "<p xmlns='urn:x'>v</p>"}}
-    assert ns.children_of(ns.stat("/d/sub")) == ([], {})
+    assert ns.node_listing(ns.stat("/d/sub"), True) == ({}, [], {})
+    assert ns.node_listing(ns.stat("/d/b.txt"), False) == ({"{urn:x}p": "<p xmlns='urn:x'>v</p>"}, [], {})
 
 
 def test_a_name_moved_to_another_row_is_refused(ns: Namespace) -> None:
@@ -53,4 +55,4 @@ def test_a_name_moved_to_another_row_is_refused(ns: Namespace) -> None:
 
     ns.store.catalog.write(swap)
     with pytest.raises(IntegrityError, match="name fails verification"):
-        ns.children_of(ns.stat("/d"))
+        ns.node_listing(ns.stat("/d"), True)

@@ -134,7 +134,7 @@ def test_old_repository_is_readable_then_upgraded_on_first_write_open(tmp_path: 
     with Repository.open(root, "fixture passphrase v1", mode="read") as repo:
         assert read_file(repo.namespace("alice"), "/docs/a.txt") == b"second version of a\n"
         ns = repo.namespace("alice")  # names sealed the old way, also in PROPFIND's listing
-        assert [c[0] for c in ns.children_of(ns.stat("/docs"))[0]] == [e.name for e in ns.list("/docs")]
+        assert [c[0] for c in ns.node_listing(ns.stat("/docs"), True)[1]] == [e.name for e in ns.list("/docs")]
     # ...and the first writable open seals every row again, bound to it
     with Repository.open(root, "fixture passphrase v1", mode="admin") as repo:
         conn = repo.catalog.reader()

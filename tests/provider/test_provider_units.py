@@ -141,6 +141,11 @@ def test_range_decisions(header: str, size: int, expected: str | None) -> None:
         assert decision.unsatisfiable and decision.header is None
     else:
         assert not decision.unsatisfiable and decision.header == expected
+    if decision.header is None:
+        assert decision.span is None
+    else:  # GET's direct path uses the span as WsgiDAV's parser reads the header
+        from wsgidav.util import obtain_content_ranges
+        assert [(first, last) for first, last, _n in obtain_content_ranges(decision.header, size)[0]] == [decision.span]
 
 
 # --- the config file -----------------------------------------------------------------------------
