@@ -38,6 +38,7 @@ import psycopg
 from davbackup import pgsql
 from davbackup.catalog import SCHEMA_VERSION, Catalog
 from davbackup.errors import RepositoryError, StorageUnavailable, UnsupportedFormat
+from davbackup.journal_pg import has_journal_schema, install_schema
 from davbackup.pg_listen import Listener
 
 #: advisory lock classes (first key of the two-key form): "davb", "davn", "davl"
@@ -204,6 +205,21 @@ CREATE TRIGGER locks_bump_epoch AFTER INSERT OR UPDATE OR DELETE ON locks
 """
 
 
+def create_schema(conn: psycopg.Connection[Any], repo_id: str | None = None) -> None:
+    """The tables of a new, empty catalog (bound to ``repo_id`` if given), in the
+    caller's transaction."""
+    conn.execute(SCHEMA)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', %s), ('row_auth', '1')", (str(SCHEMA_VERSION),))
+    if repo_id is not None:
+        conn.execute("INSERT INTO meta VALUES ('repo_id', %s)", (repo_id,))
+    install_schema(conn)
+
+
+def read_metas_raw(conn: psycopg.Connection[Any], keys: tuple[str, ...]) -> dict[str, str]:
+    """Several ``meta`` keys on a plain psycopg session (those that are set, by key)."""
+    return {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta WHERE key = ANY(%s)", (list(keys),))}
+
+
 def redact(url: str) -> str:
     """A libpq URL without its password, for messages."""
     try:
@@ -320,13 +336,16 @@ class PgCatalog(Catalog):
                 with self._session.transaction():
                     self._session.execute("SELECT pg_advisory_xact_lock(%s, %s)", (CLASS, WRITE))
                     if not self._has_schema():
-                        self._session.execute(SCHEMA)
-                        self._session.execute(
-                            "INSERT INTO meta VALUES ('schema_version', %s), ('row_auth', '1')",
-                            (str(SCHEMA_VERSION),),
-                        )
+                        create_schema(self._session)
             elif create:
                 raise RepositoryError(f"{where}: the database already holds a davbackup catalog")
+            elif not has_journal_schema(self._session):
+                # created before the metadata journal (DESIGN.md §20.8): its first open
+                # adds it (and writes the first checkpoint, repository.py)
+                with self._session.transaction():
+                    self._session.execute("SELECT pg_advisory_xact_lock(%s, %s)", (CLASS, WRITE))
+                    if not has_journal_schema(self._session):
+                        install_schema(self._session)
             row = self._session.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:

@@ -18,6 +18,7 @@ import json
 import secrets
 import sqlite3
 import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -90,11 +91,17 @@ def write_checkpoint(catalog: Catalog, storage: PackStorage, key: bytes) -> Chec
     """Write a checkpoint of the catalog's current state to a new pack, sync it, and
     record it in ``meta.journal_checkpoint``. Older journal records stay until gc
     compacts them (:func:`compact`)."""
-    tmp = catalog.path.parent / f"checkpoint-{secrets.token_hex(8)}.tmp"
+    scratch = Path(tempfile.gettempdir()) if catalog.shared else catalog.path.parent
+    tmp = scratch / f"checkpoint-{secrets.token_hex(8)}.tmp"
     name = secrets.token_hex(16)
     checkpoint_id = secrets.token_bytes(8)
     try:
-        seq = dump_tables(catalog.path, tmp)
+        if catalog.shared:  # PostgreSQL (davbackup/journal_pg.py)
+            from davbackup.journal_pg import dump_tables as dump_pg
+
+            seq = dump_pg(catalog, tmp)  # type: ignore[arg-type]
+        else:
+            seq = dump_tables(catalog.path, tmp)
         size = tmp.stat().st_size
         # The pack's row first: a pack file the catalog does not know is gc's debris.
         catalog.write(lambda conn: conn.execute(
@@ -175,8 +182,6 @@ def load_into(conn: sqlite3.Connection, dump: Path) -> tuple[int, bytes | None]:
     return int(seq), (bytes(head) if head is not None else None)
 
 
-def journal_pack_names(repo_catalog: Catalog, catalog_url: str | None) -> set[str]:
-    """The packs of the journal (none for a PostgreSQL catalog, which has no journal yet)."""
-    if catalog_url is not None:
-        return set()
+def journal_pack_names(repo_catalog: Catalog, catalog_url: str | None = None) -> set[str]:
+    """The packs of the journal (checkpoints too)."""
     return {r[0] for r in repo_catalog.reader().execute("SELECT name FROM journal_packs")}

@@ -278,6 +278,7 @@ class PgConnection:
         self._lock = threading.Lock()
         self.total_changes = 0
         self._keys: dict[str, tuple[str, ...]] = {}
+        self._setups: list[Callable[[psycopg.Connection[Any]], None]] = []
         self._conn = self._open()
 
     def _translated(self, sql: str) -> Translated:
@@ -305,9 +306,26 @@ class PgConnection:
             raise as_sqlite_error(exc) from exc
         conn.adapters.register_dumper(int, Int8Dumper)
         conn.adapters.register_loader("numeric", _NumericLoader)
-        if self._on_connect is not None:
-            self._on_connect(conn)
+        try:
+            if self._on_connect is not None:
+                self._on_connect(conn)
+            for setup in self._setups:
+                setup(conn)
+        except psycopg.Error as exc:
+            conn.close()
+            raise as_sqlite_error(exc) from exc
         return conn
+
+    def add_setup(self, setup: Callable[[psycopg.Connection[Any]], None]) -> None:
+        """Run ``setup`` on this session now and on every session that replaces it (a
+        reconnect), before any statement of the catalog runs there."""
+        with self._lock:
+            self._usable(False)
+            try:
+                setup(self._conn)
+            except psycopg.Error as exc:
+                raise as_sqlite_error(exc) from exc
+            self._setups.append(setup)
 
     @property
     def raw(self) -> psycopg.Connection[Any]:

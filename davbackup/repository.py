@@ -99,7 +99,7 @@ class Repository:
             self.chunks = ChunkStore(self.catalog, self.storage, self.codec, config.pack_target_size, mode == "rw")
             self.chunk_lists = VerifiedChunkLists()  # chunk lists verified at open (versions.py)
             self.journal: Journal | None = None
-            if mode != "read" and catalog_url is None:  # a PostgreSQL catalog has no journal yet
+            if mode != "read":
                 self._start_journal()
             self.users = UserDirectory(self.catalog, self.tree)
             self.offloader = Offloader(threads=min(2, os.cpu_count() or 1))
@@ -142,10 +142,15 @@ class Repository:
         storage = self.storage
         if isinstance(storage, faults.FaultyPackStorage):
             storage = storage.for_journal()  # tests: faults aimed at the journal alone
-        self.journal = Journal(storage, self.keys.journal_key(), SCHEMA_VERSION, self.config.pack_target_size,
-                               early=self.mode == "rw")
+        if self.catalog.shared:  # PostgreSQL: every process writes its records before COMMIT
+            from davbackup.journal_pg import PgJournal
+
+            self.journal = PgJournal(storage, self.keys.journal_key(), SCHEMA_VERSION, self.config.pack_target_size)
+        else:
+            self.journal = Journal(storage, self.keys.journal_key(), SCHEMA_VERSION, self.config.pack_target_size,
+                                   early=self.mode == "rw")
         self.catalog.attach_journal(self.journal)
-        if self.mode == "rw":
+        if self.mode == "rw" and not self.catalog.shared:
             # Records a process committed but did not live to sync. Only the writer does
             # this: an admin command beside a running server would copy the server's
             # newest records once more each time (harmless, but for nothing).

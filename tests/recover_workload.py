@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
@@ -245,6 +246,23 @@ class Workload:
                       headers={"Destination": _url(self.base, path), "Overwrite": "T"})
         assert r.status_code in (201, 204), (point, path, r.status_code, r.text)
         return True
+
+
+def drive(work: Workload, stop: "threading.Event", failure: list[BaseException],
+          bases: list[str] | None = None) -> None:
+    """Run steps until ``stop`` is set (a thread's target), on the servers ``bases`` in
+    turn if given; the first error (a killed server) ends it, kept in ``failure``: the
+    step in flight is then undecided (``work.before`` / ``work.after``)."""
+    i = 0
+    while not stop.is_set():
+        if bases:
+            work.base = bases[i % len(bases)]
+            i += 1
+        try:
+            work.step()
+        except BaseException as exc:  # noqa: BLE001 - the kill
+            failure.append(exc)
+            return
 
 
 # -- observing a server ---------------------------------------------------------------

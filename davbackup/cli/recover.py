@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from davbackup.cli.common import add_repo_arguments, read_passphrase
 from davbackup.errors import Locked, UsageError
+from davbackup.keys import KeyRing
 from davbackup.location import PackLocation, recorded_packs_url
-from davbackup.maintenance.recover import recover
+from davbackup.maintenance.recover import RecoverReport, recover
+from davbackup.maintenance.recover_pg import recover_catalog
 from davbackup.repository import Repository
 
 
@@ -22,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_repo_arguments(parser)
     parser.add_argument(
         "--force", action="store_true",
-        help="replace an existing catalog (it is moved aside as catalog.sqlite.before-recover-<time>)",
+        help="replace an existing catalog (it is moved aside: catalog.sqlite.before-recover-<time>, or in"
+        " PostgreSQL the schema davbackup_before_recover_<time>)",
     )
     parser.set_defaults(handler=run)
 
@@ -32,9 +37,11 @@ def _progress(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.repo is None or getattr(args, "catalog", None) is not None:
+    if getattr(args, "catalog", None) is not None:
+        return _run_pg(args)
+    if args.repo is None:
         raise UsageError("recover rebuilds the SQLite catalog in --repo DIR (with --packs s3://... when DIR was"
-                         " lost); a PostgreSQL catalog is not recovered from the packs yet")
+                         " lost), or a PostgreSQL catalog: --catalog URL --packs URL")
     root = Path(args.repo)
     passphrase = read_passphrase(args)
     if args.packs and recorded_packs_url(root) is None:
@@ -63,6 +70,31 @@ def run(args: argparse.Namespace) -> int:
         os.close(lock_fd)
     if report.moved_aside is not None:
         print(f"recover: the old catalog was moved aside to {report.moved_aside}")
+    return _summary(report)
+
+
+def _run_pg(args: argparse.Namespace) -> int:
+    """A catalog in PostgreSQL, rebuilt from the packs (``--packs``, or in ``--repo``)."""
+    if args.packs is None and args.repo is None:
+        raise UsageError("--catalog needs --packs (s3://bucket/prefix) or --repo (packs in that directory)")
+    passphrase = read_passphrase(args)
+    temporary = args.repo is None
+    root = Path(tempfile.mkdtemp(prefix="davbackup-recover-")) if temporary else Path(args.repo)
+    try:
+        location = PackLocation(root, args.packs)
+        config = Repository.read_config(root, location)
+        master, _slot = KeyRing(location.meta, config.repo_id).unlock(passphrase)
+        report, aside = recover_catalog(args.catalog, location, config, master, force=args.force,
+                                        progress=_progress, scratch_parent=None if temporary else root)
+    finally:
+        if temporary:
+            shutil.rmtree(root, ignore_errors=True)
+    if aside is not None:
+        print(f"recover: the old catalog was moved aside to the schema {aside} of that database")
+    return _summary(report)
+
+
+def _summary(report: RecoverReport) -> int:
     seq = f"checkpoint at record {report.checkpoint_seq}" if report.checkpoint_seq is not None else "no checkpoint"
     print(
         f"recover: scanned {report.packs} packs; {seq}, {report.records_applied} journal records replayed"

@@ -93,6 +93,13 @@ def migrate(source: "Repository", catalog_url: str, packs_url: str, progress: Pr
     for name in source.location.meta.list("keys", ".json"):
         target.meta.write(name, source.location.meta.read(name))
     target.meta.write("config.json", source.location.meta.read("config.json"), 0o644)  # last: now it is one
+    # The target's metadata journal starts with its first checkpoint (DESIGN.md §20.8):
+    # from here on the object store alone is a backup of it.
+    from davbackup.repository import Repository
+
+    local = Path(tempfile.mkdtemp(prefix="davbackup-migrate-"))
+    Repository(local, source.config, source.keys, "admin", PackLocation(local, packs_url), catalog_url,
+               temporary_root=True).close()
     report.seconds = time.monotonic() - t0
     return report
 
@@ -134,39 +141,60 @@ def copy_packs(source: "Repository", storage: Any, report: MigrateReport, progre
 
 
 def _copy_catalog(source: "Repository", catalog: Any, report: MigrateReport, progress: Progress) -> None:
-    src = source.catalog.reader()
     dest = catalog._session  # the catalog's own session: one transaction for everything
-    counts: dict[str, int] = {}
     with dest.transaction():
         dest.execute("SELECT pg_advisory_xact_lock(%s, %s)", (0x64617662, 1))
-        tables = [r[0] for r in src.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite%'"
-            " AND name NOT LIKE 'journal%' ORDER BY name")]  # the SQLite catalog's journal (DESIGN.md §20)
-        for table in tables:
-            columns = [r[1] for r in src.execute(f"PRAGMA table_info({table})").fetchall()]
-            target_columns = {r[0] for r in dest.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name=%s", (table,)).fetchall()}
-            columns = [c for c in columns if c in target_columns]
-            if "rowid" in target_columns:  # history rows keep their order and numbers
-                columns.insert(0, "rowid")
-            if not columns:
-                raise RepositoryError(f"migrate: table {table} of the source has no counterpart in PostgreSQL")
-            where = f" WHERE key NOT IN {OWN_META!r} AND key NOT LIKE 'journal%'" if table == "meta" else ""
-            quoted = ", ".join(f'"{c}"' for c in columns)
-            count = 0
-            with dest.cursor().copy(f"COPY {table} ({quoted}) FROM STDIN") as copy:
-                for row in src.execute(f"SELECT {', '.join(columns)} FROM {table}{where}"):
-                    copy.write_row(row)
-                    count += 1
-            counts[table] = count
-            report.rows += count
-            progress(f"catalog: {table}: {count} rows")
-        for table, column in IDENTITIES:
-            dest.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
-                         f" (SELECT coalesce(max({column}), 0) + 1 FROM {table}), false)")
-        chunk_index.seal_open_packs(dest)
-        for table, count in counts.items():
-            where = f" WHERE key NOT IN {OWN_META!r} AND key NOT LIKE 'journal%'" if table == "meta" else ""
-            got = dest.execute(f"SELECT count(*) FROM {table}{where}").fetchone()[0]
-            if got != count:
-                raise RepositoryError(f"migrate: {table} has {got} rows in PostgreSQL, {count} were copied")
+        copy_rows(source.catalog.reader(), dest, report, progress)
+
+
+#: with ``journal``, the journal's place that travels with the rows (recover, DESIGN.md §20.8)
+JOURNAL_META = ("journal_seq", "journal_head", "journal_checkpoint")
+
+
+def _meta_filter(journal: bool) -> str:
+    if journal:
+        return f" WHERE key NOT IN {OWN_META!r} AND (key NOT LIKE 'journal%' OR key IN {JOURNAL_META!r})"
+    return f" WHERE key NOT IN {OWN_META!r} AND key NOT LIKE 'journal%'"
+
+
+def copy_rows(src: Any, dest: Any, report: MigrateReport, progress: Progress, *, journal: bool = False) -> None:
+    """Every row of the SQLite catalog ``src`` into the new PostgreSQL catalog behind
+    ``dest`` (a psycopg session, in the caller's transaction): ``COPY`` table by
+    table, identity sequences moved past the copied IDs, open packs sealed, row counts
+    compared. The SQLite catalog's journal stays behind, unless ``journal`` (the
+    catalog is then PostgreSQL's own, rebuilt from its journal: its packs and place
+    come along)."""
+    counts: dict[str, int] = {}
+    skip = " AND name <> 'journal_outbox'" if journal else " AND name NOT LIKE 'journal%'"
+    tables = [r[0] for r in src.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite%'"
+        f"{skip} ORDER BY name")]  # the SQLite catalog's journal (DESIGN.md §20)
+    for table in tables:
+        columns = [r[1] for r in src.execute(f"PRAGMA table_info({table})").fetchall()]
+        target_columns = {r[0] for r in dest.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name=%s", (table,)).fetchall()}
+        columns = [c for c in columns if c in target_columns]
+        if "rowid" in target_columns:  # history rows keep their order and numbers
+            columns.insert(0, "rowid")
+        if not columns:
+            raise RepositoryError(f"migrate: table {table} of the source has no counterpart in PostgreSQL")
+        where = _meta_filter(journal) if table == "meta" else ""
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        count = 0
+        with dest.cursor().copy(f"COPY {table} ({quoted}) FROM STDIN") as copy:
+            for row in src.execute(f"SELECT {', '.join(columns)} FROM {table}{where}"):
+                copy.write_row(row)
+                count += 1
+        counts[table] = count
+        report.rows += count
+        progress(f"catalog: {table}: {count} rows")
+    for table, column in IDENTITIES:
+        dest.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
+                     f" (SELECT coalesce(max({column}), 0) + 1 FROM {table}), false)")
+    chunk_index.seal_open_packs(dest)
+    for table, count in counts.items():
+        where = _meta_filter(journal) if table == "meta" else ""
+        got = dest.execute(f"SELECT count(*) FROM {table}{where}").fetchone()[0]
+        if got != count:
+            raise RepositoryError(f"migrate: {table} has {got} rows in PostgreSQL, {count} were copied")

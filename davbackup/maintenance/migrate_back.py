@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 #: what only a cluster has: tables and (table, column) pairs not copied
 CLUSTER_ONLY_TABLES = frozenset({"lock_epoch"})
 CLUSTER_ONLY_COLUMNS = frozenset({("packs", "node")})
-#: what only an embedded catalog has: its metadata journal (DESIGN.md §20), started
-#: afresh by the first writable open (which writes a checkpoint)
+#: the metadata journal (DESIGN.md §20), each catalog's own: started afresh by the
+#: first writable open (which writes a checkpoint)
 EMBEDDED_ONLY_TABLES = "journal%"
 #: meta keys not copied: the new catalog's own version, the cluster's repository
 #: binding, and journal state a forward migration may have carried along
@@ -130,7 +130,8 @@ def _copy_tables(src: Any, dest: sqlite3.Connection, report: MigrateReport, prog
     source_tables = {r[0] for r in src.execute(
         "SELECT table_name FROM information_schema.tables"
         " WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'").fetchall()}
-    unplaced = source_tables - set(tables) - CLUSTER_ONLY_TABLES
+    # (both catalogs have a metadata journal of their own, neither travels)
+    unplaced = {t for t in source_tables if not t.startswith("journal")} - set(tables) - CLUSTER_ONLY_TABLES
     if unplaced:
         raise RepositoryError(f"migrate: the catalog has tables an embedded repository has no place for: "
                               f"{', '.join(sorted(unplaced))} (a newer davbackup wrote it?)")

@@ -58,6 +58,12 @@ def lose_catalog(root: Path) -> None:
 
 def busy_repo(root: Path) -> Repository:
     repo = init_repo(root)
+    busy_workload(repo)
+    return repo
+
+
+def busy_workload(repo: Repository) -> None:
+    """Every kind of durable change: users, quota, folders, versions, properties, COPY, MOVE, DELETE."""
     repo.users.add("bob", "bob-password-1", quota=10**8)
     ns = repo.namespace(USER)
     ns.mkdir("/docs")
@@ -69,7 +75,6 @@ def busy_repo(root: Path) -> Repository:
     ns.move("/docs2/a.txt", "/moved.txt", overwrite=False)
     ns.delete("/docs2")
     repo.users.set_quota(USER, 10**9)
-    return repo
 
 
 def test_recover_restores_every_durable_row(tmp_path: Path) -> None:

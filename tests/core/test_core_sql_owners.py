@@ -36,7 +36,7 @@ CONCEPTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "locks": (("davbackup/locks.py",), ("locks",)),
     "journal": (
         ("davbackup/journal.py", "davbackup/journal_capture.py", "davbackup/journal_replay.py",
-         "davbackup/journal_catchup.py", "davbackup/checkpoint.py"),
+         "davbackup/journal_catchup.py", "davbackup/checkpoint.py", "davbackup/journal_pg.py"),
         ("journal_outbox", "journal_packs", "journal_capture", "checkpoint_info"),
     ),
 }

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.recover_workload import Workload, differences, live_as_model, observe
+from tests.recover_workload import Workload, differences, drive, live_as_model, observe
 from tests.server_fixtures import ROOT, DavServer, davbackup, launch
 
 USERS = {
@@ -138,15 +138,7 @@ def test_recover_after_sigkills_keeps_every_acknowledged_write(tmp_path: Path) -
             stop = threading.Event()
             failure: list[BaseException] = []
 
-            def drive() -> None:
-                while not stop.is_set():
-                    try:
-                        work.step()
-                    except BaseException as exc:  # the kill: the step in flight stays undecided
-                        failure.append(exc)
-                        return
-
-            worker = threading.Thread(target=drive)
+            worker = threading.Thread(target=drive, args=(work, stop, failure))
             worker.start()
             time.sleep(rng.uniform(0.5, 3.0))
             server.kill()
