@@ -201,3 +201,26 @@ def test_gc_checkpoints_and_compacts_the_journal(tmp_path: Path, pg_url: str,
     with Repository.open(root, PASSPHRASE, mode="read", catalog_url=new_url) as repo:
         assert dump(repo) == before
         assert read_file(repo.namespace(USER), "/after-gc.txt") == b"x"
+
+
+def test_a_catalog_from_before_the_journal_gets_one(tmp_path: Path, pg_url: str,
+                                                   postgres_server: ThrowawayPostgres) -> None:
+    """A PostgreSQL catalog created before the journal (its objects removed here) gets
+    them on its next open and a first checkpoint on its first writable open; from then
+    on it is recoverable."""
+    root = tmp_path / "repo"
+    with init_repo(root, catalog_url=pg_url) as repo:
+        workload(repo)
+        for (name,) in repo.catalog.reader().execute("SELECT name FROM journal_packs").fetchall():
+            repo.storage.delete(name)  # such a catalog has no journal in its store either
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DROP FUNCTION davbackup_journal_capture() CASCADE")
+        conn.execute("DROP TABLE journal_packs")
+        conn.execute("DROP SEQUENCE journal_epochs")
+        conn.execute("DELETE FROM meta WHERE key LIKE 'journal%%'")
+    with Repository.open(root, PASSPHRASE, catalog_url=pg_url) as repo:
+        assert repo.catalog.reader().execute("SELECT value FROM meta WHERE key='journal_checkpoint'").fetchone()
+        write_file(repo.namespace(USER), "/later.txt", b"later")
+        before = dump(repo)
+    report = assert_recovers(root, postgres_server, before)
+    assert report.checkpoint_seq == 0 and report.records_applied >= 1
