@@ -224,3 +224,27 @@ def test_a_catalog_from_before_the_journal_gets_one(tmp_path: Path, pg_url: str,
         before = dump(repo)
     report = assert_recovers(root, postgres_server, before)
     assert report.checkpoint_seq == 0 and report.records_applied >= 1
+
+
+def test_capture_survives_a_lost_session(tmp_path: Path, pg_url: str, postgres_server: ThrowawayPostgres) -> None:
+    """The writer session is replaced after PostgreSQL ended it: the new session
+    captures too (it is set up before it runs any statement), so nothing committed
+    through it is missing from the journal."""
+    root = tmp_path / "repo"
+    with init_repo(root, catalog_url=pg_url) as repo:
+        ns = repo.namespace(USER)
+        write_file(ns, "/before.txt", b"before")
+        dbname = pg_url.rsplit("/", 1)[1]
+        with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+            ended = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                  " WHERE datname = %s", (dbname,)).fetchone()
+        assert ended is not None and ended[0] >= 2
+        for attempt in range(5):  # the first statement on a dead session may fail (503)
+            try:
+                write_file(ns, "/after.txt", b"after")
+                break
+            except DavBackupError:
+                assert attempt < 4
+        ns.mkdir("/more")
+        before = dump(repo)
+    assert_recovers(root, postgres_server, before)
