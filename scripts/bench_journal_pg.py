@@ -2,9 +2,9 @@
 """What the metadata journal costs a node on PostgreSQL + Ceph RGW (DESIGN.md §20.8).
 
 One node of this build and one of ``--baseline-build DIR`` (a checkout without the
-PostgreSQL journal, e.g. a git worktree of the commit before it), each on a
-repository of its own (own database, own bucket prefix) on the same throwaway
-PostgreSQL and Ceph RGW, alternating which goes first in each repeat: a PUT of
+PostgreSQL journal, e.g. a git worktree of the commit before it), each time on a new
+repository (own database, own bucket prefix: nothing deduplicates against an earlier
+run) on the same throwaway PostgreSQL and Ceph RGW, alternating which goes first: a PUT of
 ``--size-mib`` of random data (``curl -T``) and ``--small-files`` 4 KiB PUTs at
 concurrency 8. Reports medians, the ratio, and per measurement the PostgreSQL
 transactions and the objects added to the bucket. A report, never an assertion.
@@ -86,11 +86,7 @@ def main() -> int:
         state = bench_s3.start_ceph(ceph_dir)
         bench_s3.CEPH_PIDS.extend(state["pids"].values())
         bucket = bench_s3.make_bucket()
-        repos = {}
-        for key, build in (("this", ROOT), ("base", base)):
-            dbname = pg.create_database()
-            repos[key] = (pg.url(dbname), f"s3://{bucket}/{key}", dbname)
-            init(build, repos[key][0], repos[key][1], work)
+        builds = {"this": ROOT, "base": base}
         size = args.size_mib * bs.MiB
         data = work / "data.bin"
         bs.make_data(data, size)
@@ -102,7 +98,10 @@ def main() -> int:
                 bs.log(f"repeat {r + 1}: {key}")
                 node = cls(work / f"{key}-{r}")
                 node.workdir.mkdir(parents=True)
-                node.catalog, node.packs, dbname = repos[key]
+                # a new repository each time: the same data again would be deduplicated
+                dbname = pg.create_database()
+                node.catalog, node.packs = pg.url(dbname), f"s3://{bucket}/{key}-{r}"
+                init(builds[key], node.catalog, node.packs, work)
                 node.start()
                 try:
                     result = measure(node, dbname, bucket, data, small)
