@@ -13,9 +13,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from davbackup.catalog import SCHEMA_VERSION
+from davbackup.catalog import SCHEMA_VERSION, read_meta
 from davbackup.errors import CatalogDamaged, IntegrityError
 from davbackup.tree import Tree
+from davbackup.tree_scan import newest_name_rows, root_name_row
+from davbackup.users import names_and_roots
 
 #: how many of the newest nodes have their names verified
 SAMPLE = 1000
@@ -45,15 +47,15 @@ def check_file(path: Path) -> None:
             problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
             if problems != ["ok"]:
                 raise _damaged(path, "SQLite quick_check: " + "; ".join(problems))
-            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            value = read_meta(conn, "schema_version")
         except sqlite3.DatabaseError as exc:
             raise _damaged(path, str(exc)) from exc
-        if row is None:
+        if value is None:
             raise _damaged(path, "no schema version")
         try:
-            version = int(row[0])
+            version = int(value)
         except ValueError:
-            raise _damaged(path, f"schema version {row[0]!r} is not a number") from None
+            raise _damaged(path, f"schema version {value!r} is not a number") from None
         if not 1 <= version <= SCHEMA_VERSION:
             raise _damaged(path, f"schema version {version} is not one this davbackup knows (1..{SCHEMA_VERSION})")
     finally:
@@ -64,16 +66,13 @@ def check_rows(path: Path, conn: sqlite3.Connection, tree: Tree) -> None:
     """After opening: every user has a root folder, and the names of every root and of
     the newest nodes verify (they are bound to their rows, DESIGN.md §7.2)."""
     try:
-        for name, root_id in conn.execute("SELECT name, root_id FROM users").fetchall():
-            row = conn.execute(
-                "SELECT id, parent_id, version_id, name_enc, is_dir FROM nodes WHERE id=?", (root_id,)
-            ).fetchone()
-            if row is None or row[1] is not None or not row[4]:
+        for name, root_id in names_and_roots(conn):
+            root = root_name_row(conn, root_id)
+            if root is None:
                 raise _damaged(path, f"user {name}: root folder {root_id} is missing or not a root folder")
-            tree.open_name(row[3], row[0], row[1], row[2])
-        for nid, parent, version, blob in conn.execute(
-            "SELECT id, parent_id, version_id, name_enc FROM nodes ORDER BY id DESC LIMIT ?", (SAMPLE,)
-        ).fetchall():
+            nid, parent, version, blob = root
+            tree.open_name(blob, nid, parent, version)
+        for nid, parent, version, blob in newest_name_rows(conn, SAMPLE):
             tree.open_name(blob, nid, parent, version)
     except IntegrityError as exc:
         raise _damaged(path, exc.message) from exc

@@ -129,3 +129,30 @@ def folder_count(conn: sqlite3.Connection) -> int:
 def history_state_count(conn: sqlite3.Connection) -> int:
     """Past states of nodes kept in history (§15)."""
     return int(conn.execute("SELECT count(*) FROM node_history").fetchone()[0])
+
+
+# -- the server's start-up check (catalog_health.py, DESIGN.md §20.6) -------------------
+
+#: (id, parent_id, version_id, name_enc): what a node's name is bound to (§7.2)
+NameRow = tuple[int, int | None, int | None, bytes]
+
+
+def root_name_row(conn: sqlite3.Connection, root_id: int) -> NameRow | None:
+    """A user's root folder as a name row; None if no node has that ID or it is not a
+    root folder (it has a parent or is a file)."""
+    row = conn.execute(
+        "SELECT id, parent_id, version_id, name_enc, is_dir FROM nodes WHERE id=?", (root_id,)
+    ).fetchone()
+    if row is None or row[1] is not None or not row[4]:
+        return None
+    return row[0], row[1], row[2], row[3]
+
+
+def newest_name_rows(conn: sqlite3.Connection, limit: int) -> list[NameRow]:
+    """The name rows of the ``limit`` most recently created nodes (highest IDs first)."""
+    return [
+        (r[0], r[1], r[2], r[3])
+        for r in conn.execute(
+            "SELECT id, parent_id, version_id, name_enc FROM nodes ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+    ]

@@ -218,6 +218,11 @@ def root_ids(conn: sqlite3.Connection) -> list[int]:
     return [int(r[0]) for r in conn.execute("SELECT root_id FROM users")]
 
 
+def names_and_roots(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+    """(name, root node ID) of every user."""
+    return [(str(r[0]), int(r[1])) for r in conn.execute("SELECT name, root_id FROM users").fetchall()]
+
+
 def count_users(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM users").fetchone()[0])
 
