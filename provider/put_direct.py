@@ -39,6 +39,7 @@ from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_CREATED, HTTP_INTERNAL_ERRO
 from wsgidav.mw.base_mw import BaseMiddleware
 
 from davbackup.errors import DavBackupError
+from davbackup.fs import Entry, Namespace
 from provider import history, resumable
 from provider.client_compat import OS_METADATA_KEY, OsMetadataPolicy, is_os_metadata
 from provider.dav_provider import DavBackupProvider
@@ -162,14 +163,18 @@ class DirectPut(BaseMiddleware):
                 writer.abort()  # a lock granted since the check above (423): nothing was read
                 raise
         provider.forget(environ)
+        return self._answer(environ, start_response, provider, ns, user, entry, mtime, created=existing is None)
 
-        # --- after the commit, as WsgiDAV's PUT and the request server ---
+    def _answer(self, environ: Environ, start_response: StartResponse, provider: DavBackupProvider, ns: Namespace,
+                user: str, entry: Entry, mtime: str | None, *, created: bool) -> list[bytes]:
+        """After the commit, as WsgiDAV's PUT and the request server: X-OC-Mtime, the
+        upload sessions of the path dropped, 201 or 204 with the ETag."""
         headers = [("ETag", f'"{util.checked_etag(entry.etag)}"')]
         if self.honor_mtime and mtime is not None:
             with dav_errors():
                 ns.set_modified(entry.path, float(int(mtime)))
         resumable.discard_sessions(provider, user, entry.path)
-        status = HTTP_NO_CONTENT if existing is not None else HTTP_CREATED
+        status = HTTP_CREATED if created else HTTP_NO_CONTENT
         return util.send_status_response(environ, start_response, status, add_headers=headers)
 
     def _store(self, environ: Environ, writer: BodyWriter, path: str, stream: Any, expected: int | None) -> Any:
