@@ -25,6 +25,7 @@ pytest_plugins = [
     "tests.core_fixtures",  # repo, small_repo, ns, small_ns
     "tests.provider_http_helpers",  # server, alice, base
     "tests.fault_fixtures",  # fault_control (fault rules for repositories opened in a test)
+    "tests.interop_fixtures",  # public_tmp (davfs2 mounts, in interop/ and cluster/)
 ]
 
 

@@ -20,6 +20,7 @@ import os
 import random
 import shutil
 import subprocess
+import tempfile
 import unicodedata
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -182,6 +183,18 @@ def assert_same_tree(actual: dict[str, bytes], expected: dict[str, bytes]) -> No
     assert not wrong, "content differs: " + ", ".join(
         f"{rel} ({len(actual[rel])} vs {len(expected[rel])} bytes)" for rel in wrong
     )
+
+
+@pytest.fixture
+def public_tmp() -> Iterator[Path]:
+    """A temp dir the davfs2 user can enter (0755), removed afterwards: the ``workdir``
+    of :func:`davfs2_mount`."""
+    path = Path(tempfile.mkdtemp(prefix="davbackup-mount-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextmanager

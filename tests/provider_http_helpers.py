@@ -13,8 +13,7 @@ import pytest
 import requests
 from lxml import etree
 
-from tests.server_fixtures import DavServer, shared_dav_server
-
+from tests.server_fixtures import DavServer
 
 DAV = "{DAV:}"
 LOCK_BODY = """<?xml version="1.0" encoding="utf-8"?>

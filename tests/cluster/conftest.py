@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from tests.cluster_fixtures import Cluster, create_cluster
-from tests.interop.conftest import public_tmp  # noqa: F401 - the davfs2 mounts' temp dir
 from tests.services import S3Bucket, ThrowawayCeph, ThrowawayPostgres, empty_bucket
 
 

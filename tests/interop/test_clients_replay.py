@@ -26,7 +26,6 @@ from tests.provider_http_helpers import (
     prop_value,
     propfind,
     send_truncated,
-    shared_dav_server,
 )
 from tests.server_fixtures import DavServer, launch
 
@@ -56,17 +55,6 @@ def win32_proppatch(values: dict[str, str]) -> str:
     return ('<?xml version="1.0" encoding="utf-8" ?><D:propertyupdate xmlns:D="DAV:" '
             'xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop>'
             f"{props}</D:prop></D:set></D:propertyupdate>")
-
-
-@pytest.fixture
-def server(shared_dav_server: DavServer) -> DavServer:
-    return shared_dav_server
-
-
-@pytest.fixture
-def alice(server: DavServer) -> Iterator[requests.Session]:
-    with server.session("alice") as session:
-        yield session
 
 
 @pytest.fixture

@@ -19,11 +19,6 @@ PREFIX = "/.well-known/davbackup-uploads/"
 
 
 @pytest.fixture
-def alice(shared_dav_server: DavServer) -> requests.Session:
-    return shared_dav_server.session("alice")
-
-
-@pytest.fixture
 def target(shared_dav_server: DavServer) -> str:
     return f"{shared_dav_server.url}/ietf-{uuid.uuid4().hex[:8]}.bin"
 

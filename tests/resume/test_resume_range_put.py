@@ -23,11 +23,6 @@ T = 3 * 1024 * 1024
 
 
 @pytest.fixture
-def alice(shared_dav_server: DavServer) -> requests.Session:
-    return shared_dav_server.session("alice")
-
-
-@pytest.fixture
 def url(shared_dav_server: DavServer) -> str:
     return f"{shared_dav_server.url}/range-{uuid.uuid4().hex[:8]}.bin"
 

@@ -14,11 +14,6 @@ SABRE = "application/x-sabredav-partialupdate"
 
 
 @pytest.fixture
-def alice(shared_dav_server: DavServer) -> requests.Session:
-    return shared_dav_server.session("alice")
-
-
-@pytest.fixture
 def url(shared_dav_server: DavServer, alice: requests.Session) -> str:
     url = f"{shared_dav_server.url}/sabre-{uuid.uuid4().hex[:8]}.txt"
     assert alice.put(url, data=b"0123456789").status_code == 201
