@@ -28,7 +28,7 @@ namespace declaration that was in scope there) is re-prefixed without parsing wh
 it is one element with plain text; anything else (attributes, children,
 ``xml:lang``, character references) goes through lxml. Declarations a value does not
 use are dropped, so the answer is never longer than the generic one.
-``tests/test_provider_propfind_direct.py`` compares both paths, parsed, for every
+``tests/provider/test_provider_propfind_direct.py`` compares both paths, parsed, for every
 property set a known client sends.
 """
 
