@@ -105,7 +105,7 @@ def test_reserved_names_hidden_and_not_creatable(server: DavServer, alice: reque
     root = multistatus(propfind(alice, f"{server.url}/"))
     assert not any(".history" in h or ".versions" in h for h in root)
     for name in (".history", ".versions"):
-        assert alice.request("MKCOL", f"{server.url}/{name}/").status_code in (403, 405)
+        assert alice.request("MKCOL", f"{server.url}/{name}/").status_code == 403
         assert alice.put(f"{server.url}/{name}", data=b"x").status_code == 403
         assert alice.request("MOVE", base.rstrip("/"), headers={"Destination": f"{server.url}/{name}"}
                              ).status_code == 403
