@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CONCEPTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "catalog": (("davbackup/catalog.py", "davbackup/catalog_schema.py", "davbackup/catalog_pg.py"), ("meta", "lock_epoch")),
     "tree": (
-        ("davbackup/tree.py", "davbackup/tree_bulk.py", "davbackup/tree_scan.py", "davbackup/properties.py",
-         "davbackup/history.py", "davbackup/retention.py"),
+        ("davbackup/tree.py", "davbackup/tree_bulk.py", "davbackup/tree_scan.py", "davbackup/listing.py",
+         "davbackup/properties.py", "davbackup/history.py", "davbackup/retention.py"),
         ("nodes", "node_history", "moments", "props", "props_history"),
     ),
     "versions": (
