@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sqlite3
 import subprocess
@@ -263,8 +264,8 @@ ERROR_TABLE = {
 
 def test_errors_carry_status_and_exit_code() -> None:
     """Every DavBackupError there is, wherever defined, with exactly its table entry."""
-    import davbackup.client.errors
-    import davbackup.pgsql  # noqa: F401 - its error joins the hierarchy on import
+    for module in ("davbackup.client.errors", "davbackup.pgsql"):  # their errors join the hierarchy on import
+        importlib.import_module(module)
 
     found: dict[str, tuple[int, int]] = {}
     todo = [DavBackupError]
