@@ -62,10 +62,12 @@ RECORD_FORMAT = 1
 OPS_PER_RECORD = 20000
 GENESIS = bytes(32)
 _HEAD_KEYS = ("journal_seq", "journal_head", "journal_epoch")
-#: smaller payloads are stored as they are (the record of a small write is ~1.5 KB:
-#: compressing it cost more CPU than the bytes saved are worth in a journal that gc compacts)
-COMPRESS_FROM = 4096
-#: disk blocks the server keeps reserved past its journal pack's records (local storage)
+#: smaller payloads are stored as they are (the record of a small write is ~1.5 KB, a
+#: group commit of several such writes a few KB: compressing them cost more CPU than the
+#: bytes saved are worth in a journal that gc compacts)
+COMPRESS_FROM = 16 * 1024
+#: zeros the server keeps written past its journal pack's records (local storage: its
+#: synced appends then change neither size nor block map, DESIGN.md §20.7)
 PREALLOCATE = 128 * 1024
 
 
@@ -149,6 +151,11 @@ def decode_value(value: Any) -> object:
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_encode_bytes)
+#: what ``_ENCODER.encode`` runs for a list, without its per-call set-up (and no check for
+#: circular references, which rows of values cannot have): the same bytes
+_ENCODE_OPS = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+    None, _encode_bytes, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False,
+) if json.encoder.c_make_encoder is not None else None  # type: ignore[attr-defined]
 #: the ``tables`` part of records, by the tables a record touches (in order): the
 #: same few combinations recur in every record of a kind of write
 _TABLES_JSON: dict[tuple[int, tuple[str, ...]], str] = {}
@@ -170,10 +177,11 @@ def encode_record(seq: int, prev: bytes, epoch: int, now: float, schema: int, sh
     """The record's JSON (§20.2): the same document ``json.dumps`` would make of
     ``{"format", "seq", "prev", "epoch", "time", "schema", "tables", "ops"}``."""
     names = tuple(dict.fromkeys(table for table, _op, _values in ops))
+    encoded = "".join(_ENCODE_OPS(ops, 0)) if _ENCODE_OPS is not None else _ENCODER.encode(ops)
     return (
         f'{{"format":{RECORD_FORMAT},"seq":{seq},"prev":"{prev.hex()}","epoch":{epoch},'
-        f'"time":{_ENCODER.encode(now)},"schema":{schema},"tables":{_tables_json(shapes, names)},'
-        f'"ops":{_ENCODER.encode(ops)}}}'
+        f'"time":{float(now)!r},"schema":{schema},"tables":{_tables_json(shapes, names)},'
+        f'"ops":{encoded}}}'
     ).encode("utf-8")
 
 
@@ -306,7 +314,7 @@ class Journal:
             try:
                 appender = self.storage.create(name)
                 if self.early and hasattr(appender, "preallocate"):
-                    appender.preallocate(PREALLOCATE)  # a synced append then allocates no blocks
+                    appender.preallocate(PREALLOCATE)  # zeros ahead, fdatasync
                 self._new_pack = (name, appender)
             except OSError as exc:
                 raise storage_error(exc, "cannot create a catalog journal pack; nothing was written") from exc

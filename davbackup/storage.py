@@ -20,8 +20,6 @@ same checks against both.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import threading
@@ -70,30 +68,6 @@ class PackStorage(Protocol):
     def close(self) -> None: ...
 
 
-_FALLOC_FL_KEEP_SIZE = 1
-
-
-def _load_libc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-_libc = _load_libc()
-
-
-def reserve_blocks(fd: int, offset: int, length: int) -> bool:
-    """Allocate disk blocks for ``offset .. offset + length`` of a file without changing
-    its size (Linux ``fallocate`` with ``FALLOC_FL_KEEP_SIZE``); False if that failed
-    or is not available."""
-    if _libc is None:
-        return False
-    return int(_libc.fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length)) == 0
-
-
 class LocalAppender:
     """Appends to one pack file; concurrent ``sync`` calls share one fsync."""
 
@@ -117,10 +91,12 @@ class LocalAppender:
         fsync_dir(path.parent)
 
     def preallocate(self, step: int) -> None:
-        """From now on keep disk blocks reserved up to ``step`` bytes past the contents
-        (``fallocate`` with ``FALLOC_FL_KEEP_SIZE``: the file's size and bytes stay as
-        they are), so that a synced append allocates no blocks (the metadata journal,
-        DESIGN.md §20.7). Where the call is not available this does nothing."""
+        """From now on keep the file written with zeros up to ``step`` bytes past the
+        contents and sync with ``fdatasync``: an append inside those bytes changes
+        neither the file's size nor its block map, so its sync writes its blocks and
+        flushes the disk without a commit of the file system's journal, which waits
+        behind every other file's metadata (DESIGN.md §20.7). Readers take the zeros
+        for the end (a torn tail, ``pack.scan_pack``); ``close`` cuts them off."""
         self._step = step
 
     @property
@@ -152,10 +128,18 @@ class LocalAppender:
             return offset
 
     def _extend(self, end: int) -> None:
-        """Reserve blocks from the reserved end to a whole ``step`` past ``end`` (if the
-        disk has no room for them, or the file system cannot, appends go on without)."""
+        """Write zeros from ``end`` to a whole ``step`` past it (the bytes before ``end``
+        are the append's own); if the disk has no room for them, go on without."""
         target = (end // self._step + 1) * self._step
-        if not reserve_blocks(self._fd, self._allocated, target - self._allocated):
+        start = max(end, self._allocated)
+        try:
+            os.pwrite(self._fd, bytes(target - start), start)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                pass
+            self._allocated = self._size
             self._step = 0
             return
         self._allocated = target
@@ -169,7 +153,10 @@ class LocalAppender:
             if self._synced >= upto:
                 return  # another thread's fsync covered our bytes: group commit
             target = self._size
-            os.fsync(self._fd)
+            if self._step:
+                os.fdatasync(self._fd)  # data and size; a timestamp alone commits no journal
+            else:
+                os.fsync(self._fd)
             self._synced = target
 
     def finish(self) -> None:
@@ -179,7 +166,7 @@ class LocalAppender:
         with self._append_lock:
             if self._fd >= 0:
                 if self._allocated > self._size:
-                    try:  # give back the blocks reserved past the end
+                    try:  # cut off the zeros written ahead
                         os.ftruncate(self._fd, self._size)
                     except OSError:
                         pass

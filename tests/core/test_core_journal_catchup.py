@@ -167,10 +167,10 @@ def test_a_failed_batch_is_not_brought_back(tmp_path: Path, fault_control: Path)
         assert [e.name for e in ns.list("/")] == ["a.txt"]
 
 
-def test_the_servers_journal_pack_has_blocks_reserved_ahead(tmp_path: Path) -> None:
-    """The server's journal pack keeps disk blocks reserved past its records (its size
-    and bytes are its records'), so a synced append allocates none; closing the pack
-    gives them back."""
+def test_the_servers_journal_pack_has_zeros_written_ahead(tmp_path: Path) -> None:
+    """The server's journal pack keeps zeros written past its records (so a synced
+    append changes neither its size nor its block map); a reader stops at them, and
+    closing the pack cuts them off."""
     root = tmp_path / "repo"
     with init_repo(root) as repo:
         write_file(repo.namespace(USER), "/a.txt", b"a")
@@ -181,9 +181,15 @@ def test_the_servers_journal_pack_has_blocks_reserved_ahead(tmp_path: Path) -> N
             blobs = list(scan_pack(stream))
         end = blobs[-1].offset + blobs[-1].total_len
         assert {b.header.blob_type for b in blobs} == {TYPE_JOURNAL}
-        assert path.stat().st_size == end
-        assert path.stat().st_blocks * 512 >= PREALLOCATE > end
-    assert path.stat().st_size == end and path.stat().st_blocks * 512 < PREALLOCATE
+        assert path.stat().st_size == PREALLOCATE > end
+        assert path.read_bytes()[end:] == bytes(PREALLOCATE - end)
+        write_file(repo.namespace(USER), "/b.txt", b"b")  # appended inside the zeros
+        with repo.storage.open_stream(name) as stream:
+            assert len(list(scan_pack(stream))) == len(blobs) + 1
+        assert path.stat().st_size == PREALLOCATE
+    with repo.storage.open_stream(name) as stream:
+        blobs = list(scan_pack(stream))
+    assert path.stat().st_size == blobs[-1].offset + blobs[-1].total_len
 
 
 def test_an_admin_command_first_after_the_cut_catches_up_too(tmp_path: Path) -> None:
