@@ -49,7 +49,7 @@ from davbackup.catalog import read_meta, read_metas, write_meta, write_meta2, wr
 from davbackup.chunkstore import storage_error
 from davbackup.journal_capture import Capture
 from davbackup.pack import HEADER, HEADER_SIZE, BlobError, BlobHeader
-from davbackup.storage import PackAppender, PackStorage
+from davbackup.storage import ZEROS_AHEAD, PackAppender, PackStorage
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ _HEAD_KEYS = ("journal_seq", "journal_head", "journal_epoch")
 COMPRESS_FROM = 16 * 1024
 #: zeros the server keeps written past its journal pack's records (local storage: its
 #: synced appends then change neither size nor block map, DESIGN.md §20.7)
-PREALLOCATE = 128 * 1024
+PREALLOCATE = ZEROS_AHEAD
 
 
 def boot_id() -> str | None:

@@ -68,6 +68,11 @@ class PackStorage(Protocol):
     def close(self) -> None: ...
 
 
+#: how far a writer keeps its pack written with zeros past its contents (see
+#: ``LocalAppender.preallocate``): the server's data and journal packs
+ZEROS_AHEAD = 128 * 1024
+
+
 class LocalAppender:
     """Appends to one pack file; concurrent ``sync`` calls share one fsync."""
 
@@ -108,8 +113,8 @@ class LocalAppender:
         so the next append overwrites the torn bytes instead of following them."""
         with self._append_lock:
             offset = self._size
-            if self._step and offset + len(data) > self._allocated:
-                self._extend(offset + len(data))
+            if self._step and offset + len(data) > self._allocated and len(data) < self._step:
+                self._extend(offset + len(data))  # (a large append grows the file itself)
             view = memoryview(data)
             pos = offset
             try:

@@ -100,7 +100,7 @@ def test_gc_after_deletes_reclaims_space(repo_dir: Path) -> None:
         for path in deleted:
             ns.delete(path)
         ns.copy("/f00.bin", "/f00-copy.bin", overwrite=False)
-        before = pack_bytes(repo)
+    before = pack_bytes(repo)  # once closed: an open pack has zeros written ahead (DESIGN §8)
     with open_repo(repo_dir, "admin") as admin:
         report = collect_garbage(admin, grace_seconds=None)  # no server: grace 0
         assert report.grace_seconds == 0
