@@ -224,6 +224,11 @@ class Journal:
         self._sync_due = False  # the batch needs the catalog's WAL synced (§20.7)
 
     def install(self, conn: sqlite3.Connection) -> None:
+        if self.early and conn.execute("PRAGMA temp_store").fetchone()[0] != 2:
+            # The server: the capture table and the sub-journals of the batch's savepoints
+            # in memory, not in temporary files (~10 fewer pwrite calls per small write;
+            # set before the TEMP table exists: a change of temp_store drops TEMP tables).
+            conn.execute("PRAGMA temp_store=MEMORY")
         if self.capture is None:
             self.capture = Capture(conn)
         self.capture.install(conn, marks=self.early)

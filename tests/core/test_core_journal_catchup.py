@@ -46,6 +46,7 @@ def test_the_server_commits_without_syncing_the_wal(tmp_path: Path) -> None:
     with init_repo(tmp_path / "repo") as repo:
         conn = repo.catalog._writer
         assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+        assert conn.execute("PRAGMA temp_store").fetchone() == (2,)  # MEMORY: no temporary files
         spy = SyncSpy(repo)
         ns = repo.namespace(USER)
         write_file(ns, "/a.txt", b"a")  # (the first write registers the journal pack: a sync)
