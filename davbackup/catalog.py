@@ -203,6 +203,11 @@ class Catalog:
     def unlock(self, name: str) -> None:
         raise NotImplementedError(f"{self.path}: named locks need a shared catalog")
 
+    def holder_generation(self) -> int:
+        """How often this process lost the session holding its cluster locks; only a
+        shared catalog has one (davbackup/catalog_pg.py), a local one never changes."""
+        return 0
+
     def lock_epoch(self) -> int:
         """How often the WebDAV locks changed; only a shared catalog counts (a local one
         has one server process, which holds its locks in memory)."""

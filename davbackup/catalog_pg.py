@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import select
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -246,6 +247,9 @@ class PgCatalog(Catalog):
         self.writer = writer
         self._session_lock = threading.Lock()
         self._named: set[str] = set()
+        #: counts losses of the lock session (see :meth:`holder_generation`)
+        self._generation = 0
+        self._lost = False  # lost and not yet replaced
         try:
             # Advisory session locks (node, writers, named locks) live on this session.
             self._session = psycopg.connect(url, autocommit=True)
@@ -278,24 +282,60 @@ class PgCatalog(Catalog):
 
     def _ensure_session(self) -> None:
         """Called with the session lock held: a lost session is replaced, and a serving
-        process takes its node and writer locks again (named locks are gone with it)."""
-        try:
-            self._session.execute("SELECT 1")
-            return
-        except psycopg.Error:
-            pass
+        process takes its node and writer locks again (named locks are gone with it).
+        Raises :class:`StorageUnavailable` while that cannot be done."""
+        if not self._lost:
+            try:
+                self._session.execute("SELECT 1")
+                return
+            except psycopg.Error:
+                pass
+            # From here on the node's locks may have been free: another node may have
+            # sealed the packs this one had open (holder_generation tells the writers).
+            self._lost = True
+            self._generation += 1
+            _log.warning("node %d lost its catalog lock session", self.node)
         try:
             self._session.close()
         except psycopg.Error:
             pass
         try:
             self._session = psycopg.connect(self.url, autocommit=True)
+            self._named.clear()
+            if self.writer:
+                self._hold_node_locks()
         except psycopg.Error as exc:
             raise StorageUnavailable(f"{redact(self.url)}: the catalog database does not answer ({exc})") from exc
-        self._named.clear()
+        self._lost = False
         if self.writer:
-            self._hold_node_locks()
             _log.warning("the catalog session was lost and is back; node %d holds its locks again", self.node)
+
+    def holder_generation(self) -> int:
+        """How often this node's lock session was lost so far. A pack opened under an
+        earlier generation may have been sealed by another node while the node lock
+        was free, so it must take no more bytes (DESIGN.md §7.5). A session that
+        PostgreSQL ended has a readable socket (its last message, then EOF), so this
+        notices a loss without a round trip, and replaces the session at once; it
+        raises :class:`StorageUnavailable` while the session cannot be replaced."""
+        if not self.writer:
+            return 0
+        if self._lost or self._looks_lost():
+            with self._session_lock:
+                self._ensure_session()
+        return self._generation
+
+    def _looks_lost(self) -> bool:
+        """Whether the idle lock session has something to read (or is closed): then it
+        is checked with a statement. Only this process speaks on it and it does not
+        listen, so a busy session (another thread's statement) is the only false alarm."""
+        session = self._session
+        try:
+            if session.closed or session.broken:
+                return True
+            readable, _, _ = select.select([session.pgconn.socket], [], [], 0)
+        except (OSError, ValueError, psycopg.Error):
+            return True
+        return bool(readable)
 
     def _keep_session(self) -> None:
         while not self._stop.wait(KEEPER_SECONDS):

@@ -40,6 +40,14 @@ def seal_packs(conn: sqlite3.Connection, pack_ids: Iterable[int]) -> None:
     conn.executemany("UPDATE packs SET state='sealed' WHERE id=?", [(i,) for i in pack_ids])
 
 
+def open_among(conn: sqlite3.Connection, pack_ids: Iterable[int]) -> set[int]:
+    """Those of ``pack_ids`` that are still ``open``."""
+    ids = list(pack_ids)
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(f"SELECT id FROM packs WHERE state='open' AND id IN ({marks})", ids).fetchall()
+    return {int(r[0]) for r in rows}
+
+
 def pack_name(conn: sqlite3.Connection, pack_id: int) -> str | None:
     row = conn.execute("SELECT name FROM packs WHERE id=?", (pack_id,)).fetchone()
     return None if row is None else str(row[0])

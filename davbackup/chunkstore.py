@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from davbackup import chunk_index
 from davbackup.catalog import Catalog
-from davbackup.errors import DavBackupError, IntegrityError, RepositoryError, StorageFull
+from davbackup.errors import DavBackupError, IntegrityError, RepositoryError, StorageFull, StorageUnavailable
 from davbackup.pack import HEADER_SIZE, BlobCodec, BlobError
 from davbackup.storage import ZEROS_AHEAD, PackAppender, PackMissing, PackStorage
 
@@ -106,6 +106,10 @@ class ChunkStore:
         self._broken: dict[int, OSError] = {}
         #: broken packs nothing is pending in any more, to be sealed by release()
         self._unsealed: set[int] = set()
+        #: the catalog's lock-session generation the open packs were opened under, and
+        #: the packs given up because that session was lost since (DESIGN.md §7.5)
+        self._generation = 0
+        self._abandoned: set[int] = set()
         if writable:
             self._recover()
 
@@ -135,7 +139,10 @@ class ChunkStore:
             return ref
         # New, or stored but found damaged: store this copy (self-healing, §12.1).
         blob = self.codec.seal(chunk_id, data)
+        generation = self.catalog.holder_generation()  # raises while the cluster locks are lost
         with self._lock:
+            if generation != self._generation:
+                self._abandon_all(generation)
             pending = self._pending.get(chunk_id)
             if pending is not None:  # another writer stored it meanwhile
                 pending.holders += 1
@@ -201,7 +208,17 @@ class ChunkStore:
         ends: dict[int, int] = {}
         for location, _ in batch.new.values():
             ends[location.pack_id] = max(ends.get(location.pack_id, 0), location.end)
+        if ends:
+            generation = self.catalog.holder_generation()
+            if generation != self._generation:
+                with self._lock:
+                    if generation != self._generation:
+                        self._abandon_all(generation)
         for pack_id, end in ends.items():
+            if pack_id in self._abandoned:
+                raise StorageUnavailable(
+                    f"pack {self.pack_name(pack_id)} was given up: this node lost its catalog lock session"
+                )
             broken = self._broken.get(pack_id)
             if broken is not None:
                 raise storage_error(broken, f"an earlier sync of pack {self.pack_name(pack_id)} failed") from broken
@@ -223,25 +240,58 @@ class ChunkStore:
             if pack_id in self._broken:
                 return
             self._broken[pack_id] = exc
-            if self._active is not None and self._active[0] == pack_id:
-                self._active = None
-            lost = [cid for cid, p in self._pending.items() if p.location.pack_id == pack_id]
-            for cid in lost:
-                del self._pending[cid]
-            self._inflight[pack_id] = self._inflight.get(pack_id, 0) - len(lost)
-            seal = self._inflight[pack_id] <= 0
-            if seal:
-                del self._inflight[pack_id]
-            if seal:
-                # Sealed by the next release(), never here: a sync can fail inside a
-                # catalog transaction (small writes sync in the group commit), and
-                # sealing writes to the catalog.
-                self._unsealed.add(pack_id)
+            self._give_up(pack_id)
         log.error("sync of pack %s failed (%s): its unsynced chunks are given up", appender.name, exc)
 
-    @staticmethod
-    def record(conn: sqlite3.Connection, batch: ChunkBatch, now: float) -> None:
-        """Inside a write transaction: index new chunks, check deduplicated ones exist."""
+    def _give_up(self, pack_id: int) -> None:
+        """Called with the lock held: the pack takes no more chunks, and the chunks
+        pending in it are forgotten (their writers fail, later writers store them
+        afresh). Sealed by the next release(), never here: this can run inside a
+        catalog transaction (small writes sync in the group commit), and sealing
+        writes to the catalog."""
+        if self._active is not None and self._active[0] == pack_id:
+            self._active = None
+        for cid in [cid for cid, p in self._pending.items() if p.location.pack_id == pack_id]:
+            del self._pending[cid]
+        self._inflight.pop(pack_id, None)
+        self._unsealed.add(pack_id)
+
+    def _abandon_all(self, generation: int) -> None:
+        """Called with the lock held, once the catalog lock session was found lost
+        (and taken again): while it was gone another node may have sealed the packs
+        open here, and gc could rewrite them, so none of them takes another byte.
+        Their spools are dropped without an upload; what was synced stays in the
+        store (segment form) for the chunks already committed."""
+        self._generation = generation
+        for pack_id, appender in list(self._appenders.items()):
+            self._give_up(pack_id)
+            self._abandoned.add(pack_id)
+            del self._appenders[pack_id]
+            abandon = getattr(appender, "abandon", None)
+            try:
+                if abandon is not None:
+                    abandon()
+                else:
+                    appender.close()
+            except (OSError, DavBackupError) as exc:
+                log.warning("closing pack %s failed: %s", appender.name, exc)
+            log.warning("pack %s is given up: the catalog lock session was lost while it was open", appender.name)
+
+    def record(self, conn: sqlite3.Connection, batch: ChunkBatch, now: float) -> None:
+        """Inside a write transaction: index new chunks, check deduplicated ones exist.
+
+        With a shared catalog, every pack a new chunk lies in must still be ``open``:
+        a node that lost its lock session may have had its pack sealed by another
+        node (and gc may rewrite it from then on). Write transactions of all nodes are
+        serialised, so a seal is either seen here or comes after this commit."""
+        if self.catalog.shared and batch.new:
+            ids = {loc.pack_id for loc, _ in batch.new.values()}
+            sealed = ids - chunk_index.open_among(conn, ids)
+            if sealed:
+                raise StorageUnavailable(
+                    f"pack {self.pack_name(min(sealed))} was sealed by another node while this node had lost"
+                    " its catalog lock session"
+                )
         new = [
             (cid, loc.pack_id, loc.offset, loc.stored_len, plain_len, now)
             for cid, (loc, plain_len) in batch.new.items()

@@ -85,6 +85,7 @@ class S3Appender:
         self._whole = False  # uploaded as <name>.pack
         self._finished = False
         self._closed = False
+        self._abandoned = False
         self._append_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._fd_lock = threading.Lock()
@@ -129,6 +130,7 @@ class S3Appender:
         with self._sync_lock:
             if self._durable >= upto:
                 return  # another thread's upload covered our bytes: group commit
+            self._refuse_if_abandoned()
             start, end = self._durable, self._size
             key = segment_key(self.name, start, end)
             self._storage.store.put_parts(key, end - start, lambda off, n: self._read_spool(start + off, n))
@@ -142,6 +144,7 @@ class S3Appender:
         with self._sync_lock:
             if self._whole:
                 return
+            self._refuse_if_abandoned()
             size = self._size
             self._storage.store.put_parts(pack_key(self.name), size, self._read_spool)
             self._whole = True
@@ -149,6 +152,26 @@ class S3Appender:
             if self._segments:
                 self._storage.store.delete(self._segments)
                 self._segments.clear()
+
+    def _refuse_if_abandoned(self) -> None:
+        if self._abandoned:
+            raise StorageUnavailable(f"pack {self.name} was given up: it takes no more bytes")
+
+    def abandon(self) -> None:
+        """Never write to this pack again, not even what was appended since the last
+        sync: the spool is dropped, and the pack stays as earlier syncs left it in the
+        store (segment form). For a node that lost its cluster locks (DESIGN.md §7.5)."""
+        with self._append_lock:
+            self._finished = True
+        with self._sync_lock:
+            self._abandoned = True
+        if self._closed:
+            return
+        self._closed = True
+        with self._fd_lock:
+            os.close(self._fd)
+            self._fd = -1
+        self._storage._closed_appender(self, self._spool, keep=False)
 
     def close(self) -> None:
         """Finish the pack. If the store fails the whole-pack upload, the pack stays in
@@ -246,12 +269,13 @@ class S3PackStorage:
             self._open[name] = appender
         return appender
 
-    def _closed_appender(self, appender: S3Appender, spool: Path) -> None:
+    def _closed_appender(self, appender: S3Appender, spool: Path, keep: bool = True) -> None:
+        """The spool of a closed pack goes to the cache (``keep``, if there is one)."""
         with self._lock:
             if self._open.get(appender.name) is appender:
                 del self._open[appender.name]
             self._segments.pop(appender.name, None)
-        if self.cache is not None:
+        if keep and self.cache is not None:
             self.cache.adopt(appender.name, spool)
         else:
             spool.unlink(missing_ok=True)
