@@ -41,7 +41,7 @@ from urllib.parse import quote, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_clients import PASSWORD, USER  # noqa: E402
-from bench_measure import RssWatch, log  # noqa: E402
+from bench_measure import PySpy, RssWatch, cpu_seconds, log  # noqa: E402
 from bench_server import WORK_ROOT, BaseBuildServer, DavbackupServer, Server, WsgidavFsServer  # noqa: E402
 
 KiB, MiB, MB = 1024, 1024 * 1024, 1_000_000
@@ -184,6 +184,9 @@ def main() -> int:
     parser.add_argument("--client-rounds", type=int, help="rounds of the client comparison (default: --repeat)")
     parser.add_argument("--skip-servers", action="store_true", help="only the client comparison")
     parser.add_argument("--baseline-build", help="also measure davbackup from this checkout")
+    parser.add_argument("--py-spy", metavar="DIR", help="record the davbackup server with py-spy (raw, 300/s) "
+                        "into DIR during its uploads (timings perturbed)")
+    parser.add_argument("--py-spy-gil", action="store_true", help="only samples of the thread holding the GIL")
     args = parser.parse_args()
     if args.baseline_build:
         BaseBuildServer.extra_env = {"PYTHONPATH": str(Path(args.baseline_build).resolve())}
@@ -197,6 +200,7 @@ def main() -> int:
     work.mkdir()
     rates: dict[str, list[float]] = {}
     rss: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     clients: dict[str, list[float]] = {}
     try:
         for r in range(args.repeat):
@@ -214,12 +218,21 @@ def main() -> int:
                     srv.start()
                     try:
                         os.sync()
-                        with RssWatch(srv.pid) as watch:
+                        prof = None
+                        if args.py_spy and srv.key == "davbackup":
+                            prof = Path(args.py_spy) / f"tree-r{r + 1}-c{level}.txt"
+                        cpu0 = sum(cpu_seconds(srv.pid))
+                        with RssWatch(srv.pid) as watch, PySpy(srv.pid if prof else None, prof, rate=300,
+                                                                  gil=args.py_spy_gil):
                             secs = upload_tree(srv.url, tree, dirs, listing, level, "tree")
+                        cpu_ms = (sum(cpu_seconds(srv.pid)) - cpu0) * 1000 / len(listing)
                         rates.setdefault(f"{srv.key}/{level}", []).append(len(listing) / secs)
                         rss.setdefault(f"{srv.key}/{level}", []).append(watch.peak_mib)
+                        cpu.setdefault(f"{srv.key}/{level}", []).append(cpu_ms)
                         log(f"repeat {r + 1}, {level} parallel: {srv.label} {len(listing) / secs:,.0f} files/s, "
-                            f"{total / secs / MB:.1f} MB/s, peak RSS {watch.peak_mib:.0f} MiB")
+                            f"{total / secs / MB:.1f} MB/s, peak RSS {watch.peak_mib:.0f} MiB, "
+                            f"server CPU {cpu_ms:.2f} ms/file, load {os.getloadavg()[0]:.1f}"
+                            + (" (profiled)" if prof else ""))
                     finally:
                         srv.stop()
                 shutil.rmtree(rdir, ignore_errors=True)
@@ -236,18 +249,20 @@ def main() -> int:
                 shutil.rmtree(rdir, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(report(rates, rss, clients, levels, len(listing), total, args))
+    print(report(rates, rss, cpu, clients, levels, len(listing), total, args))
     return 0
 
 
-def report(rates: dict[str, list[float]], rss: dict[str, list[float]], clients: dict[str, list[float]],
+def report(rates: dict[str, list[float]], rss: dict[str, list[float]], cpu: dict[str, list[float]],
+           clients: dict[str, list[float]],
            levels: list[int], files: int, total: int, args: argparse.Namespace) -> str:
     med = statistics.median
     lines = [f"tree: {files:,} files, {total / MB:,.0f} MB; load average at the end "
              + " ".join(f"{x:.1f}" for x in os.getloadavg()), ""]
     if rates:
         lines += ["| parallel | davbackup files/s | WsgiDAV FS files/s | ratio | per round | davbackup MB/s | "
-                  "peak RSS davbackup / FS | target |", "|---|---|---|---|---|---|---|---|"]
+                  "server CPU ms/file davbackup / FS | peak RSS davbackup / FS | target |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for level in levels:
             d, f = rates.get(f"davbackup/{level}", []), rates.get(f"wsgidav/{level}", [])
             if not d or not f:
@@ -255,10 +270,14 @@ def report(rates: dict[str, list[float]], rss: dict[str, list[float]], clients: 
             pairs = [x / y for x, y in zip(d, f)]
             lines.append(f"| {level} | {med(d):,.0f} | {med(f):,.0f} | {med(d) / med(f):.2f}× | "
                          f"{min(pairs):.2f}–{max(pairs):.2f} (n={len(pairs)}) | {med(d) * total / files / MB:.1f} | "
+                         f"{med(cpu[f'davbackup/{level}']):.2f} / {med(cpu[f'wsgidav/{level}']):.2f} | "
                          f"{med(rss[f'davbackup/{level}']):.0f} / {med(rss[f'wsgidav/{level}']):.0f} MiB | ≥ 1.5× |")
             b = rates.get(f"base/{level}")
             if b:
-                lines.append(f"|   base build | {med(b):,.0f} | | this / base {med(d) / med(b):.2f}× | | | | |")
+                pairs = [x / y for x, y in zip(d, b)]
+                lines.append(f"|   base build | {med(b):,.0f} | | this / base {med(d) / med(b):.2f}× | "
+                             f"{min(pairs):.2f}–{max(pairs):.2f} | | {med(cpu[f'base/{level}']):.2f} | "
+                             f"{med(rss[f'base/{level}']):.0f} MiB | |")
     if clients:
         lines += ["", "| client | first upload s | again, unchanged s |", "|---|---|---|"]
         for label in ("davbackup", "rclone"):
