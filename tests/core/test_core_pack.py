@@ -103,6 +103,23 @@ def test_partly_compressible_large_chunk_is_compressed(codec: BlobCodec, layout:
     assert codec.open(blob, expected_id=cid) == data
 
 
+def test_compression_contexts_are_shared_by_threads_and_bounded(codec: BlobCodec) -> None:
+    """Many threads sealing at once each get a context of their own (every blob opens
+    to its data), and afterwards at most IDLE_COMPRESSORS contexts are kept, whichever
+    threads used them (one per thread held ~70 MiB in a 32-thread server)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from davbackup.pack import IDLE_COMPRESSORS
+
+    inputs = [text_data(300 * 1024 + i * 4096) for i in range(48)] + [random_data(700 * 1024, i) for i in range(8)]
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda data: sealed(codec, data), inputs))
+    for data, (cid, blob) in zip(inputs, results):
+        assert codec.open(blob, expected_id=cid) == data
+    assert 1 <= len(codec._idle_compressors) <= IDLE_COMPRESSORS
+    assert len({id(c) for c in codec._idle_compressors}) == len(codec._idle_compressors)
+
+
 def test_large_random_chunk_stays_uncompressed(codec: BlobCodec) -> None:
     data = random_data(2 * 1024 * 1024)
     cid, blob = sealed(codec, data)
