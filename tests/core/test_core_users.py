@@ -25,6 +25,19 @@ def test_add_and_verify(repo: Repository) -> None:
         repo.users.add("bob", "another-password")
 
 
+def test_unknown_user_is_checked_like_a_wrong_password() -> None:
+    """The hash an unknown name is checked against (written out, not made at import)
+    has hash_password's parameters, so it costs what a real check costs, and no
+    password matches it."""
+    from davbackup import users
+
+    dummy = users._DUMMY_HASH.split("$")
+    real = users.hash_password("some-password-1").split("$")
+    assert (dummy[0], dummy[1]) == (real[0], real[1])
+    assert [len(part) for part in dummy[2:]] == [len(part) for part in real[2:]]
+    assert not users.check_password("davbackup-dummy-password", users._DUMMY_HASH)
+
+
 def test_password_is_not_stored_in_clear(repo: Repository) -> None:
     (pw_hash,) = repo.catalog.reader().execute("SELECT pw_hash FROM users WHERE name=?", (USER,)).fetchone()
     assert USER_PASSWORD not in pw_hash
