@@ -46,14 +46,17 @@ CLIENT_COMMANDS = {
 CLIENT_MODULES = frozenset({"requests", "webdav3", "tqdm"})
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or (given the command line ``argv``) of the one
+    command it names: the other command modules are then not imported (the server
+    does not load PostgreSQL's driver, ``davbackup upload`` starts ~0.1 s sooner)."""
     parser = argparse.ArgumentParser(
         prog="davbackup",
         description="An encrypted, deduplicating WebDAV backup server.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    for name in _named_command(argv) or COMMANDS:
         try:
             module = importlib.import_module(f"davbackup.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -64,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(sub)
     return parser
+
+
+def _named_command(argv: Sequence[str] | None) -> tuple[str, ...]:
+    """The module of the command ``argv`` names (its first word not an option), or ()."""
+    if argv is None:
+        return ()
+    word = next((arg for arg in argv if not arg.startswith("-")), None)
+    name = (word or "").replace("-", "_")
+    return (name,) if name in COMMANDS else ()
 
 
 def _register_without_client(sub: argparse._SubParsersAction, name: str, missing: str) -> None:
@@ -81,7 +93,9 @@ def _register_without_client(sub: argparse._SubParsersAction, name: str, missing
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
