@@ -78,6 +78,11 @@ def for_path(conn: sqlite3.Connection, user: str, path_hash: bytes, protocol: st
     ).fetchall()
 
 
+def any_session(conn: sqlite3.Connection) -> bool:
+    """Whether any upload session exists (of any user, in any state)."""
+    return conn.execute("SELECT 1 FROM upload_sessions LIMIT 1").fetchone() is not None
+
+
 def any_for_path(conn: sqlite3.Connection, user: str, path_hash: bytes) -> bool:
     row = conn.execute(
         "SELECT 1 FROM upload_sessions WHERE user_name=? AND path_hash=? LIMIT 1", (user, path_hash)

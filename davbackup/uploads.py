@@ -19,6 +19,7 @@ import json
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -42,6 +43,8 @@ from davbackup.upload_settings import UploadSettings, store_settings
 from davbackup.writer import FileWriter
 
 READ_SIZE = 1024 * 1024
+#: seconds between two looks for any session at all while some may exist (discard_path)
+NONE_RECHECK = 1.0
 PATH_AD = b"davbackup-upload-path-v1"
 
 class BodyReader(Protocol):
@@ -85,6 +88,11 @@ class UploadManager:
         self._active_lock = threading.Lock()
         self._path_key = path_key
         self._seal_key = seal_key
+        #: no session existed when last looked, and this process has begun none since
+        #: (see :meth:`_may_have_sessions`); ``_begun`` counts the creations begun
+        self._none_seen = False
+        self._begun = 0
+        self._none_checked = -NONE_RECHECK
 
     def configure(self, settings: UploadSettings) -> None:
         """Adopt the server's settings and record them in the catalog, so that every
@@ -153,6 +161,7 @@ class UploadManager:
         path_enc = crypto.seal_small(self._seal_key, path.encode("utf-8"), PATH_AD)
         meta_text = json.dumps(meta or {})
         limit = self.settings.max_sessions_per_user
+        self._note_creation()
 
         def txn(conn: sqlite3.Connection) -> UploadSession:
             if single:
@@ -165,7 +174,10 @@ class UploadManager:
                                    limit=limit, idle_since=now - self.ttl)
             return UploadSession(sid, user, path, protocol, total, 0, now, now, meta or {})
 
-        return self._catalog.write(txn)
+        try:
+            return self._catalog.write(txn)
+        finally:
+            self._note_creation()  # again: a check that ran during the commit saw no session
 
     def cancel(self, session: UploadSession) -> None:
         """End the session; its chunks become garbage. :class:`NotFound` if it is gone."""
@@ -175,13 +187,43 @@ class UploadManager:
     def discard_path(self, user: str, path: str) -> int:
         """A whole-file write supersedes every session for the path; returns how many.
 
-        Nearly every PUT finds none: that is seen with a read, and only a path that has
-        sessions costs a write transaction (which looks again). A session started after
-        the read is one started after this call, as it would be after the transaction."""
+        Nearly every PUT finds none: while no session exists at all that is known
+        without a query (:meth:`_may_have_sessions`), else it is seen with a read, and
+        only a path that has sessions costs a write transaction (which looks again). A
+        session started after the read is one started after this call, as it would be
+        after the transaction."""
+        if not self._may_have_sessions():
+            return 0
         path_hash = self._path_hash(join_path(split_path(path)))
         if not upload_sessions.any_for_path(self._catalog.reader(), user, path_hash):
             return 0
         return self._catalog.write(lambda conn: upload_sessions.cancel_for_path(conn, user, path_hash))
+
+    def _note_creation(self) -> None:
+        with self._active_lock:
+            self._begun += 1
+            self._none_seen = False
+
+    def _may_have_sessions(self) -> bool:
+        """False only if no session can exist: none did when last looked (at most once
+        every NONE_RECHECK seconds) and this process has begun creating none since.
+        Only the process holding the writer lock creates sessions of a catalog that
+        is not shared; with a shared catalog other nodes do, so it is always True."""
+        if self._none_seen:
+            return False
+        if self._catalog.shared:
+            return True
+        now = time.monotonic()
+        if now - self._none_checked < NONE_RECHECK:
+            return True
+        self._none_checked = now
+        begun = self._begun
+        if upload_sessions.any_session(self._catalog.reader()):
+            return True
+        with self._active_lock:
+            if self._begun == begun:  # no creation began (or committed) while looking
+                self._none_seen = True
+        return not self._none_seen
 
     def _end(self, session_id: str, event: str, *, missing_ok: bool = False) -> None:
         def txn(conn: sqlite3.Connection) -> None:

@@ -354,6 +354,43 @@ def test_whole_write_supersedes_sessions(repo: Repository):
     assert up.find("alice", "/s", "range") is None
 
 
+def test_whole_write_finds_sessions_after_seeing_none(repo: Repository):
+    """discard_path skips its query while no session exists: a session created since,
+    by any thread, and one left by an earlier process are still found and dropped."""
+    up = repo.uploads
+    repo.namespace("alice").mkdir("/d")
+    assert up.discard_path("alice", "/d/s") == 0  # none anywhere: remembered
+    up.create("alice", "/d/s", "range", 10)
+    assert up.discard_path("alice", "/d/s") == 1
+    assert up.discard_path("alice", "/d/s") == 0
+
+    stop = threading.Event()
+
+    def other_puts() -> None:  # keeps looking (and finding none elsewhere) meanwhile
+        while not stop.is_set():
+            up.discard_path("bob", "/elsewhere")
+
+    looker = threading.Thread(target=other_puts)
+    looker.start()
+    try:
+        for i in range(40):
+            up.create("alice", f"/d/f{i}", "range", 10)
+            assert up.discard_path("alice", f"/d/f{i}") == 1, i
+    finally:
+        stop.set()
+        looker.join(10)
+
+
+
+def test_whole_write_finds_a_session_left_by_an_earlier_server(tmp_path: Path):
+    with Repository.init(tmp_path / "r", "pass") as first:
+        first.users.add("carol", "password3")
+        first.uploads.create("carol", "/left", "range", 10)
+    with Repository.open(tmp_path / "r", "pass") as again:
+        assert again.uploads.discard_path("carol", "/left") == 1
+        assert again.uploads.discard_path("carol", "/left") == 0
+
+
 def test_session_needs_parent_folder(repo: Repository):
     with pytest.raises(Conflict):
         repo.uploads.create("alice", "/missing/f", "range", 10)
