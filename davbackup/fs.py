@@ -164,6 +164,20 @@ class Namespace:
         node = self._tree.resolve(self._catalog.reader(), self.root_id, parts)
         return _entry(parts, node) if node else None
 
+    def lookup_for_write(self, path: str) -> tuple[Entry | None, bool]:
+        """What is at ``path`` (as :meth:`lookup`) and whether its parent is a folder,
+        from one walk of the path: a whole-file PUT's look before :meth:`open_write`
+        with ``looked=True``."""
+        parts = split_path(path)
+        if not parts:
+            return self.lookup(path), False
+        conn = self._catalog.reader()
+        parent_id = self._tree.folder_id(conn, self.root_id, parts[:-1])
+        if parent_id is None:
+            return None, False
+        node = self._tree.child(conn, parent_id, parts[-1])
+        return (_entry(parts, node) if node else None), True
+
     def stat(self, path: str) -> Entry:
         entry = self.lookup(path)
         if entry is None:
@@ -245,14 +259,22 @@ class Namespace:
 
         return self._catalog.write(txn)
 
-    def open_write(self, path: str, *, chunks: builtins.list[tuple[int, int, bytes]] | None = None) -> PendingFile:
+    def open_write(self, path: str, *, chunks: builtins.list[tuple[int, int, bytes]] | None = None,
+                   looked: bool = False) -> PendingFile:
+        """A file being written to ``path``. ``looked``: the caller has just seen with
+        :meth:`lookup_for_write` that the parent is a folder and no folder stands at
+        ``path``, so they are not looked up again here (the commit checks both again,
+        in its transaction, either way)."""
         parts = split_path(path)
         self._writable(parts, path)
-        conn = self._catalog.reader()
-        parent = self._parent(conn, parts, path)
-        existing = self._tree.child(conn, parent.id, parts[-1])
-        if existing is not None and existing.is_dir:
-            raise Conflict(f"{path}: a folder stands there")
+        if not looked:
+            conn = self._catalog.reader()
+            parent = self._parent(conn, parts, path)
+            existing = self._tree.child(conn, parent.id, parts[-1])
+            if existing is not None and existing.is_dir:
+                raise Conflict(f"{path}: a folder stands there")
+        elif not parts:
+            raise PermissionDenied(f"{path}: the root cannot be replaced")
         return PendingFile(self, parts, self.store.new_writer(chunks))
 
     def _linker(self, parts: Parts) -> Callable[[sqlite3.Connection, int, int, str, float], Entry]:

@@ -205,6 +205,20 @@ class Tree:
             node_id = row[0]
         return node
 
+    def folder_id(self, conn: sqlite3.Connection, root_id: int, parts: list[str]) -> int | None:
+        """The ID of the folder at ``parts`` (None if missing or not a folder), walked as
+        :meth:`resolve` walks the folders above its target (IDs only)."""
+        node_id = root_id
+        for part in parts:
+            row = conn.execute(
+                "SELECT id, is_dir FROM nodes WHERE parent_id=? AND name_hash=?",
+                (node_id, self.name_hash(node_id, part)),
+            ).fetchone()
+            if row is None or not row[1]:
+                return None
+            node_id = row[0]
+        return node_id
+
     def resolve_parent(self, conn: sqlite3.Connection, root_id: int, parts: list[str]) -> Node | None:
         """The collection that holds ``parts[-1]`` (None if missing or not a collection)."""
         node = self.resolve(conn, root_id, parts[:-1])

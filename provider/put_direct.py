@@ -119,11 +119,11 @@ class DirectPut(BaseMiddleware):
         """
         try:  # the dir browser's lookup comes first there
             ns = provider.namespace(environ)
-            existing = ns.lookup(path)
+            existing, parent_is_folder = ns.lookup_for_write(path)
         except (DavBackupError, DAVError):
             return None  # an invalid name, a removed user, a catalog error: answered there
-        if existing is not None and existing.is_dir:
-            return None
+        if not parent_is_folder or (existing is not None and existing.is_dir):
+            return None  # no parent folder, or a folder there: answered there
         # --- what the request server does first (provider.request_server) ---
         space_gate(provider.repo, "PUT")
         check_mtime_header(environ)
@@ -143,7 +143,7 @@ class DirectPut(BaseMiddleware):
         if not check_room(ns, expected, existing.size if existing is not None else 0):
             return None  # 507, with its message, there
         try:
-            pending = ns.open_write(path)  # the parent must be a folder and the target no folder
+            pending = ns.open_write(path, looked=True)  # the parent is a folder, the target none (above)
         except DavBackupError:
             return None
         environ["wsgidav.user_name"] = user

@@ -100,6 +100,33 @@ def test_write_errors(populated: Namespace) -> None:
         ns.open_write("/")
 
 
+def test_lookup_for_write_agrees_with_lookup_and_open_write(populated: Namespace) -> None:
+    """One walk gives what lookup gives and whether open_write would find a parent
+    folder; open_write(looked=True) then writes without looking again."""
+    ns = populated
+    for path in ("/a/one.txt", "/a/b/two.bin", "/top.txt", "/a/new.txt", "/a/b", "/a", "/new",
+                 "/missing/file", "/top.txt/x", "/a/one.txt/x", "/a/missing/deeper/x"):
+        entry, parent_is_folder = ns.lookup_for_write(path)
+        assert entry == ns.lookup(path), path
+        try:
+            ns.open_write(path).abort()
+            opens = True
+        except Conflict:
+            opens = False
+        assert opens == (parent_is_folder and not (entry is not None and entry.is_dir)), path
+    assert ns.lookup_for_write("/") == (ns.lookup("/"), False)
+    pending = ns.open_write("/a/new.txt", looked=True)
+    pending.write(b"new")
+    pending.commit()
+    assert read_file(ns, "/a/new.txt") == b"new"
+    pending = ns.open_write("/missing/file", looked=True)  # a wrong look: the commit still refuses
+    pending.write(b"x")
+    with pytest.raises(Conflict):
+        pending.commit()
+    with pytest.raises(PermissionDenied):
+        ns.open_write("/", looked=True)
+
+
 def test_walk_and_stat(populated: Namespace) -> None:
     ns = populated
     paths = [e.path for e in ns.walk("/")]
