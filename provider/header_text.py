@@ -9,11 +9,14 @@ what :mod:`wsgidav.util` gives for the same input.
 
 from __future__ import annotations
 
+import datetime
 import math
+import re
 import time
 from typing import Any
 
 from wsgidav import util
+from wsgidav.dav_error import DAVError
 
 #: entries kept per dictionary before it is emptied
 LIMIT = 4096
@@ -70,3 +73,22 @@ class HeaderTexts:
                 self._types = {}
             text = self._types[key] = util.guess_mime_type("/" + key, self.config)
         return text
+
+
+class StatusPage:
+    """The body of ``util.send_status_response`` for a plain status (``201``):
+    WsgiDAV's HTML page, whose only varying part is the time it was made
+    (``str(datetime.datetime.now())``, which ``html_escape`` leaves as it is), made
+    from the page WsgiDAV gives once, cut around that time."""
+
+    _TIME = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?(?=\n</body>)")
+
+    def __init__(self, status: int) -> None:
+        self.content_type, page = DAVError(status).get_response_page()
+        found = self._TIME.search(page)
+        if found is None:
+            raise ValueError(f"WsgiDAV's page for {status} has no time where expected: {page!r}")
+        self._head, self._tail = page[: found.start()], page[found.end() :]
+
+    def body(self) -> bytes:
+        return self._head + str(datetime.datetime.now()).encode("ascii") + self._tail

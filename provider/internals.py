@@ -22,7 +22,9 @@ from urllib.parse import ParseResult
 
 import wsgidav.request_server as _request_server_module
 from cheroot.server import ChunkedRFile
+from wsgidav.dav_error import HTTP_LOCKED, DAVError
 from wsgidav.dir_browser import WsgiDavDirBrowser, _dir_browser
+from wsgidav.lock_man.lock_manager import LockManager, normalize_lock_root
 from wsgidav.request_server import RequestServer
 
 Environ = dict[str, Any]
@@ -54,6 +56,36 @@ def write_transaction(server: RequestServer, res: Any, environ: Environ) -> Abst
     """WsgiDAV's write transaction around a change of ``res`` (the context manager its
     PUT holds while writing: ``begin_write``/``end_write`` bookkeeping and errors)."""
     return server._write_transaction(res, environ)
+
+
+# --- WsgiDAV's lock manager --------------------------------------------------------------
+
+
+def begin_write(lock_manager: LockManager, url: str, principal: str) -> str:
+    """WsgiDAV's ``LockManager._begin_write_transaction(url=url, token_list=[],
+    principal=principal)``: under the lock manager's lock, refuse (423) if a lock
+    conflicts, else mark ``url`` as being written (no LOCK is granted on it until
+    :func:`end_write`); returns the URL as marked. While no lock is held at all
+    nothing can conflict, and the walk over the URL's folders is skipped (a direct
+    PUT's answer costs 20-30 µs less: provider/put_direct.py)."""
+    root = normalize_lock_root(url)
+    lock_manager._lock.acquire_write()
+    try:
+        holds_any = getattr(lock_manager.storage, "holds_any", None)  # provider.locks' storage
+        if holds_any is None or holds_any():
+            conflicts = lock_manager._get_write_conflicts(root, "0", [], principal)
+            if len(conflicts.hrefs) > 0:
+                raise DAVError(HTTP_LOCKED, err_condition=conflicts)
+        active = lock_manager._active_writes
+        active[root] = active.get(root, 0) + 1
+    finally:
+        lock_manager._lock.release()
+    return root
+
+
+def end_write(lock_manager: LockManager, marked: str) -> None:
+    """The end of :func:`begin_write` (``LockManager._end_write_transaction``)."""
+    lock_manager._end_write_transaction(marked)
 
 
 # --- WsgiDAV's COPY/MOVE Destination ------------------------------------------------------
@@ -141,6 +173,10 @@ CALLED: tuple[tuple[type, str, tuple[str, ...]], ...] = (
     (RequestServer, "_check_write_permission", ("res", "depth", "environ")),
     (RequestServer, "_write_transaction", ("res", "environ")),
     (ChunkedRFile, "_fetch", ()),
+    # provider.put_direct.begin_write is _begin_write_transaction with a shortcut
+    (LockManager, "_begin_write_transaction", ("url", "token_list", "principal", "depth")),
+    (LockManager, "_get_write_conflicts", ("url", "depth", "token_list", "principal")),
+    (LockManager, "_end_write_transaction", ("url",)),
 )
 
 #: (class, private method, parameters) that davbackup's subclasses override: if the
@@ -159,6 +195,13 @@ ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (RequestServer, "_davProvider"),
     (ChunkedRFile, "buffer"),
     (ChunkedRFile, "rfile"),
+)
+
+#: instance attributes used only in this module (begin_write), checked like ATTRIBUTES;
+#: apart because other classes have members of these names too
+OWN_ATTRIBUTES: tuple[tuple[type, str], ...] = (
+    (LockManager, "_lock"),
+    (LockManager, "_active_writes"),
 )
 
 
@@ -180,7 +223,7 @@ def problems(methods: tuple[Member, ...] = CALLED + OVERRIDES,
         found = tuple(inspect.signature(member).parameters)[1:]
         if found != params:
             yield f"{cls.__module__}.{cls.__qualname__}.{name}{found} != {params}"
-    for cls, attribute in attributes:
+    for cls, attribute in (*attributes, *OWN_ATTRIBUTES):
         source = inspect.getsource(cls)
         if f"self.{attribute} =" not in source:
             yield f"{cls.__module__}.{cls.__qualname__} no longer sets self.{attribute}"

@@ -40,11 +40,12 @@ from wsgidav.mw.base_mw import BaseMiddleware
 
 from davbackup.errors import DavBackupError
 from davbackup.fs import Entry, Namespace
-from provider import history, resumable
+from provider import history, internals, resumable
 from provider.client_compat import OS_METADATA_KEY, OsMetadataPolicy, is_os_metadata
 from provider.dav_provider import DavBackupProvider
 from provider.digests import parse_digests
 from provider.errors import dav_errors, to_dav_error
+from provider.header_text import HeaderTexts, StatusPage
 from provider.paths import ref_url
 from provider.request_checks import check_mtime_header
 from provider.request_server import PUT_PATH_KEY, client_error, guarded_input, space_gate
@@ -73,6 +74,10 @@ class DirectPut(BaseMiddleware):
         self.policy = OsMetadataPolicy(str(options.get("os_metadata", "store")))
         self.block_size = int(config.get("block_size") or 1024 * 1024)
         self.honor_mtime = bool(config.get("honor_mtime_header", False))
+        self._texts = HeaderTexts(config)
+        self._created = StatusPage(HTTP_CREATED)
+        self._status_created = util.get_http_status_string(HTTP_CREATED)
+        self._status_no_content = util.get_http_status_string(HTTP_NO_CONTENT)
 
     def is_disabled(self) -> bool:
         """``webdav.put_direct: false``: WsgiDAV leaves the middleware out of its stack."""
@@ -157,11 +162,17 @@ class DirectPut(BaseMiddleware):
             entry = self._store(environ, writer, path, stream, expected)
         else:
             try:
-                with lock_manager.write_transaction(url=url, token_list=[], principal=user):
-                    entry = self._store(environ, writer, path, stream, expected)
+                marked = internals.begin_write(lock_manager, url, user)
             except DAVError:
                 writer.abort()  # a lock granted since the check above (423): nothing was read
                 raise
+            try:
+                entry = self._store(environ, writer, path, stream, expected)
+            except DAVError:
+                writer.abort()  # as before: whatever failed, nothing of it stays
+                raise
+            finally:
+                internals.end_write(lock_manager, marked)
         provider.forget(environ)
         return self._answer(environ, start_response, provider, ns, user, entry, mtime, created=existing is None)
 
@@ -174,8 +185,17 @@ class DirectPut(BaseMiddleware):
             with dav_errors():
                 ns.set_modified(entry.path, float(int(mtime)))
         resumable.discard_sessions(provider, user, entry.path)
-        status = HTTP_CREATED if created else HTTP_NO_CONTENT
-        return util.send_status_response(environ, start_response, status, add_headers=headers)
+        # util.send_status_response(environ, start_response, 201 or 204, add_headers=headers),
+        # with the Date text made once a second and the 201 page from its template
+        if not created:
+            start_response(self._status_no_content, [("Content-Length", "0"), ("Date", self._texts.now()), *headers])
+            return [b""]
+        body = self._created.body()
+        start_response(self._status_created, [
+            ("Content-Type", self._created.content_type), ("Date", self._texts.now()),
+            ("Content-Length", str(len(body))), *headers,
+        ])
+        return [body]
 
     def _store(self, environ: Environ, writer: BodyWriter, path: str, stream: Any, expected: int | None) -> Any:
         """Stream the body into the new version and commit it (WsgiDAV's ``begin_write``

@@ -118,3 +118,39 @@ def test_decoded_destination_keeps_every_character_of_the_path(url: str, expecte
     parsed = internals.parse_unquoted_destination(url, allow_fragments=False)
     assert (parsed.scheme, parsed.netloc, parsed.path) == expected
     assert (parsed.params, parsed.query, parsed.fragment) == ("", "", "")
+
+
+@pytest.mark.parametrize("storage_kind", ["repository", "wsgidav"])
+@pytest.mark.parametrize("other_lock", [False, True])
+def test_begin_write_is_wsgidavs_write_transaction(tmp_path: Path, storage_kind: str, other_lock: bool):
+    """begin_write marks the URL as WsgiDAV's _begin_write_transaction does (no LOCK is
+    granted on it until end_write), with no lock held anywhere (the shortcut) or some,
+    over davbackup's lock storage or WsgiDAV's, and refuses with 423 when a lock whose
+    token the request did not submit covers it."""
+    from wsgidav.dav_error import HTTP_LOCKED, DAVError
+    from wsgidav.lock_man.lock_manager import LockManager
+    from wsgidav.lock_man.lock_storage import LockStorageDict
+
+    from provider.locks import RepositoryLockStorage
+    from tests.core_fixtures import init_repo
+
+    repo = init_repo(tmp_path / "repo")
+    try:
+        manager = LockManager(RepositoryLockStorage(repo) if storage_kind == "repository" else LockStorageDict())
+        lock = {"lock_type": "write", "lock_scope": "exclusive", "lock_owner": b"<o/>", "timeout": 60,
+                "token_list": []}
+        if other_lock:  # a lock elsewhere: the full check runs, and finds no conflict here
+            manager.acquire(url="/alice/elsewhere", lock_depth="0", principal="alice", **lock)
+        marked = internals.begin_write(manager, "/alice/a/b.txt", "alice")
+        assert marked == "/alice/a/b.txt" and manager._active_writes == {"/alice/a/b.txt": 1}
+        with pytest.raises(DAVError) as refused:
+            manager.acquire(url="/alice/a/b.txt", lock_depth="0", principal="alice", **lock)
+        assert refused.value.value == HTTP_LOCKED
+        internals.end_write(manager, marked)
+        assert manager._active_writes == {}
+        manager.acquire(url="/alice/a", lock_depth="infinity", principal="alice", **lock)
+        with pytest.raises(DAVError) as refused:
+            internals.begin_write(manager, "/alice/a/b.txt", "alice")
+        assert refused.value.value == HTTP_LOCKED and manager._active_writes == {}
+    finally:
+        repo.close()

@@ -302,3 +302,25 @@ def _lock_manager(app: Any) -> Any:
             return app.lock_manager
         app = app.app
     raise AssertionError("no WsgiDAV application found")
+
+
+def test_status_page_is_wsgidavs_page_with_the_time_of_now():
+    """The 201 page put_direct answers with is WsgiDAV's (util.send_status_response),
+    byte for byte but the time it carries, which is the current one."""
+    import datetime
+
+    from wsgidav.dav_error import HTTP_CREATED, DAVError
+
+    from provider.header_text import StatusPage
+
+    page = StatusPage(HTTP_CREATED)
+    before = datetime.datetime.now()
+    body = page.body()
+    after = datetime.datetime.now()
+    content_type, wsgidav_body = DAVError(HTTP_CREATED).get_response_page()
+    assert content_type == page.content_type
+    time_text = re.compile(rb"- (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?)\n</body>")
+    ours, theirs = time_text.search(body), time_text.search(wsgidav_body)
+    assert ours is not None and theirs is not None
+    assert time_text.sub(b"", body) == time_text.sub(b"", wsgidav_body)
+    assert before <= datetime.datetime.fromisoformat(ours.group(1).decode()) <= after
