@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+import stat
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,13 +41,13 @@ class TreeUpload:
     def run(self, root: Path, remote_root: str) -> None:
         """Upload the tree ``root`` as the remote folder ``remote_root``."""
         if self.jobs == 1:
-            for path, remote_path, entry in self._files(root, remote_root):
+            for path, remote_path, entry, _st in self._files(root, remote_root):
                 self.up._guarded(path, remote_path, entry)
             return
         slots = threading.BoundedSemaphore(4 * self.jobs)
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="davbackup-upload") as pool:
-            for path, remote_path, entry in self._files(root, remote_root):
-                if self.up.unchanged(path, remote_path, entry):
+            for path, remote_path, entry, st in self._files(root, remote_root):
+                if self.up.unchanged(path, remote_path, entry, st):
                     continue  # decided here: no thread hand-over for a skipped file
                 slots.acquire()
                 if self._fatal:
@@ -57,7 +58,9 @@ class TreeUpload:
         if self._fatal:
             raise self._fatal[0]
 
-    def _files(self, root: Path, remote_root: str) -> Iterator[tuple[Path, str, RemoteEntry | None]]:
+    def _files(self, root: Path, remote_root: str) -> Iterator[tuple[Path, str, RemoteEntry | None, os.stat_result]]:
+        """Each regular file (followed if a link) with its remote path, what the server
+        lists there and its ``stat`` (one per file: the skip check uses it too)."""
         folders: list[tuple[Path, str, list[str]]] = []
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
@@ -71,10 +74,14 @@ class TreeUpload:
             listing = listings[remote_dir]
             for name in filenames:
                 path = here / name
-                if not path.is_file():
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    st = None
+                if st is None or not stat.S_ISREG(st.st_mode):
                     _log.warning("%s: not a regular file, skipped", path)
                     continue
-                yield path, join(remote_dir, name), listing.get(name)
+                yield path, join(remote_dir, name), listing.get(name), st
 
     def _list_all(self, folders: list[str]) -> dict[str, dict[str, RemoteEntry]]:
         """Every folder's listing (creating the missing ones), a level of the tree at a

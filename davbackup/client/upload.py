@@ -134,18 +134,21 @@ class Uploader:
 
     # --- one file --------------------------------------------------------------------
 
-    def unchanged(self, local: Path, remote_path: str, remote: RemoteEntry | None) -> bool:
+    def unchanged(self, local: Path, remote_path: str, remote: RemoteEntry | None,
+                  st: os.stat_result | None = None) -> bool:
         """The cheap check alone: the server lists the ETag and size of this file's last
-        upload and the local file has that upload's size and modification time."""
+        upload and the local file has that upload's size and modification time (``st``:
+        its ``stat`` if the caller has just taken it)."""
         if self.options.force or self.state is None or remote is None or remote.is_dir:
             return False
         record = self.state.uploaded(ClientState.key(self.remote.origin, self.remote.user, remote_path))
         if record is None or remote.etag != record.etag or remote.size != record.size:
             return False
-        try:
-            st = local.stat()
-        except OSError:
-            return False  # the upload reports it
+        if st is None:
+            try:
+                st = local.stat()
+            except OSError:
+                return False  # the upload reports it
         if st.st_size == record.size and st.st_mtime_ns == record.mtime_ns:
             self.count(files_skipped=1)
             return True
