@@ -191,23 +191,12 @@ class Tree:
     def resolve(self, conn: sqlite3.Connection, root_id: int, parts: list[str]) -> Node | None:
         if not parts:
             return self.get(conn, root_id)
-        node_id = root_id
-        node: Node | None = None
-        for i, part in enumerate(parts):
-            if i == len(parts) - 1:
-                return self.child(conn, node_id, part)
-            row = conn.execute(
-                "SELECT id, is_dir FROM nodes WHERE parent_id=? AND name_hash=?",
-                (node_id, self.name_hash(node_id, part)),
-            ).fetchone()
-            if row is None or not row[1]:
-                return None
-            node_id = row[0]
-        return node
+        parent_id = self.folder_id(conn, root_id, parts[:-1])
+        return None if parent_id is None else self.child(conn, parent_id, parts[-1])
 
     def folder_id(self, conn: sqlite3.Connection, root_id: int, parts: list[str]) -> int | None:
-        """The ID of the folder at ``parts`` (None if missing or not a folder), walked as
-        :meth:`resolve` walks the folders above its target (IDs only)."""
+        """The ID of the folder at ``parts`` (None if missing or not a folder): IDs only,
+        no name opened (:meth:`resolve` walks the folders above its target so)."""
         node_id = root_id
         for part in parts:
             row = conn.execute(
