@@ -109,6 +109,13 @@ def lookup_for_dedup(conn: sqlite3.Connection, chunk_id: bytes) -> bool | None:
     return None if row is None else bool(row[0])
 
 
+def locate_many(conn: sqlite3.Connection, chunk_ids: Sequence[bytes]) -> dict[bytes, tuple[int, int, int]]:
+    """``locate`` for many chunks in one statement (those indexed, by ID)."""
+    marks = ",".join("?" * len(chunk_ids))
+    rows = conn.execute(f"SELECT id, pack_id, offset, stored_len FROM chunks WHERE id IN ({marks})", tuple(chunk_ids))
+    return {bytes(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in rows.fetchall()}
+
+
 def locate(conn: sqlite3.Connection, chunk_id: bytes) -> tuple[int, int, int] | None:
     """``(pack_id, offset, stored_len)`` of an indexed chunk."""
     row = conn.execute("SELECT pack_id, offset, stored_len FROM chunks WHERE id=?", (chunk_id,)).fetchone()

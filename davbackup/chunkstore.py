@@ -69,6 +69,10 @@ class ChunkBatch:
         return len(self.new) + len(self.existing)
 
 
+def _never(_upto: int) -> bool:
+    return False
+
+
 def storage_error(exc: OSError, what: str) -> DavBackupError:
     """A pack storage failure as davbackup's error: no space is 507, anything else 500."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -110,6 +114,8 @@ class ChunkStore:
         #: the packs given up because that session was lost since (DESIGN.md §7.5)
         self._generation = 0
         self._abandoned: set[int] = set()
+        #: packs record() found open, and in which write transaction (see there)
+        self._found_open: tuple[int | None, set[int]] = (None, set())
         if writable:
             self._recover()
 
@@ -226,7 +232,15 @@ class ChunkStore:
             if appender is None:
                 raise IntegrityError(f"pack {pack_id} is not open for writing")
             try:
-                appender.sync(end)
+                if getattr(appender, "finish_is_cheaper", _never)(end):
+                    # An object store with most of the pack up in parts already: finish
+                    # it (no segment that repeats those bytes); the next chunk opens a new pack.
+                    with self._lock:
+                        if self._active is not None and self._active[0] == pack_id:
+                            self._active = None
+                    appender.finish()
+                else:
+                    appender.sync(end)
             except OSError as exc:
                 self._break(pack_id, appender, exc)
                 raise storage_error(exc, f"cannot sync pack {appender.name}") from exc
@@ -283,10 +297,21 @@ class ChunkStore:
         With a shared catalog, every pack a new chunk lies in must still be ``open``:
         a node that lost its lock session may have had its pack sealed by another
         node (and gc may rewrite it from then on). Write transactions of all nodes are
-        serialised, so a seal is either seen here or comes after this commit."""
+        serialised, so a seal is either seen here or comes after this commit; a pack
+        found open stays open until then (this node seals only packs nothing is pending
+        in), so the other writers of one group commit need not ask again."""
         if self.catalog.shared and batch.new:
             ids = {loc.pack_id for loc, _ in batch.new.values()}
-            sealed = ids - chunk_index.open_among(conn, ids)
+            serial = getattr(conn, "transaction_serial", None)
+            txn, known = self._found_open
+            if serial is not None and serial == txn:
+                ids -= known
+            if not ids:
+                sealed: set[int] = set()
+            else:
+                still_open = chunk_index.open_among(conn, ids)
+                sealed = ids - still_open
+                self._found_open = (serial, (known if serial == txn else set()) | still_open)
             if sealed:
                 raise StorageUnavailable(
                     f"pack {self.pack_name(min(sealed))} was sealed by another node while this node had lost"
@@ -352,6 +377,18 @@ class ChunkStore:
                 raise IntegrityError(f"pack {pack_id} is not in the catalog")
             self._pack_names[pack_id] = name
         return name
+
+    def learn_places(self, chunk_ids: list[ChunkId]) -> None:
+        """Look up where these chunks lie in one statement and remember it for read():
+        with a shared catalog a statement is a round trip, one per chunk otherwise."""
+        missing = [cid for cid in chunk_ids if cid not in self._places]
+        if not missing:
+            return
+        found = chunk_index.locate_many(self.catalog.reader(), missing)
+        if len(self._places) + len(found) > MAX_PLACES:
+            self._places = {}
+        for cid, row in found.items():
+            self._places[cid] = Location(*row)
 
     def locate(self, chunk_id: ChunkId) -> Location | None:
         row = chunk_index.locate(self.catalog.reader(), chunk_id)

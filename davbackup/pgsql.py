@@ -18,7 +18,8 @@ place (:func:`translate`):
   a boolean added to a number;
 * ``BEGIN IMMEDIATE`` (the writer's transaction) is ``BEGIN`` plus a transaction-level
   advisory lock, so write transactions are serialised across every process and node
-  that shares the database, as SQLite serialises its one writer; a plain ``BEGIN``
+  that shares the database, as SQLite serialises its one writer (both go out with the
+  transaction's first statement, whose snapshot is taken under the lock); a plain ``BEGIN``
   (a read snapshot) is ``REPEATABLE READ``; ``PRAGMA`` statements are no-ops.
 
 Python ints are sent as ``bigint`` (the catalog's integers are 64-bit), booleans as
@@ -34,6 +35,7 @@ committed) and the next ``BEGIN`` reconnects.
 
 from __future__ import annotations
 
+import itertools
 import re
 import sqlite3
 import threading
@@ -161,6 +163,7 @@ def translate(sql: str, keys_of: KeysOf = _no_keys) -> Translated:
     return Translated(_placeholders(text), returns_id)
 
 
+_serials = itertools.count(1)
 _cache: dict[str, Translated] = {}
 _CACHE_LIMIT = 4096
 
@@ -274,7 +277,12 @@ class PgConnection:
         self._conninfo = conninfo
         self._write_lock = write_lock
         self._on_connect = on_connect
-        self._txn = False  # a BEGIN was sent and no COMMIT/ROLLBACK yet
+        self._txn = False  # a BEGIN was sent (or deferred) and no COMMIT/ROLLBACK yet
+        #: statements without results held back to go out with the next one (see execute)
+        self._deferred: list[str] = []
+        #: the current (or last) write transaction, unique in this process: a caller
+        #: may trust what it checked earlier in the same one
+        self.transaction_serial = 0
         self._lock = threading.Lock()
         self.total_changes = 0
         self._keys: dict[str, tuple[str, ...]] = {}
@@ -335,6 +343,8 @@ class PgConnection:
     def in_transaction(self) -> bool:
         if self._conn.broken or self._conn.closed:
             return False
+        if self._deferred:
+            return True  # its BEGIN or a savepoint is still to be sent
         return self._conn.info.transaction_status in (
             TransactionStatus.INTRANS, TransactionStatus.INERROR, TransactionStatus.ACTIVE
         )
@@ -352,19 +362,29 @@ class PgConnection:
         self._conn = self._open()
 
     def execute(self, sql: str, params: Sequence[object] | None = None) -> PgCursor:
+        """Run one statement. The write transaction's ``BEGIN`` (with its advisory
+        lock), ``SAVEPOINT`` and ``RELEASE`` return nothing a caller reads, so they are
+        held back and sent in one pipeline with the next statement: one round trip
+        instead of up to four (a savepoint released before anything ran is never sent)."""
         with self._lock:
             t = self._translated(sql)
-            if t.kind == "end" and (self._conn.broken or self._conn.closed):
-                self._txn = False
-                if sql.strip().upper() == "COMMIT":
-                    raise CatalogUnavailable("the catalog database connection was lost before COMMIT")
+            if self._defer(t, sql):
                 return PgCursor([], -1)
+            if t.kind == "end" and (self._conn.broken or self._conn.closed or self._deferred_begin()):
+                begun = not self._deferred_begin()
+                self._txn = False
+                self._deferred.clear()
+                if begun and sql.strip().upper() == "COMMIT":
+                    raise CatalogUnavailable("the catalog database connection was lost before COMMIT")
+                return PgCursor([], -1)  # nothing was sent: nothing to end
+            if t.kind == "end" and sql.strip().upper() == "ROLLBACK":
+                self._deferred.clear()  # savepoints die with the transaction
             self._usable(t.kind in ("write-begin", "begin"))
             if t.sql is None:
                 return PgCursor([], -1)
             try:
                 try:
-                    cur = self._conn.execute(t.sql, _params(params))
+                    cur = self._send(t.sql, _params(params))
                 except psycopg.OperationalError:
                     # A reader's session ended since its last statement (server restart,
                     # failover): a query outside a transaction is simply run again.
@@ -374,12 +394,11 @@ class PgConnection:
                     cur = self._conn.execute(t.sql, _params(params))
                 if t.kind in ("write-begin", "begin"):
                     self._txn = True
-                    if t.kind == "write-begin" and self._write_lock is not None:
-                        self._conn.execute("SELECT pg_advisory_xact_lock(%d, %d)" % self._write_lock)
                 elif t.kind == "end":
                     self._txn = False
                 rows = cur.fetchall() if cur.description is not None else []
             except psycopg.Error as exc:
+                self._deferred.clear()
                 raise as_sqlite_error(exc) from exc
             if t.kind == "end" and not self.in_transaction:
                 self._txn = False
@@ -391,6 +410,43 @@ class PgConnection:
                 return PgCursor([], rowcount, int(rows[0][0]) if rows else None)
             return PgCursor(rows, rowcount)
 
+    def _defer(self, t: Translated, sql: str) -> bool:
+        """Hold back a write ``BEGIN``, ``SAVEPOINT`` or ``RELEASE`` (True), or not."""
+        if t.kind == "write-begin" and self._write_lock is not None and not self._txn:
+            self._usable(True)
+            self._deferred = ["BEGIN", "SELECT pg_advisory_xact_lock(%d, %d)" % self._write_lock]
+            self._txn = True
+            self.transaction_serial = next(_serials)
+            return True
+        if not self._txn or t.kind != "":
+            return False
+        word = sql.lstrip()[:10].upper()
+        if word.startswith("SAVEPOINT "):
+            self._deferred.append(sql.strip())
+            return True
+        if word.startswith("RELEASE "):
+            name = sql.strip().split()[-1]
+            if self._deferred and self._deferred[-1] == f"SAVEPOINT {name}":
+                self._deferred.pop()  # nothing ran inside it
+            else:
+                self._deferred.append(sql.strip())
+            return True
+        return False
+
+    def _deferred_begin(self) -> bool:
+        return bool(self._deferred) and self._deferred[0] == "BEGIN"
+
+    def _send(self, sql: str, params: tuple[object, ...]) -> psycopg.Cursor[Any]:
+        """Run ``sql`` after the statements held back, in one round trip."""
+        if not self._deferred:
+            return self._conn.execute(sql, params)
+        deferred, self._deferred = self._deferred, []
+        with self._conn.pipeline():
+            for statement in deferred:
+                self._conn.execute(statement, prepare=False)
+            cur = self._conn.execute(sql, params)
+        return cur
+
     def executemany(self, sql: str, seq: Iterable[Sequence[object]]) -> PgCursor:
         batch = [_params(p) for p in seq]
         with self._lock:
@@ -400,8 +456,16 @@ class PgConnection:
                 return PgCursor([], 0)
             try:
                 cur = self._conn.cursor()
-                cur.executemany(t.sql, batch)
+                if self._deferred:
+                    deferred, self._deferred = self._deferred, []
+                    with self._conn.pipeline():
+                        for statement in deferred:
+                            self._conn.execute(statement, prepare=False)
+                        cur.executemany(t.sql, batch)
+                else:
+                    cur.executemany(t.sql, batch)
             except psycopg.Error as exc:
+                self._deferred.clear()
                 raise as_sqlite_error(exc) from exc
             if cur.rowcount > 0:
                 self.total_changes += cur.rowcount

@@ -47,6 +47,10 @@ class VersionReader(io.RawIOBase):
         self._cur_data = b""
         self._cur_start = 0
         self._list = chunks
+        #: with a shared catalog, chunk places of the list are looked up several at a
+        #: time: 8 first (a ranged read), twice as many each time up to BATCH
+        self._placed = (0, 0) if catalog.shared else None
+        self._place_batch = 8
 
     def readable(self) -> bool:
         return True
@@ -101,6 +105,11 @@ class VersionReader(io.RawIOBase):
                 raise IntegrityError(f"{self.path}: chunk list has a gap at byte {pos}")
             off, length, cid = self._list.row(i)
             location = None
+            if self._placed is not None and not self._placed[0] <= i < self._placed[1]:
+                stop = min(len(self._list), i + self._place_batch)
+                self._store.learn_places([self._list.ids[32 * j: 32 * j + 32] for j in range(i, stop)])
+                self._placed = (i, stop)
+                self._place_batch = min(BATCH, 2 * self._place_batch)
         else:
             off, length, cid, location = self._batch_row(pos)
         data = self._store.read(cid, location, f"{self.path} (bytes {off}-{off + length - 1})")

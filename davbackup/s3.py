@@ -16,7 +16,8 @@ import builtins
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -242,3 +243,64 @@ class ObjectStore:
                 self._pool.shutdown(wait=True)
                 self._pool = None
         self._client.close()
+
+
+class StreamingUpload:
+    """One object uploaded in parts while it is still being written (a pack filling
+    up): a part of :data:`PART_SIZE` starts in the background as soon as the writer
+    has written that far, so :meth:`complete` only sends the rest. The object appears
+    whole, and only when complete; :meth:`abort` leaves nothing behind."""
+
+    def __init__(self, store: ObjectStore, key: str, read: Callable[[int, int], bytes]) -> None:
+        self._store, self._key, self._read = store, key, read
+        self._full = store._key(key)
+        self._created: Future[str] = store._executor().submit(self._create)
+        self._parts: builtins.list[Future[dict[str, Any]]] = []
+        self.covered = 0  # bytes handed to parts so far
+
+    def _create(self) -> str:
+        answer = self._store._client.create_multipart_upload(Bucket=self._store.url.bucket, Key=self._full)
+        return str(answer["UploadId"])
+
+    def _part(self, number: int, start: int, length: int) -> dict[str, Any]:
+        upload_id = self._created.result()
+        answer = self._store._client.upload_part(Bucket=self._store.url.bucket, Key=self._full, UploadId=upload_id,
+                                                 PartNumber=number, Body=self._read(start, length))
+        return {"PartNumber": number, "ETag": answer["ETag"]}
+
+    def _submit(self, start: int, length: int) -> None:
+        self._parts.append(self._store._executor().submit(self._part, len(self._parts) + 1, start, length))
+        self.covered = start + length
+
+    def written(self, size: int) -> None:
+        """The object has ``size`` bytes so far: start a part for every whole one."""
+        while size - self.covered >= PART_SIZE:
+            self._submit(self.covered, PART_SIZE)
+
+    def complete(self, size: int) -> None:
+        """Send what is left of the ``size`` bytes as the last part; the object appears."""
+        store = self._store
+        try:
+            if size > self.covered or not self._parts:
+                self._submit(self.covered, size - self.covered)
+            parts = [f.result() for f in self._parts]
+            store._client.complete_multipart_upload(Bucket=store.url.bucket, Key=self._full,
+                                                    UploadId=self._created.result(), MultipartUpload={"Parts": parts})
+        except (store._ClientError, store._BotoCoreError, OSError, EOFError) as exc:
+            self.abort()
+            raise store._fail("multipart upload", self._key, exc) from exc
+
+    def abort(self) -> None:
+        """Give the upload up (in the background; the store's lifecycle rule or cleanup
+        removes what an abort that fails leaves)."""
+        def run() -> None:
+            try:
+                upload_id = self._created.result()
+                for f in self._parts:
+                    f.exception()  # let the parts in flight end first
+                self._store._client.abort_multipart_upload(Bucket=self._store.url.bucket, Key=self._full,
+                                                           UploadId=upload_id)
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+
+        threading.Thread(target=run, name="davbackup-s3-abort", daemon=True).start()

@@ -34,7 +34,7 @@ from typing import BinaryIO, Iterator
 from davbackup.errors import StorageUnavailable
 from davbackup.pack import PACK_MAGIC
 from davbackup.readahead import ReadAhead
-from davbackup.s3 import ObjectMissing, ObjectStore, RangeNotSatisfiable, S3Url
+from davbackup.s3 import PART_SIZE, ObjectMissing, ObjectStore, RangeNotSatisfiable, S3Url, StreamingUpload
 from davbackup.storage import PackMissing
 from davbackup.storage_cache import PackCache
 
@@ -86,6 +86,8 @@ class S3Appender:
         self._finished = False
         self._closed = False
         self._abandoned = False
+        #: the whole pack going up in parts as it fills (from PART_SIZE on)
+        self._streaming: StreamingUpload | None = None
         self._append_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._fd_lock = threading.Lock()
@@ -106,7 +108,16 @@ class S3Appender:
                 view = view[written:]
                 pos += written
             self._size = offset + len(data)
+            if self._size >= PART_SIZE:
+                if self._streaming is None:
+                    self._streaming = StreamingUpload(self._storage.store, pack_key(self.name), self._read_spool)
+                self._streaming.written(self._size)
             return offset
+
+    def finish_is_cheaper(self, upto: int) -> bool:
+        """Whether making bytes ``0..upto`` durable costs less by finishing the pack
+        (most of it is up already, in parts) than by a segment of at least a part."""
+        return self._streaming is not None and upto - self._durable >= PART_SIZE
 
     def read_local(self, offset: int, length: int) -> bytes | None:
         """The bytes from the spool, or None once the pack is closed (read the store)."""
@@ -146,7 +157,11 @@ class S3Appender:
                 return
             self._refuse_if_abandoned()
             size = self._size
-            self._storage.store.put_parts(pack_key(self.name), size, self._read_spool)
+            streaming, self._streaming = self._streaming, None
+            if streaming is not None:
+                streaming.complete(size)  # aborted if it fails: a retry uploads anew
+            else:
+                self._storage.store.put_parts(pack_key(self.name), size, self._read_spool)
             self._whole = True
             self._durable = size
             if self._segments:
@@ -165,6 +180,9 @@ class S3Appender:
             self._finished = True
         with self._sync_lock:
             self._abandoned = True
+            if self._streaming is not None:
+                self._streaming.abort()
+                self._streaming = None
         if self._closed:
             return
         self._closed = True

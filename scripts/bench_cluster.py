@@ -13,6 +13,11 @@ URL --packs s3://…`` and measures, for each repeat:
    clients spread round-robin over the nodes: the same number of 4 KiB PUTs, and
    ``--clients`` PUTs of ``--part-mib`` each.
 
+Every measurement uploads content of its own (new random bytes each repeat and each
+step): the cluster's repository lives through all repeats, and content it already
+holds would only be deduplicated, not stored. The embedded server gets a new
+repository each repeat and the same bytes as the node in that repeat.
+
 Where time goes: CPU seconds of the davbackup servers, the Ceph daemons and the
 PostgreSQL processes during each measurement, the PostgreSQL commits it caused
 (``pg_stat_database.xact_commit``) and the objects it left in the bucket. Everything
@@ -165,8 +170,13 @@ def spread_puts(urls: list[str], bodies: list[bytes], concurrency: int, folder: 
     return secs
 
 
+def fresh_small(count: int) -> list[bytes]:
+    return [os.urandom(4096) for _ in range(count)]
+
+
 def one_node_vs_embedded(work: Path, r: int, catalog: str, packs: str, dbname: str, bucket: str,
                          data: Path, size: int, small: list[bytes]) -> dict[str, dict[str, float]]:
+    """``data`` and ``small``: content new to the cluster's repository (see the module doc)."""
     local = bench_s3.LocalDavbackupServer(work / f"local-{r}")
     node = ClusterNode(work / f"node-{r}")
     node.catalog, node.packs = catalog, packs
@@ -198,7 +208,7 @@ def one_node_vs_embedded(work: Path, r: int, catalog: str, packs: str, dbname: s
 
 
 def nodes_scaling(work: Path, r: int, catalog: str, packs: str, dbname: str, bucket: str,
-                  small: list[bytes], clients: int, part: bytes) -> dict[str, dict[str, float]]:
+                  small_files: int, clients: int, part_size: int) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     order = [1, 2] if r % 2 == 0 else [2, 1]
     for count in order:
@@ -217,11 +227,12 @@ def nodes_scaling(work: Path, r: int, catalog: str, packs: str, dbname: str, buc
             urls = [n.url for n in nodes]
             probe = Probe(list(nodes), dbname, bucket)
             folder = f"s{count}-{secrets.token_hex(3)}/"
+            small = fresh_small(small_files)
             result["small"] = len(small) / probe.run(result, "small", lambda: spread_puts(urls, small, clients, folder))
-            bodies = [part[:-8] + os.urandom(8) for _ in range(clients)]  # unique tails: no full dedup
+            bodies = [os.urandom(part_size) for _ in range(clients)]
             folder = f"b{count}-{secrets.token_hex(3)}/"
             secs = probe.run(result, "large", lambda: spread_puts(urls, bodies, clients, folder))
-            result["large"] = len(bodies) * len(part) / secs / MB
+            result["large"] = len(bodies) * part_size / secs / MB
         finally:
             for n in nodes:
                 n.stop()
@@ -263,20 +274,23 @@ def main() -> int:
         init_cluster(catalog, packs, work)
         size = args.size_mib * MiB
         data = work / "data.bin"
-        bs.make_data(data, size)
-        small = [os.urandom(4096) for _ in range(args.small_files)]
-        part = os.urandom(args.part_mib * MiB)
         samples: dict[str, dict[str, list[float]]] = {}
+        loads: list[float] = []
         for r in range(args.repeat):
+            data.unlink(missing_ok=True)
+            bs.make_data(data, size)  # new random bytes each repeat
+            loads.append(os.getloadavg()[0])
             results = {} if args.skip_embedded else one_node_vs_embedded(
-                work, r, catalog, packs, dbname, bucket, data, size, small)
-            results.update(nodes_scaling(work, r, catalog, packs, dbname, bucket, small, args.clients, part))
+                work, r, catalog, packs, dbname, bucket, data, size, fresh_small(args.small_files))
+            results.update(nodes_scaling(work, r, catalog, packs, dbname, bucket, args.small_files, args.clients,
+                                         args.part_mib * MiB))
+            loads.append(os.getloadavg()[0])
             for side, metrics in results.items():
                 for metric, value in metrics.items():
                     samples.setdefault(side, {}).setdefault(metric, []).append(value)
         print(f"\n{args.size_mib} MiB PUT/GET, {args.small_files} × 4 KiB, {args.clients} clients × "
               f"{args.part_mib} MiB, {args.repeat} repeat(s), medians; PostgreSQL started in {PG.started_in:.1f} s, "
-              f"Ceph RGW in {state['start_seconds']} s\n")
+              f"Ceph RGW in {state['start_seconds']} s; load average (1 min) {min(loads):.1f}–{max(loads):.1f}\n")
         if not args.skip_embedded:
             print("| 1 node | embedded default | PostgreSQL + Ceph RGW | ratio |")
             print("|---|---|---|---|")

@@ -99,6 +99,7 @@ def test_write_transactions_are_serialised_across_catalogs(catalog: PgCatalog, p
         order: list[str] = []
 
         def slow(conn):  # type: ignore[no-untyped-def]
+            conn.execute("SELECT 1")  # the lock comes with the transaction's first statement
             inside.set()
             assert release.wait(10)
             order.append("first")
@@ -109,7 +110,7 @@ def test_write_transactions_are_serialised_across_catalogs(catalog: PgCatalog, p
         done = threading.Event()
 
         def second() -> None:
-            other.write(lambda conn: order.append("second"))
+            other.write(lambda conn: (conn.execute("SELECT 1"), order.append("second")))
             done.set()
 
         threading.Thread(target=second).start()
