@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,46 @@ def test_missing_bucket_and_unreachable_store(s3_bucket: S3Bucket, tmp_path: Pat
         ObjectStore(S3Url.parse(s3_bucket.url("r"))).get("config.json")
     assert info.value.http_status == 503
     assert s3_bucket.name in info.value.message
+
+
+def _open_uploads(bucket: S3Bucket) -> list[str]:
+    return [u["Key"] for u in bucket.ceph.client().list_multipart_uploads(Bucket=bucket.name).get("Uploads", [])]
+
+
+def test_a_large_pack_goes_up_in_parts_while_it_fills(s3_bucket: S3Bucket, tmp_path: Path) -> None:
+    """From PART_SIZE on, the pack is uploaded in parts as it grows; finishing sends
+    only the rest, and a pack given up leaves neither an object nor an upload."""
+    from davbackup.s3 import PART_SIZE
+
+    storage = S3PackStorage.from_url(s3_bucket.url("r"), tmp_path / "spool")
+    a = storage.create(NAME)
+    piece = os.urandom(1 << 20)
+    for _ in range(2 * PART_SIZE // len(piece) + 3):
+        a.append(piece)
+    assert a.finish_is_cheaper(a.size) and not a.finish_is_cheaper(PART_SIZE // 2)
+    assert _open_uploads(s3_bucket) == ["r/" + pack_key(NAME)]  # parts are going up
+    assert keys(s3_bucket) == []  # nothing visible yet
+    size = a.size
+    a.finish()
+    assert keys(s3_bucket) == ["r/" + pack_key(NAME)] and _open_uploads(s3_bucket) == []
+    assert storage.read(NAME, M, len(piece)) == piece
+    assert storage.read(NAME, size - len(piece), len(piece)) == piece
+    a.close()
+
+    other = "d4" + "0" * 30
+    b = storage.create(other)
+    for _ in range(PART_SIZE // len(piece) + 2):
+        b.append(piece)
+    synced = b.size
+    b.sync()  # what was synced stays, as one segment
+    b.append(piece)  # never uploaded
+    b.abandon()  # type: ignore[attr-defined]
+    with pytest.raises(StorageUnavailable):
+        b.finish()
+    assert keys(s3_bucket) == ["r/" + pack_key(NAME), f"r/{segment_prefix(other)}{0:016x}-{synced:016x}"]
+    for _ in range(50):  # the abort runs in the background
+        if not _open_uploads(s3_bucket):
+            break
+        time.sleep(0.1)
+    assert _open_uploads(s3_bucket) == []
+    storage.close()
