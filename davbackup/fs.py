@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import builtins
 import sqlite3
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from davbackup import clock, listing, properties, tree_bulk
+from davbackup.entry import BodyReader, Entry
+from davbackup.entry import entry_of as _entry
 from davbackup.errors import (
     AlreadyExists,
     Conflict,
@@ -36,10 +37,6 @@ if TYPE_CHECKING:
     from davbackup.history import History
 
 
-class BodyReader(Protocol):
-    def read(self, n: int = -1) -> bytes: ...
-
-
 #: a path as its components (``/a/b`` is ``["a", "b"]``); inside :class:`Namespace`, ``list``
 #: is its method
 Parts = list[str]
@@ -51,25 +48,6 @@ KEEP_CHUNK_LIST = 1 << 15
 
 #: Names at a user's root that belong to history (DESIGN.md §15): never live files.
 RESERVED_ROOT_NAMES = frozenset({".history", ".versions"})
-
-
-@dataclass(frozen=True)
-class Entry:
-    path: str
-    name: str
-    is_dir: bool
-    size: int
-    etag: str
-    created: float
-    modified: float
-    node_id: int
-    checksums: str | None = None  # "SHA1:<hex> MD5:<hex>" when the client sent a verified SHA-1
-    version_id: int | None = None  # a file's current version (for version_reader without a second lookup)
-
-
-def _entry(parts: list[str], node: Node) -> Entry:
-    return Entry(join_path(parts), parts[-1] if parts else "", node.is_dir, node.size, node.etag,
-                 node.created, node.modified, node.id, node.checksums, node.version_id)
 
 
 class PendingFile:

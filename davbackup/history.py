@@ -21,13 +21,14 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from davbackup import clock
+from davbackup.entry import Entry, entry_of
 from davbackup.errors import Conflict, InvalidPath, NotFound, PreconditionFailed
 from davbackup.reader import VersionReader
 from davbackup.tree import Node, archive_props, join_path, split_path
 
 if TYPE_CHECKING:
     from davbackup.catalog import Catalog
-    from davbackup.fs import Entry, Namespace
+    from davbackup.fs import Namespace
 
 MOMENT_FORMAT = "%Y-%m-%dT%H%M%SZ"
 _MOMENT = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2})(\d{2})(\d{2})Z")
@@ -163,10 +164,8 @@ class History:
 
     # -- shared helpers --------------------------------------------------------------
 
-    def entry(self, parts: list[str], node: Node) -> "Entry":
-        from davbackup.fs import _entry
-
-        return _entry(parts, node)
+    def entry(self, parts: list[str], node: Node) -> Entry:
+        return entry_of(parts, node)
 
     def reader(self, node: Node, path: str) -> VersionReader:
         if node.is_dir or node.version_id is None:

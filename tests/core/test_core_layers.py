@@ -166,3 +166,33 @@ def test_the_repository_is_the_only_composition_root():
             if called & {"Namespace", "UploadManager", "FileStore"}:
                 builders.add(path.relative_to(ROOT).as_posix())
     assert builders == {"davbackup/repository.py"}
+
+
+#: issue 7's size rules: a module of the product does one thing and stays readable
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 60
+
+
+def product_sources() -> list[Path]:
+    return sorted([*(ROOT / "davbackup").rglob("*.py"), *(ROOT / "provider").rglob("*.py")])
+
+
+def test_no_product_module_over_500_lines():
+    long = {str(p.relative_to(ROOT)): n for p in product_sources()
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert long == {}, "split these modules"
+
+
+def test_no_function_over_60_lines_without_a_reason():
+    """A function may be longer only with a comment in its first lines that says why
+    ("Longer than 60 lines on purpose: ..." or "Over 60 lines on purpose: ...")."""
+    unexplained = []
+    for path in product_sources():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                head = "\n".join(lines[node.lineno - 1:node.body[0].lineno + 2])
+                if length > MAX_FUNCTION_LINES and "60 lines on purpose" not in head:
+                    unexplained.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length} lines)")
+    assert unexplained == []
