@@ -42,6 +42,12 @@ class StreamChunker:
     Memory is bounded: at most ``2 * max_size`` plus one fed piece is buffered. The
     buffer is cut only once it holds two maximum chunks, so the unfinished last
     chunk, which is scanned again next time, is a small share of what is scanned.
+
+    The chunks handed out are read-only views of the buffer, not copies: each is
+    valid until the next call of :meth:`feed`, :meth:`cut_complete`, :meth:`take`
+    or :meth:`finish` (the cut bytes are dropped only then). A caller that keeps a
+    view longer keeps its bytes too: the buffer is then copied instead of shrunk in
+    place (a bytearray with views on it cannot change size), never overwritten.
     """
 
     def __init__(self, chunker: Chunker) -> None:
@@ -49,52 +55,67 @@ class StreamChunker:
         self._max = chunker.params.max_size
         self._threshold = 2 * self._max
         self._buf = bytearray()
+        self._cut = 0  # bytes at the front of _buf already handed out as chunks
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) - self._cut
 
-    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
+    def _drop_cut(self) -> None:
+        """Remove the bytes handed out by the last cut from the buffer."""
+        if self._cut:
+            try:
+                del self._buf[: self._cut]  # O(1) at the front of a bytearray
+            except BufferError:  # a view of a chunk is still held: leave it its bytes
+                self._buf = bytearray(memoryview(self._buf)[self._cut :])
+            self._cut = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[memoryview]:
         """Yield every chunk that is complete once ``data`` is appended."""
+        self._drop_cut()
         self._buf += data
         if len(self._buf) >= self._threshold:
             yield from self.cut_complete()
 
-    def cut_complete(self) -> Iterator[bytes]:
+    def cut_complete(self) -> Iterator[memoryview]:
         """Yield every chunk whose end is already decided, keeping only the last,
         unfinished one buffered (used before a resumable upload stores its tail)."""
-        while self._buf:
-            lengths = self._chunker.lengths(self._buf)
+        self._drop_cut()
+        if not self._buf:
+            return
+        view = memoryview(self._buf).toreadonly()
+        try:
+            lengths = self._chunker.lengths(view)
             # All but the last cut are final. The last is final only if it hit max_size.
             if lengths[-1] < self._max:
                 lengths = lengths[:-1]
-            if not lengths:
-                break
             start = 0
-            view = memoryview(self._buf)
-            try:
-                for n in lengths:
-                    yield bytes(view[start : start + n])
-                    start += n
-            finally:
-                view.release()
-            del self._buf[:start]
+            for n in lengths:
+                yield view[start : start + n]
+                start += n
+                self._cut = start
+        finally:
+            view.release()  # the chunks' own views stay valid
 
     def take(self) -> bytes:
         """Remove and return the buffered, not yet cut bytes."""
-        data = bytes(self._buf)
+        data = bytes(memoryview(self._buf)[self._cut :])
         self._buf = bytearray()
+        self._cut = 0
         return data
 
-    def finish(self) -> Iterator[bytes]:
+    def finish(self) -> Iterator[memoryview]:
         """Yield the remaining chunks at end of stream."""
+        self._drop_cut()
         if self._buf:
-            view = memoryview(self._buf)
-            start = 0
+            view = memoryview(self._buf).toreadonly()
             try:
+                start = 0
                 for n in self._chunker.lengths(view):
-                    yield bytes(view[start : start + n])
+                    yield view[start : start + n]
                     start += n
+                    self._cut = start
             finally:
                 view.release()
             self._buf = bytearray()
+            self._cut = 0

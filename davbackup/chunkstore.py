@@ -128,7 +128,7 @@ class ChunkStore:
 
     # -- writing -----------------------------------------------------------------
 
-    def put(self, data: bytes, batch: ChunkBatch) -> ChunkRef:
+    def put(self, data: bytes | memoryview, batch: ChunkBatch) -> ChunkRef:
         """Store one chunk (or find it stored) and note it in ``batch``."""
         chunk_id = self.codec.chunk_id(data)
         ref = ChunkRef(chunk_id, len(data))

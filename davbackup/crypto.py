@@ -59,6 +59,19 @@ def open_sealed(key: bytes, nonce: bytes, ciphertext: bytes | memoryview, associ
         raise DecryptionFailed() from exc
 
 
+def seal_into(key: bytes, plaintext: bytes | memoryview, associated: bytes, nonce: bytes,
+              out: memoryview) -> None:
+    """Encrypt with AES-256-GCM into ``out`` (exactly ``len(plaintext) + TAG_SIZE``
+    bytes): the ciphertext goes where it is needed, e.g. after a header, instead of
+    into a new object that is then copied there."""
+    cipher = AESGCM(key)
+    encrypt_into = getattr(cipher, "encrypt_into", None)  # cryptography >= 45
+    if encrypt_into is not None:
+        encrypt_into(nonce, plaintext, associated, out)
+    else:
+        out[:] = cipher.encrypt(nonce, plaintext, associated)
+
+
 def seal_small(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
     """Encrypt a small value (a name, a property) into ``nonce || ciphertext``."""
     nonce, ct = seal(key, plaintext, associated)

@@ -140,7 +140,7 @@ class FaultyAppender:
     def size(self) -> int:
         return self.inner.size
 
-    def append(self, data: bytes) -> int:
+    def append(self, data: bytes | bytearray) -> int:
         self.plan.raise_os_error("append", self.name, self.kind)
         return self.inner.append(data)
 

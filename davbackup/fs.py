@@ -62,8 +62,8 @@ class PendingFile:
     def received(self) -> int:
         return self.writer.received
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writer.write(data)
+    def write(self, data: bytes | bytearray | memoryview, *, owned: bool = False) -> None:
+        self.writer.write(data, owned=owned)
 
     def commit(self, expected_size: int | None = None, verify: Callable[[], None] | None = None,
                checksums: Callable[[], str | None] | None = None) -> Entry:

@@ -14,6 +14,7 @@ import queue
 import threading
 from typing import Callable
 
+Piece = bytes | bytearray | memoryview  # a piece of a body, handed over: never changed after submit
 QUEUE_PIECES = 4  # pieces (of up to a block, 1 MiB) in flight per writer
 
 
@@ -22,7 +23,7 @@ class Helper:
 
     def __init__(self, pool: "Offloader", name: str) -> None:
         self._pool = pool
-        self._queue: queue.Queue[tuple[Callable[[bytes], None], bytes] | None] = queue.Queue(QUEUE_PIECES)
+        self._queue: queue.Queue[tuple[Callable[[Piece], None], Piece] | None] = queue.Queue(QUEUE_PIECES)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -37,7 +38,7 @@ class Helper:
             finally:
                 self._queue.task_done()
 
-    def submit(self, fn: Callable[[bytes], None], data: bytes) -> None:
+    def submit(self, fn: Callable[[Piece], None], data: Piece) -> None:
         self._queue.put((fn, data))
 
     def drain(self) -> None:

@@ -101,7 +101,7 @@ class BlobCodec:
     def _subkey(self, chunk_id: bytes) -> bytes:
         return crypto.keyed_hash(self._subkey_base, chunk_id)
 
-    def _compress(self, data: bytes) -> bytes | None:
+    def _compress(self, data: bytes | memoryview) -> bytes | None:
         """zstd output if it saves at least 1/32 of the size, else None."""
         if len(data) < 512:
             return None
@@ -124,7 +124,7 @@ class BlobCodec:
         return packed if len(packed) <= len(data) - len(data) // 32 else None
 
     @staticmethod
-    def _worth_compressing(compressor: zstandard.ZstdCompressor, data: bytes) -> bool:
+    def _worth_compressing(compressor: zstandard.ZstdCompressor, data: bytes | memoryview) -> bool:
         """Whether any of four 16 KiB samples spread over ``data`` compresses.
 
         Incompressible data costs four small attempts only. One sample at the start
@@ -139,17 +139,19 @@ class BlobCodec:
                 return True
         return False
 
-    def seal(self, chunk_id: bytes, data: bytes) -> bytes:
-        """Header + ciphertext for one chunk (the bytes appended to a pack)."""
+    def seal(self, chunk_id: bytes, data: bytes | memoryview) -> bytearray:
+        """Header + ciphertext for one chunk (the bytes appended to a pack), made in
+        one buffer: the ciphertext is written after the header, not copied there."""
         packed = self._compress(data)
         flags = FLAG_ZSTD if packed is not None else 0
         body = packed if packed is not None else data
         nonce = crypto.random_bytes(crypto.NONCE_SIZE)
-        header = HEADER.pack(
-            BLOB_MAGIC, BLOB_VERSION, TYPE_DATA, flags, len(data), len(body) + crypto.TAG_SIZE, chunk_id, nonce
-        )
-        _, ciphertext = crypto.seal(self._subkey(chunk_id), body, header, nonce)
-        return header + ciphertext
+        stored_len = len(body) + crypto.TAG_SIZE
+        header = HEADER.pack(BLOB_MAGIC, BLOB_VERSION, TYPE_DATA, flags, len(data), stored_len, chunk_id, nonce)
+        blob = bytearray(HEADER_SIZE + stored_len)
+        blob[:HEADER_SIZE] = header
+        crypto.seal_into(self._subkey(chunk_id), body, header, nonce, memoryview(blob)[HEADER_SIZE:])
+        return blob
 
     def open(self, blob: bytes | memoryview, expected_id: bytes | None = None, *, rehash: bool = True) -> bytes:
         """Verify and decrypt a whole blob; raises :class:`BlobError` on any mismatch.

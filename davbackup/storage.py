@@ -41,7 +41,7 @@ class PackAppender(Protocol):
     @property
     def size(self) -> int: ...
 
-    def append(self, data: bytes) -> int: ...
+    def append(self, data: bytes | bytearray) -> int: ...
 
     def sync(self, upto: int | None = None) -> None: ...
 
@@ -108,7 +108,7 @@ class LocalAppender:
     def size(self) -> int:
         return self._size
 
-    def append(self, data: bytes) -> int:
+    def append(self, data: bytes | bytearray) -> int:
         """Write at the end; a failed (e.g. disk full) append leaves the size unchanged,
         so the next append overwrites the torn bytes instead of following them."""
         with self._append_lock:

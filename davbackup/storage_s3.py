@@ -96,7 +96,7 @@ class S3Appender:
     def size(self) -> int:
         return self._size
 
-    def append(self, data: bytes) -> int:
+    def append(self, data: bytes | bytearray) -> int:
         with self._append_lock:
             if self._finished:
                 raise ValueError(f"pack {self.name} is finished: no more appends")

@@ -65,7 +65,10 @@ class FileWriter:
         self._drain()
         return self._chunked
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def write(self, data: bytes | bytearray | memoryview, *, owned: bool = False) -> None:
+        """Take the next bytes of the file. ``owned``: the caller hands ``data`` over
+        and never changes it again, so a helper thread may use it as it is (else any
+        mutable buffer is copied first)."""
         if self._closed:
             raise ValueError("write to a closed FileWriter")
         if self._error is not None:
@@ -74,7 +77,7 @@ class FileWriter:
         if self._helper is None and self._offloader is not None and self._accepted > OFFLOAD_AFTER:
             self._helper = self._offloader.acquire()
         if self._helper is not None:
-            self._helper.submit(self._process, data if isinstance(data, bytes) else bytes(data))
+            self._helper.submit(self._process, data if owned or isinstance(data, bytes) else bytes(data))
         else:
             self._process(data)
 
@@ -95,7 +98,7 @@ class FileWriter:
         if self._error is not None:
             raise self._error
 
-    def _add(self, chunk: bytes) -> None:
+    def _add(self, chunk: bytes | memoryview) -> None:
         ref = self._store.put(chunk, self._batch)
         self.chunks.append((self._chunked, ref.length, ref.chunk_id))
         self._chunked += ref.length

@@ -203,11 +203,11 @@ class DirectPut(BaseMiddleware):
         block_size = self.block_size
         try:
             while True:
-                data = stream.read(block_size)
+                data = stream.read_block(block_size)
                 if not data:
                     break
                 environ["wsgidav.some_input_read"] = 1
-                writer.write(data)
+                writer.write(data, owned=True)
             environ["wsgidav.all_input_read"] = 1
         except Exception as exc:
             writer.abort()

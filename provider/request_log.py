@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
+from provider.internals import read_block
 from provider.request_checks import has_encoded_slash
 
 _log = logging.getLogger("davbackup.access")
@@ -130,6 +131,10 @@ class _TrackedInput:
             self.exhausted = True
             return self._seen(data, None)
         return self._seen(self._stream.read(size), size)
+
+    def read_block(self, size: int) -> bytes | bytearray:
+        """``read(size)``, possibly as a new bytearray the caller owns (``internals.read_block``)."""
+        return self._seen(read_block(self._stream, size), size)  # type: ignore[arg-type]
 
     def readline(self, size: int | None = None) -> bytes:
         line = self._stream.readline() if size is None else self._stream.readline(size)

@@ -66,7 +66,7 @@ from provider.auth import READ_METHODS, is_read_only
 from provider.client_compat import OS_METADATA_KEY, OsMetadataPolicy
 from provider.dav_provider import DavBackupProvider
 from provider.errors import to_dav_error
-from provider.internals import dav_provider
+from provider.internals import dav_provider, read_block
 from provider.locks import check_write_locks
 from provider.paths import ref_url_to_client_href
 from provider.request_checks import check_destination, check_mtime_header
@@ -382,6 +382,15 @@ class _GuardedInput:
     def read(self, size: int = -1) -> bytes:
         try:
             return self._stream.read(size)
+        except DAVError:
+            raise
+        except Exception as exc:
+            raise _read_error(exc) from exc
+
+    def read_block(self, size: int) -> bytes | bytearray:
+        """``read(size)``, possibly as a new bytearray the caller owns (``internals.read_block``)."""
+        try:
+            return read_block(self._stream, size)
         except DAVError:
             raise
         except Exception as exc:

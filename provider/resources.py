@@ -375,9 +375,10 @@ class BodyWriter:
         self.received = 0
         self._done = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray, *, owned: bool = False) -> None:
+        """``owned``: ``data`` is handed over, never to be changed (see ``FileWriter.write``)."""
         with dav_errors():
-            self._writer.write(data)
+            self._writer.write(data, owned=owned)
         self.received += len(data)
 
     def close(self) -> None:

@@ -186,3 +186,18 @@ def test_boundaries_resynchronise_after_an_insertion() -> None:
 
     before, after = chunks(data), chunks(edited)
     assert len(after - before) <= 3
+
+
+def test_stream_chunks_are_views_that_stay_valid():
+    """The chunks are read-only views of the buffer, not copies; one kept past the next
+    feed keeps its bytes (the buffer is copied, never overwritten under it)."""
+    rng = random.Random(11)
+    data = rng.randbytes(3 * SMALL_CHUNKER.max_size)
+    stream = StreamChunker(Chunker(SMALL_CHUNKER, 5))
+    kept = list(stream.feed(data))
+    assert kept and all(isinstance(c, memoryview) and c.readonly for c in kept)
+    copies = [bytes(c) for c in kept]
+    more = rng.randbytes(5 * SMALL_CHUNKER.max_size)
+    later = list(stream.feed(more)) + list(stream.finish())
+    assert [bytes(c) for c in kept] == copies
+    assert b"".join(kept + later) == data + more

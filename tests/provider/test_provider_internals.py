@@ -9,11 +9,13 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import socket
+import threading
 import tomllib
 from pathlib import Path
 
 import pytest
-from cheroot.server import ChunkedRFile
+from cheroot.makefile import StreamReader
+from cheroot.server import ChunkedRFile, KnownLengthRFile
 
 from provider import internals
 
@@ -91,6 +93,44 @@ def test_read_one_chunk_on_a_real_chunked_body():
         assert internals.read_one_chunk(body, None) == b"abc"
         assert internals.read_one_chunk(body, 10) == b""
         assert internals.connection_socket(body) is right
+
+
+def test_read_block_reads_a_known_length_body_exactly():
+    """What the reader buffered with the header first, then the socket; the bytes after
+    the body (a pipelined request) stay for the next request; the counts are kept."""
+    from provider.request_log import _TrackedInput
+    from provider.request_server import guarded_input
+
+    body = bytes(range(256)) * (12 * 1024 + 7)  # 3 MiB and a bit
+    left, right = socket.socketpair()
+    with left, right:
+        sender = threading.Thread(target=left.sendall, args=(b"PUT / HTTP/1.1\r\n\r\n" + body + b"NEXT",))
+        sender.start()
+        reader = StreamReader(right)
+        assert reader.readline() == b"PUT / HTTP/1.1\r\n" and reader.readline() == b"\r\n"
+        raw = KnownLengthRFile(reader, len(body))
+        tracked = _TrackedInput(raw, len(body))
+        stream = guarded_input(tracked)
+        blocks = []
+        while block := stream.read_block(1 << 20):
+            assert isinstance(block, bytearray)  # handed over: the caller owns it
+            blocks.append(block)
+        sender.join()
+        assert b"".join(blocks) == body and [len(b) for b in blocks[:3]] == [1 << 20] * 3
+        assert raw.remaining == 0 and tracked.exhausted
+        assert reader.bytes_read >= len(body)
+        assert reader.read(4) == b"NEXT"
+
+
+def test_read_block_of_a_body_cut_short():
+    left, right = socket.socketpair()
+    with right:
+        with left:
+            left.sendall(b"abc")
+        raw = KnownLengthRFile(StreamReader(right), 10)
+        assert internals.read_block(raw, 4) == b"abc"
+        assert internals.read_block(raw, 4) == b""
+        assert raw.remaining == 7  # the caller sees 3 of 10 announced bytes
 
 
 def test_chunked_source_looks_through_wrappers():
