@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from davbackup import chunk_index
 from davbackup.catalog import Catalog
@@ -390,12 +391,21 @@ class ChunkStore:
         for cid, row in found.items():
             self._places[cid] = Location(*row)
 
+    def known_place(self, chunk_id: ChunkId) -> Location | None:
+        """Where this chunk was last read from or looked up, if that is remembered."""
+        return self._places.get(chunk_id)
+
     def locate(self, chunk_id: ChunkId) -> Location | None:
         row = chunk_index.locate(self.catalog.reader(), chunk_id)
         return Location(*row) if row else None
 
-    def read(self, chunk_id: ChunkId, location: Location | None, context: str) -> bytes:
-        """The verified plaintext of a chunk; :class:`IntegrityError` names what failed."""
+    def read(self, chunk_id: ChunkId, location: Location | None, context: str,
+             via: Callable[[str, int, int], bytes | memoryview | None] | None = None) -> bytes:
+        """The verified plaintext of a chunk; :class:`IntegrityError` names what failed.
+
+        ``via(pack name, offset, length)``: the blob's bytes as already fetched (a
+        reader's prefetch, :mod:`davbackup.prefetch`), or None to read them here; used
+        for the first attempt only, and verified like bytes read here."""
         if location is None:
             location = self._places.get(chunk_id)
         for attempt in range(2):
@@ -413,7 +423,10 @@ class ChunkStore:
                     continue
                 raise
             try:
-                blob = self.storage.read(name, location.offset, HEADER_SIZE + location.stored_len)
+                blob = via(name, location.offset, HEADER_SIZE + location.stored_len) if via and not attempt else None
+                prefetched = blob is not None
+                if blob is None:
+                    blob = self.storage.read(name, location.offset, HEADER_SIZE + location.stored_len)
             except (PackMissing, EOFError) as exc:
                 if attempt == 0:
                     self._forget(chunk_id, location)
@@ -429,6 +442,8 @@ class ChunkStore:
             except BlobError as exc:
                 if attempt == 0:
                     self._forget(chunk_id, location)
+                    if prefetched:
+                        continue  # judged on bytes read here, at the place the catalog has now
                     fresh = self.locate(chunk_id)
                     if fresh is not None and (fresh != location or self.pack_name(fresh.pack_id) != name):
                         continue

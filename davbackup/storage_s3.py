@@ -17,8 +17,10 @@ intermediate sync (a large upload) is uploaded once, straight as ``.pack``.
 Readers prefer ``.pack``; a pack left in segment form by a crash stays readable as
 the union of its segments (exactly the synced bytes). Reads are ranged GETs, or
 ``pread`` of the spool while this process still has the pack open, or of the
-optional bounded local cache (:class:`PackCache`); without the cache, reads that
-continue the previous one fetch whole windows ahead (:mod:`davbackup.readahead`).
+optional bounded local cache (:class:`PackCache`). Without the cache, a reader of a
+file keeps ranged GETs of its next chunks in flight on :meth:`prefetch_pool`
+(:mod:`davbackup.prefetch`), and other reads that continue the previous one fetch
+whole windows ahead (:mod:`davbackup.readahead`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import BinaryIO, Iterator
 
 from davbackup.errors import StorageUnavailable
 from davbackup.pack import PACK_MAGIC
+from davbackup.prefetch import PrefetchPool
 from davbackup.readahead import ReadAhead
 from davbackup.s3 import PART_SIZE, ObjectMissing, ObjectStore, RangeNotSatisfiable, S3Url, StreamingUpload
 from davbackup.storage import PackMissing
@@ -41,6 +44,10 @@ from davbackup.storage_cache import PackCache
 log = logging.getLogger(__name__)
 
 PACKS = "packs/"
+#: threads fetching ranges ahead for readers, and the bytes those ranges may hold at
+#: once, shared by all readers (prefetch.py)
+PREFETCH_THREADS = 4
+PREFETCH_BYTES = 64 * 1024 * 1024
 
 
 def pack_key(name: str) -> str:
@@ -264,6 +271,7 @@ class S3PackStorage:
         self.cache = cache
         #: without a cache, sequential reads of a pack fetch 8 MiB windows ahead
         self._readahead = ReadAhead(self.store.get_range) if cache is None else None
+        self._prefetch: PrefetchPool | None = None
         self._open: dict[str, S3Appender] = {}
         self._segments: dict[str, Segments] = {}  # packs seen in segment form
         self._lock = threading.Lock()
@@ -303,7 +311,26 @@ class S3PackStorage:
     def _list_segments(self, name: str) -> Segments:
         return _parse_segments(name, [o.key for o in self.store.list(segment_prefix(name))])
 
+    def prefetch_pool(self) -> PrefetchPool | None:
+        """The threads and byte budget readers fetch their next chunks with
+        (:mod:`davbackup.prefetch`), or None with a local cache (reads are local once a
+        pack is in it)."""
+        if self.cache is not None:
+            return None
+        with self._lock:
+            if self._prefetch is None:
+                self._prefetch = PrefetchPool(self.read_range, PREFETCH_THREADS, PREFETCH_BYTES)
+            return self._prefetch
+
     def read(self, name: str, offset: int, length: int) -> bytes:
+        return self._read(name, offset, length, self._readahead)
+
+    def read_range(self, name: str, offset: int, length: int) -> bytes:
+        """:meth:`read` without the read-ahead windows: a prefetching reader plans its
+        ranges itself."""
+        return self._read(name, offset, length, None)
+
+    def _read(self, name: str, offset: int, length: int, readahead: ReadAhead | None) -> bytes:
         appender = self._open.get(name)
         if appender is not None:
             data = appender.read_local(offset, length)
@@ -319,8 +346,8 @@ class S3PackStorage:
             if data is not None:
                 return self._exact(name, offset, length, data)
         if name not in self._segments:
-            if self._readahead is not None:
-                data = self._readahead.read(pack_key(name), offset, length)
+            if readahead is not None:
+                data = readahead.read(pack_key(name), offset, length)
                 if data is not None:
                     return data
             try:
@@ -349,7 +376,7 @@ class S3PackStorage:
                     with self._lock:
                         self._segments.pop(name, None)
                     if self.store.head(pack_key(name)) is not None:  # finished meanwhile
-                        return self.read(name, offset, length)
+                        return self._read(name, offset, length, None)
                     raise PackMissing(name)
                 with self._lock:
                     self._segments[name] = segments
@@ -441,4 +468,8 @@ class S3PackStorage:
             appender.close()
         if self._readahead is not None:
             self._readahead.close()
+        with self._lock:
+            prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            prefetch.shutdown()
         self.store.close()

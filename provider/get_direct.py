@@ -126,6 +126,7 @@ class DirectGet(BaseMiddleware):
         """The bytes, as WsgiDAV's ``_send_resource`` reads them (never past a chunk)."""
         try:
             reader.seek(first)
+            reader.expect(first + length)
             remaining = length
             block_size = self.block_size
             while True:

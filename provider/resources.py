@@ -457,6 +457,10 @@ class ChunkAlignedReader:
     def seek(self, offset: int, whence: int = 0) -> int:
         return self._reader.seek(offset, whence)
 
+    def expect(self, end: int) -> None:
+        """Nothing at or past byte ``end`` is read (what the reader may fetch ahead)."""
+        self._reader.expect(end)
+
     def tell(self) -> int:
         return self._reader.tell()
 
