@@ -13,6 +13,16 @@ URL --packs s3://…`` and measures, for each repeat:
    clients spread round-robin over the nodes: the same number of 4 KiB PUTs, and
    ``--clients`` PUTs of ``--part-mib`` each.
 
+3. **the store itself** (raw boto3, same gateway, same run): a managed upload of the
+   same file (``upload_file``: multipart, parallel parts) and a download of it
+   (``download_fileobj``: parallel ranged GETs), so the node's figures can be read
+   as a share of what the object store delivers on this machine, whatever the
+   embedded server reaches.
+
+With ``--baseline-build DIR`` (a checkout of another commit, e.g. a ``git worktree``
+of main, run with this interpreter and libraries) step 1 also measures a node of
+that build, on the same PostgreSQL and Ceph, in the same rotation.
+
 Every measurement uploads content of its own (new random bytes each repeat and each
 step): the cluster's repository lives through all repeats, and content it already
 holds would only be deduplicated, not stored. The embedded server gets a new
@@ -65,6 +75,39 @@ class ClusterNode(bs.DavbackupServer):
 
     def command(self) -> list[str]:
         return [*self.entry(), "serve", "--catalog", self.catalog, "--packs", self.packs, "--port", "0"]
+
+
+class BaseClusterNode(ClusterNode):
+    """A node of ``--baseline-build`` (its ``PYTHONPATH`` is set in main)."""
+
+    label = "base-node"
+
+    def entry(self) -> list[str]:
+        return [str(bs.PYTHON), "-m", "davbackup"]
+
+
+def raw_store(bucket: str, data: Path, size: int, result: dict[str, float]) -> None:
+    """boto3's managed transfers of ``data`` to and from the gateway: the store's own pace."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("s3", config=Config(s3={"addressing_style": "path"}, max_pool_connections=16))
+    key = f"raw/{secrets.token_hex(6)}"
+
+    class Sink:
+        def write(self, piece: bytes) -> int:
+            return len(piece)
+
+    for step, run in (("put", lambda: client.upload_file(str(data), bucket, key)),
+                      ("get", lambda: client.download_fileobj(bucket, key, Sink()))):
+        ceph, own = bench_s3.cpu(bench_s3.CEPH_PIDS), time.process_time()
+        t0 = time.perf_counter()
+        run()
+        secs = time.perf_counter() - t0
+        result[step] = size / secs / MB
+        result[f"{step}_cpu_ceph"] = bench_s3.cpu(bench_s3.CEPH_PIDS) - ceph
+        result[f"{step}_cpu_server"] = time.process_time() - own  # the client's CPU, in the server column
+    client.delete_object(Bucket=bucket, Key=key)
 
 
 def init_cluster(catalog: str, packs: str, workdir: Path) -> None:
@@ -175,18 +218,26 @@ def fresh_small(count: int) -> list[bytes]:
 
 
 def one_node_vs_embedded(work: Path, r: int, catalog: str, packs: str, dbname: str, bucket: str,
-                         data: Path, size: int, small: list[bytes]) -> dict[str, dict[str, float]]:
-    """``data`` and ``small``: content new to the cluster's repository (see the module doc)."""
+                         data: Path, size: int, small_files: int, base_data: Path | None) -> dict[str, dict[str, float]]:
+    """``data`` (and ``base_data`` for a baseline-build node): content new to the
+    cluster's repository (see the module doc); each side PUTs small files of its own."""
     local = bench_s3.LocalDavbackupServer(work / f"local-{r}")
     node = ClusterNode(work / f"node-{r}")
-    node.catalog, node.packs = catalog, packs
-    for s in (local, node):
+    sides: list[tuple[str, bs.DavbackupServer, Path]] = [("embedded", local, data), ("cluster1", node, data)]
+    if base_data is not None:
+        sides.append(("cluster1-base", BaseClusterNode(work / f"base-node-{r}"), base_data))
+    for _key, s, _data in sides:
         s.workdir.mkdir(parents=True, exist_ok=True)
+        if isinstance(s, ClusterNode):
+            s.catalog, s.packs = catalog, packs
     out: dict[str, dict[str, float]] = {}
-    order = [("embedded", local), ("cluster1", node)] if r % 2 == 0 else [("cluster1", node), ("embedded", local)]
-    for key, server in order:
+    order = sides[r % len(sides):] + sides[:r % len(sides)]
+    if r % 2 == 1:
+        order.reverse()
+    for key, server, data in order:
         bs.log(f"repeat {r + 1}: {key}")
-        is_node = server is node
+        is_node = isinstance(server, ClusterNode)
+        small = fresh_small(small_files)
         result: dict[str, float] = {}
         server.start()
         try:
@@ -254,6 +305,8 @@ def main() -> int:
     parser.add_argument("--part-mib", type=int, default=16, help="size of each client's large PUT (2 nodes vs 1)")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--skip-embedded", action="store_true", help="only the 2 nodes vs 1 comparison")
+    parser.add_argument("--baseline-build", type=Path,
+                        help="also measure a node of this checkout (e.g. a git worktree of main) in step 1")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -273,15 +326,25 @@ def main() -> int:
         catalog, packs = PG.url(dbname), f"s3://{bucket}/cluster"
         init_cluster(catalog, packs, work)
         size = args.size_mib * MiB
+        base_data = None
+        if args.baseline_build:
+            BaseClusterNode.extra_env = {"PYTHONPATH": str(args.baseline_build.resolve())}
+            base_data = work / "data-base.bin"
         data = work / "data.bin"
         samples: dict[str, dict[str, list[float]]] = {}
         loads: list[float] = []
         for r in range(args.repeat):
-            data.unlink(missing_ok=True)
-            bs.make_data(data, size)  # new random bytes each repeat
+            for f in (data, base_data):
+                if f is not None:
+                    f.unlink(missing_ok=True)
+                    bs.make_data(f, size)  # new random bytes each repeat
             loads.append(os.getloadavg()[0])
             results = {} if args.skip_embedded else one_node_vs_embedded(
-                work, r, catalog, packs, dbname, bucket, data, size, fresh_small(args.small_files))
+                work, r, catalog, packs, dbname, bucket, data, size, args.small_files, base_data)
+            if not args.skip_embedded:
+                bs.log(f"repeat {r + 1}: raw boto3 transfers")
+                results["raw"] = {}
+                raw_store(bucket, data, size, results["raw"])
             results.update(nodes_scaling(work, r, catalog, packs, dbname, bucket, args.small_files, args.clients,
                                          args.part_mib * MiB))
             loads.append(os.getloadavg()[0])
@@ -292,13 +355,25 @@ def main() -> int:
               f"{args.part_mib} MiB, {args.repeat} repeat(s), medians; PostgreSQL started in {PG.started_in:.1f} s, "
               f"Ceph RGW in {state['start_seconds']} s; load average (1 min) {min(loads):.1f}–{max(loads):.1f}\n")
         if not args.skip_embedded:
-            print("| 1 node | embedded default | PostgreSQL + Ceph RGW | ratio |")
-            print("|---|---|---|---|")
+            base = bool(args.baseline_build)
+            print("| 1 node | embedded default | PostgreSQL + Ceph RGW | ratio | boto3 on the same RGW | node / boto3 |"
+                  + (" base-build node | this / base |" if base else ""))
+            print("|---|---|---|---|---|---|" + ("---|---|" if base else ""))
             for label, key in (("PUT MB/s", "put"), ("GET MB/s (cold, no cache)", "get"),
                                ("4 KiB PUTs/s (8 parallel)", "small")):
                 a, b = med(samples, "embedded", key), med(samples, "cluster1", key)
-                if a and b:
-                    print(f"| {label} | {a:.0f} | {b:.0f} | {b / a:.2f} |")
+                if not (a and b):
+                    continue
+                raw = med(samples, "raw", key)
+                cells = [f"{raw:.0f}", f"{b / raw:.2f}"] if raw else ["–", "–"]
+                if base:
+                    c = med(samples, "cluster1-base", key)
+                    cells += [f"{c:.0f}", f"{b / c:.2f}"] if c else ["–", "–"]
+                print(f"| {label} | {a:.0f} | {b:.0f} | {b / a:.2f} | " + " | ".join(cells) + " |")
+            print("\nPer repeat (MB/s; files/s for small), repeat by repeat: "
+                  + "; ".join(f"{side} {key} " + "/".join(f"{v:.0f}" for v in samples.get(side, {}).get(key, []))
+                              for side in ("embedded", "cluster1", "cluster1-base", "raw")
+                              for key in ("put", "get", "small") if samples.get(side, {}).get(key)))
         print(f"\n| {args.clients} clients | 1 node | 2 nodes | ratio |")
         print("|---|---|---|---|")
         for label, key in (("4 KiB PUTs/s", "small"), (f"{args.part_mib} MiB PUTs, MB/s", "large")):
@@ -307,9 +382,10 @@ def main() -> int:
                 print(f"| {label} | {a:.0f} | {b:.0f} | {b / a:.2f} |")
         print("\nWhere time goes (medians per measurement): CPU s of davbackup / Ceph / PostgreSQL, "
               "PostgreSQL transactions (reads included), change in the number of objects in the bucket\n")
-        print("| measurement | side | CPU davbackup | CPU Ceph | CPU PostgreSQL | PG transactions | objects (net) |")
+        print("| measurement | side | CPU davbackup (raw: boto3) | CPU Ceph | CPU PostgreSQL | PG transactions |"
+              " objects (net) |")
         print("|---|---|---|---|---|---|---|")
-        for side in ("embedded", "cluster1", "nodes1", "nodes2"):
+        for side in ("embedded", "cluster1", "cluster1-base", "raw", "nodes1", "nodes2"):
             for key in ("put", "get", "small", "large"):
                 cpu_s = med(samples, side, f"{key}_cpu_server")
                 if cpu_s is None:
