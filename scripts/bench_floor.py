@@ -4,7 +4,8 @@ WSGI app that does the minimum, beside WsgiDAV FS, Apache mod_dav and davbackup.
 
     .venv/bin/python scripts/bench_floor.py [--repeat 4] [--small-files 2000] [--size-mib 256]
                                             [--floors floor,nosync,auth,limits] [--only small,range]
-                                            [--py-spy small,range --py-spy-servers davbackup,floor-auth]
+                                            [--py-spy small,range --py-spy-servers davbackup,floor-limits]
+                                            [--py-spy-gil] [--in-process] [--json FILE]
 
 Servers, all on 127.0.0.1, each in its own process, started fresh on fresh directories
 in every repeat:
@@ -40,6 +41,11 @@ medians over the repeats, the range of the rounds, the ratios of medians to Apac
 to WsgiDAV FS with the range of the per-round ratios, and each server's CPU per request
 as a share of davbackup's. No figure is an assertion, only a report.
 
+``--in-process`` also times, in this process and without HTTP, the steps davbackup's
+ranged GET adds to the floor (the cached password check, the path lookup, a verified
+reader's seek and 4 KiB read of the ``--size-mib`` file stored in a fresh repository)
+beside a plain ``pread``: CPU ms per call.
+
 Durability differs: davbackup fsyncs pack and catalog before it answers (group
 commit), ``floor``/``auth``/``limits`` fsync each file, ``nosync``, WsgiDAV FS and
 Apache do not fsync. The floor's ranged GET reads 4 KiB of a plain file; davbackup must
@@ -52,6 +58,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import shutil
 import statistics
@@ -65,7 +72,7 @@ from bench_clients import PASSWORD, USER, curl_put, ranged_gets, small_puts  # n
 from bench_measure import PySpy, cpu_seconds_all, log  # noqa: E402
 from bench_peers import ApacheDav  # noqa: E402
 from bench_server import Samples, fmt, make_data  # noqa: E402
-from bench_servers import PYTHON, ROOT, WORK_ROOT, DavbackupServer, Server, WsgidavFsServer  # noqa: E402
+from bench_servers import PASSPHRASE, PYTHON, ROOT, WORK_ROOT, DavbackupServer, Server, WsgidavFsServer  # noqa: E402
 
 MiB = 1024 * 1024
 MEASUREMENTS = ("range", "small")
@@ -146,7 +153,7 @@ def run_repeat(r: int, args: argparse.Namespace, work: Path, big: Path, bodies: 
                     s.profiled.add(f"{name}/{srv.key}")
                 pids = server_pids(srv)
                 cpu0, client0 = cpu_seconds_all(pids), client_cpu()
-                with PySpy(pids[0] if prof else None, prof):
+                with PySpy(pids[0] if prof else None, prof, gil=args.py_spy_gil):
                     secs = fn(srv)
                 cpu1, client1 = cpu_seconds_all(pids), client_cpu()
                 s.add(f"client_{name}/{srv.key}", (client1 - client0) / count * 1000)
@@ -166,6 +173,68 @@ def run_repeat(r: int, args: argparse.Namespace, work: Path, big: Path, bodies: 
             srv.stop()
         if not args.keep:
             shutil.rmtree(rdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+def in_process(work: Path, big: Path, count: int, seed: int = 12) -> str:
+    """CPU per call of what davbackup's ranged GET does beyond the HTTP floor, in this
+    process with no HTTP: the cached password check, the path lookup, and a verified
+    reader of the version at a random offset (``seek`` + one 4 KiB ``read``: the whole
+    chunk around it is read, decrypted and verified), as ``provider.get_direct`` does
+    per request; and a plain ``pread`` of 4 KiB of the same file for comparison."""
+    from davbackup.repository import Repository
+
+    repo = Repository.init(work / "inproc-repo", PASSPHRASE)
+    try:
+        repo.users.add(USER, PASSWORD)
+        ns = repo.namespace(USER)
+        pending = ns.open_write("/big.bin")
+        with open(big, "rb") as f:
+            while block := f.read(MiB):
+                pending.write(block)
+        pending.commit()
+        entry = ns.lookup("/big.bin")
+        assert entry is not None and entry.version_id is not None
+        size = entry.size
+        rng = random.Random(seed)
+        offsets = [rng.randrange(0, size - 4096) for _ in range(count)]
+        chunks = ns.store.chunk_lists.get(entry.version_id, size, entry.etag)
+
+        def timed(fn: Callable[[int], object]) -> float:
+            t0 = os.times()
+            for offset in offsets:
+                fn(offset)
+            t1 = os.times()
+            return (t1.user - t0.user + t1.system - t0.system) / count * 1000
+
+        def verified(offset: int) -> None:
+            assert entry is not None and entry.version_id is not None
+            reader = ns.version_reader(entry.version_id, size, entry.etag, entry.path)
+            reader.seek(offset)
+            if len(reader.read(4096)) != 4096:
+                raise RuntimeError("short read")
+            reader.close()
+
+        fd = os.open(big, os.O_RDONLY)
+        try:
+            rows = [
+                ("users.verify (cached password check)", timed(lambda _: repo.users.verify(USER, PASSWORD))),
+                ("Namespace.lookup of the file", timed(lambda _: ns.lookup("/big.bin"))),
+                ("verified reader: seek + read 4 KiB", timed(verified)),
+                ("os.pread of 4 KiB of the plain file", timed(lambda o: os.pread(fd, 4096, o))),
+            ]
+        finally:
+            os.close(fd)
+        chunks = ns.store.chunk_lists.get(entry.version_id, size, entry.etag) or chunks
+    finally:
+        repo.close()
+    avg = f"{size / len(chunks) / 1024:.0f} KiB" if chunks else "?"
+    lines = [f"In-process, {count:,} calls each, {len(chunks) if chunks else '?'} chunks of {avg} on average "
+             f"(load average {os.getloadavg()[0]:.1f}):", "", "| step | CPU ms per call |", "|---|---|"]
+    lines += [f"| {label} | {ms:.3f} |" for label, ms in rows]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- report
@@ -240,7 +309,10 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(MEASUREMENTS), help=f"comma list of {','.join(MEASUREMENTS)}")
     parser.add_argument("--py-spy", default="", help="comma list of measurements to record under py-spy")
     parser.add_argument("--py-spy-servers", default="davbackup", help="keys of the servers py-spy records")
+    parser.add_argument("--py-spy-gil", action="store_true", help="record only threads holding the GIL")
     parser.add_argument("--py-spy-dir", default=str(WORK_ROOT / "profiles"), help="where py-spy output goes")
+    parser.add_argument("--in-process", action="store_true",
+                        help="also time, without HTTP, the steps of davbackup's ranged GET beyond the floor")
     parser.add_argument("--json", help="also write raw samples to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
@@ -261,9 +333,10 @@ def main() -> int:
     work = WORK_ROOT / f"floor-{os.getpid()}"
     work.mkdir()
     s = Samples()
+    extra = ""
     try:
         big = work / "big.bin"
-        if "range" in args.only:
+        if "range" in args.only or args.in_process:
             make_data(big, args.size_mib * MiB)
         bodies = [os.urandom(4096) for _ in range(args.small_files)]
         for r in range(args.repeat):
@@ -272,6 +345,9 @@ def main() -> int:
             for key in sorted(s.values):
                 if not key.startswith(("cpusys_", "load_", "client_")):
                     log(f"  {key}: {', '.join(f'{v:.2f}' for v in s.values[key])}")
+        if args.in_process:
+            log("in-process steps of a ranged GET")
+            extra = in_process(work, big, args.range_requests)
     except KeyboardInterrupt:
         log("interrupted: reporting what was measured")
     finally:
@@ -280,6 +356,8 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(s.values, indent=1))
     print(report(s, args, settings))
+    if extra:
+        print("\n" + extra)
     return 0
 
 
