@@ -29,16 +29,14 @@ import base64
 import binascii
 import hmac
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from cheroot import wsgi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_wsgidav_fs import davbackup_server_settings  # noqa: E402
+from bench_wsgidav_fs import davbackup_server_settings, serve  # noqa: E402
 
 StartResponse = Callable[..., Any]
 
@@ -187,37 +185,18 @@ def main() -> int:
     settings = davbackup_server_settings()
     app = FloorApp(Path(args.root), fsync=args.fsync, block_size=settings["block_size"],
                    credentials=(args.user, args.password) if args.auth else None)
-    server = wsgi.Server(
-        (args.host, args.port),
-        app,
-        numthreads=settings["threads"],
-        server_name="cheroot-floor",
-        request_queue_size=settings["request_queue_size"],
-        timeout=int(settings["socket_timeout"]),
-        shutdown_timeout=int(settings["shutdown_timeout"]),
-    )
-    guard = None
-    if args.limits:
+
+    def limits(server: wsgi.Server) -> Callable[[], None] | None:
+        if not args.limits:
+            return None
         from provider.http_limits import install
         from provider.settings import ServerSettings
 
-        guard = install(server, ServerSettings().http_limits, settings["threads"])
-    server.prepare()
-    host, port = server.bind_addr[:2]
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    worker = threading.Thread(target=server.serve, name="cheroot", daemon=True)
-    worker.start()
-    print(f"serving on http://{host}:{port}/ settings={settings} fsync={args.fsync} auth={args.auth} "
-          f"limits={args.limits}", flush=True)
-    while not stop.wait(0.5):
-        if not worker.is_alive():
-            break
-    server.stop()
-    worker.join(timeout=settings["shutdown_timeout"] + 5)
-    if guard is not None:
-        guard.stop()
+        stop: Callable[[], None] = install(server, ServerSettings().http_limits, settings["threads"]).stop
+        return stop
+
+    serve(app, args.host, args.port, settings, "cheroot-floor", limits,
+          f" fsync={args.fsync} auth={args.auth} limits={args.limits}")
     return 0
 
 

@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from cheroot import wsgi
 from wsgidav.wsgidav_app import WsgiDAVApp
@@ -64,6 +64,38 @@ def build_app(root: str, user: str, password: str, block_size: int) -> WsgiDAVAp
     return WsgiDAVApp(config)
 
 
+def serve(app: Any, host: str, port: int, settings: dict[str, Any], server_name: str,
+          setup: Callable[[wsgi.Server], Callable[[], None] | None] | None = None, note: str = "") -> None:
+    """Serve ``app`` in cheroot with ``settings`` until SIGTERM/SIGINT; prints ``serving
+    on URL`` once bound. ``setup`` may change the server before it binds and return
+    what to call after it stopped (also used by ``scripts/bench_floor_app.py``)."""
+    server = wsgi.Server(
+        (host, port),
+        app,
+        numthreads=settings["threads"],
+        server_name=server_name,
+        request_queue_size=settings["request_queue_size"],
+        timeout=int(settings["socket_timeout"]),
+        shutdown_timeout=int(settings["shutdown_timeout"]),
+    )
+    cleanup = setup(server) if setup is not None else None
+    server.prepare()
+    host, port = server.bind_addr[:2]
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    worker = threading.Thread(target=server.serve, name="cheroot", daemon=True)
+    worker.start()
+    print(f"serving on http://{host}:{port}/ settings={settings}{note}", flush=True)
+    while not stop.wait(0.5):
+        if not worker.is_alive():
+            break
+    server.stop()
+    worker.join(timeout=settings["shutdown_timeout"] + 5)
+    if cleanup is not None:
+        cleanup()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", required=True)
@@ -76,28 +108,7 @@ def main() -> int:
     settings = davbackup_server_settings()
     logging.getLogger("wsgidav").setLevel(logging.WARNING)
     app = build_app(args.root, args.user, args.password, settings["block_size"])
-    server = wsgi.Server(
-        (args.host, args.port),
-        app,
-        numthreads=settings["threads"],
-        server_name="wsgidav-fs-baseline",
-        request_queue_size=settings["request_queue_size"],
-        timeout=int(settings["socket_timeout"]),
-        shutdown_timeout=int(settings["shutdown_timeout"]),
-    )
-    server.prepare()
-    host, port = server.bind_addr[:2]
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    worker = threading.Thread(target=server.serve, name="cheroot", daemon=True)
-    worker.start()
-    print(f"serving on http://{host}:{port}/ settings={settings}", flush=True)
-    while not stop.wait(0.5):
-        if not worker.is_alive():
-            break
-    server.stop()
-    worker.join(timeout=settings["shutdown_timeout"] + 5)
+    serve(app, args.host, args.port, settings, "wsgidav-fs-baseline")
     return 0
 
 
