@@ -2,7 +2,7 @@
 """The floor of the required stack (WsgiDAV on cheroot): what cheroot itself does with a
 WSGI app that does the minimum, beside WsgiDAV FS, Apache mod_dav and davbackup.
 
-    .venv/bin/python scripts/bench_floor.py [--repeat 4] [--small-files 2000] [--size-mib 256]
+    .venv/bin/python scripts/bench_floor.py [--repeat 4] [--small-files 2000] [--size-mib 1024]
                                             [--floors floor,nosync,auth,limits] [--only small,range]
                                             [--py-spy small,range --py-spy-servers davbackup,floor-limits]
                                             [--py-spy-gil] [--in-process] [--json FILE]
@@ -302,7 +302,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=4, help="repeats; medians are reported (default 4)")
     parser.add_argument("--small-files", type=int, default=2000, help="number of 4 KiB PUTs (default 2000)")
     parser.add_argument("--concurrency", type=int, default=8, help="parallel small PUTs (default 8)")
-    parser.add_argument("--size-mib", type=int, default=256, help="file for the ranged GETs (default 256)")
+    parser.add_argument("--size-mib", type=int, default=1024, help="file for the ranged GETs (default 1024)")
     parser.add_argument("--range-requests", type=int, default=2000, help="4 KiB ranged GETs per server (2000)")
     parser.add_argument("--range-concurrency", type=int, default=4, help="parallel ranged GETs (default 4)")
     parser.add_argument("--floors", default=",".join(FLOORS), help=f"floor variants, comma list of {','.join(FLOORS)}")
