@@ -380,8 +380,8 @@ class ChunkStore:
         return name
 
     def learn_places(self, chunk_ids: list[ChunkId]) -> None:
-        """Look up where these chunks lie in one statement and remember it for read():
-        with a shared catalog a statement is a round trip, one per chunk otherwise."""
+        """Look up where these chunks lie in one statement and remember it for read()
+        (instead of a statement per chunk; with a shared catalog each is a round trip)."""
         missing = [cid for cid in chunk_ids if cid not in self._places]
         if not missing:
             return
