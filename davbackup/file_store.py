@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
+
+from davbackup.lookup_cache import LookupCache
 
 if TYPE_CHECKING:
     from davbackup.catalog import Catalog
@@ -22,8 +24,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class FileStore:
     """The catalog, the tree (its name keys), the chunk store readers read from, the
-    chunk lists verified so far, the ETag key, and the factory of file writers (it
-    refuses when the repository cannot store files)."""
+    chunk lists verified so far, the ETag key, the factory of file writers (it
+    refuses when the repository cannot store files), and the path lookups remembered
+    until the catalog changes."""
 
     catalog: Catalog
     tree: Tree
@@ -31,3 +34,4 @@ class FileStore:
     chunk_lists: VerifiedChunkLists
     etag_key: bytes
     new_writer: Callable[[list[tuple[int, int, bytes]] | None], FileWriter]
+    lookups: LookupCache = field(default_factory=LookupCache)

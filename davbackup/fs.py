@@ -138,8 +138,12 @@ class Namespace:
     # -- reading -----------------------------------------------------------------
 
     def lookup(self, path: str) -> Entry | None:
+        """What is at ``path``; remembered until the catalog changes (davbackup/lookup_cache.py)."""
+        return self.store.lookups.lookup(self._catalog, (self.root_id, path), lambda conn: self._resolve(conn, path))
+
+    def _resolve(self, conn: sqlite3.Connection, path: str) -> Entry | None:
         parts = split_path(path)
-        node = self._tree.resolve(self._catalog.reader(), self.root_id, parts)
+        node = self._tree.resolve(conn, self.root_id, parts)
         return _entry(parts, node) if node else None
 
     def lookup_for_write(self, path: str) -> tuple[Entry | None, bool]:

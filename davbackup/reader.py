@@ -50,12 +50,12 @@ class VersionReader(io.RawIOBase):
         self._cur_data = b""
         self._cur_start = 0
         self._list = chunks
-        #: chunk places of the list are looked up several at a time: 8 first (a ranged
-        #: read), twice as many each time up to BATCH. One statement per chunk cost a
-        #: whole GET of 512 MiB 0.20 s of CPU in the reader instead of 0.175 s (SQLite;
-        #: with a shared catalog each statement is a round trip)
+        #: chunk places of the list are looked up several at a time, twice as many each
+        #: time up to BATCH, from 1 (8 with a shared catalog, where each statement is a
+        #: round trip). One statement per chunk cost a whole GET of 512 MiB 0.20 s of
+        #: CPU in the reader instead of 0.175 s (SQLite).
         self._placed = (0, 0)
-        self._place_batch = 8
+        self._place_batch = 8 if catalog.shared else 1
         #: ranged GETs ahead of the position (an object store without a local cache)
         self._ahead = Prefetch.start(store, chunks) if chunks is not None else None
         self._end = size  # nothing at or past it is fetched ahead (see expect)
