@@ -7,6 +7,7 @@ input are pinned here as literal numbers.
 
 from __future__ import annotations
 
+import ctypes
 import random
 
 import pytest
@@ -201,3 +202,28 @@ def test_stream_chunks_are_views_that_stay_valid():
     later = list(stream.feed(more)) + list(stream.finish())
     assert [bytes(c) for c in kept] == copies
     assert b"".join(kept + later) == data + more
+
+
+def test_stream_buffer_is_reused_not_reallocated():
+    """In a long stream the buffer reaches its capacity (two maximum chunks plus a
+    piece) and keeps it: the tail left by a cut is moved to its front in place, so
+    each fed byte is copied once, and the buffer's memory is never reallocated (before,
+    every cut made CPython copy the tail into a new allocation and each piece after it
+    reallocate again)."""
+    params = SMALL_CHUNKER
+    stream = StreamChunker(Chunker(params, 5))
+    rng = random.Random(12)
+    piece = 4096
+    data = rng.randbytes(200 * piece)
+    out: list[bytes] = []
+    addresses = set()
+    for i in range(0, len(data), piece):
+        out.extend(bytes(c) for c in stream.feed(data[i : i + piece]))  # no view kept
+        if i >= 20 * piece:
+            first = ctypes.c_char.from_buffer(stream._buf)
+            addresses.add(ctypes.addressof(first))
+            del first  # its export would make the next feed copy the buffer
+            assert len(stream._buf) <= 2 * params.max_size + piece
+    out.extend(bytes(c) for c in stream.finish())
+    assert b"".join(out) == data
+    assert len(addresses) == 1
