@@ -109,6 +109,18 @@ def lookup_for_dedup(conn: sqlite3.Connection, chunk_id: bytes) -> bool | None:
     return None if row is None else bool(row[0])
 
 
+def lookup_many_for_dedup(conn: sqlite3.Connection, chunk_ids: Sequence[bytes]) -> dict[bytes, bool]:
+    """``lookup_for_dedup`` of many chunks in one statement: the indexed ones by ID,
+    True if found damaged (a chunk not in the answer is not indexed)."""
+    marks = ",".join("?" * len(chunk_ids))
+    rows = conn.execute(
+        "SELECT c.id, d.id IS NOT NULL FROM chunks c LEFT JOIN damaged_chunks d ON d.id = c.id"
+        f" WHERE c.id IN ({marks})",
+        tuple(chunk_ids),
+    )
+    return {bytes(r[0]): bool(r[1]) for r in rows.fetchall()}
+
+
 def locate_many(conn: sqlite3.Connection, chunk_ids: Sequence[bytes]) -> dict[bytes, tuple[int, int, int]]:
     """``locate`` for many chunks in one statement (those indexed, by ID)."""
     marks = ",".join("?" * len(chunk_ids))

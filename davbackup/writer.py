@@ -85,8 +85,7 @@ class FileWriter:
         if self._error is not None:
             return  # an earlier piece failed: the write will be refused
         try:
-            for chunk in self._stream.feed(data):
-                self._add(chunk)
+            self._add_all(list(self._stream.feed(data)))
         except BaseException as exc:  # handed to the request thread by _drain()
             self._error = exc
 
@@ -98,10 +97,13 @@ class FileWriter:
         if self._error is not None:
             raise self._error
 
-    def _add(self, chunk: bytes | memoryview) -> None:
-        ref = self._store.put(chunk, self._batch)
-        self.chunks.append((self._chunked, ref.length, ref.chunk_id))
-        self._chunked += ref.length
+    def _add_all(self, chunks: list[memoryview]) -> None:
+        """Store the chunks one cut produced (the chunk index is asked about them at once)."""
+        if not chunks:
+            return
+        for ref in self._store.put_many(chunks, self._batch):
+            self.chunks.append((self._chunked, ref.length, ref.chunk_id))
+            self._chunked += ref.length
 
     def settle(self) -> None:
         """Wait until every written byte has been chunked (or is buffered)."""
@@ -151,8 +153,7 @@ class FileWriter:
         """Remove and return the bytes buffered after the last chunk boundary
         (complete chunks still buffered are stored first, so the tail is short)."""
         self._drain()
-        for chunk in self._stream.cut_complete():
-            self._add(chunk)
+        self._add_all(list(self._stream.cut_complete()))
         tail = self._stream.take()
         self._accepted -= len(tail)
         return tail
@@ -166,8 +167,7 @@ class FileWriter:
 
     def finish_chunking(self) -> None:
         self._drain()
-        for chunk in self._stream.finish():
-            self._add(chunk)
+        self._add_all(list(self._stream.finish()))
 
     def commit(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from davbackup import chunk_index
 from davbackup.chunkstore import ChunkBatch
 from davbackup.maintenance.gc import collect_garbage
 from davbackup.pack import HEADER_SIZE
@@ -60,6 +61,39 @@ def test_put_twice_in_one_batch(small_repo: Repository) -> None:
     b = small_repo.chunks.put(b"x" * 5000, batch)
     assert a == b and len(batch) == 1
     small_repo.chunks.release(batch)
+
+
+def test_put_many_answers_as_put_one_at_a_time(small_repo: Repository, small_ns) -> None:
+    """put_many (what a writer calls with the chunks of one cut) asks the chunk index
+    about them together and decides each chunk as put would: stored -> deduplicated,
+    stored but marked damaged -> stored again (self-healing), new -> stored once even
+    when it repeats in the list."""
+    rng = random.Random(5)
+    stored, damaged, new = rng.randbytes(3000), rng.randbytes(4000), rng.randbytes(5000)
+    write_file(small_ns, "/stored", stored)
+    write_file(small_ns, "/damaged", damaged)
+    chunks = small_repo.chunks
+    damaged_id = chunks.codec.chunk_id(damaged)
+    small_repo.catalog.write(lambda conn: chunk_index.mark_damaged(conn, damaged_id, 0.0, "test"))
+    statements: list[str] = []
+    reader = small_repo.catalog.reader()
+    trace = getattr(reader, "set_trace_callback", None)  # SQLite's; PostgreSQL's reader has none
+    if trace is not None:
+        trace(statements.append)
+    batch = ChunkBatch()
+    try:
+        refs = chunks.put_many([stored, damaged, new, memoryview(new), stored], batch)
+    finally:
+        if trace is not None:
+            trace(None)
+    ids = [chunks.codec.chunk_id(c) for c in (stored, damaged, new)]
+    assert [r.chunk_id for r in refs] == [ids[0], ids[1], ids[2], ids[2], ids[0]]
+    assert [r.length for r in refs] == [3000, 4000, 5000, 5000, 3000]
+    assert batch.existing == {ids[0]}
+    assert set(batch.new) == {ids[1], ids[2]}
+    if trace is not None:
+        assert len([s for s in statements if "damaged_chunks" in s]) == 1
+    chunks.release(batch)
 
 
 def test_recovery_seals_packs_left_open(tmp_path: Path) -> None:
