@@ -154,7 +154,8 @@ def read_block(stream: Any, size: int) -> bytes | bytearray:
 
     A wrapper of davbackup's that defines ``read_block`` itself is asked for it (so it
     keeps its bookkeeping). cheroot's ``KnownLengthRFile`` over its socket reader is
-    read into the new buffer: first what the reader holds buffered (``read1``), then
+    read into the new buffer: first what the reader holds buffered, if anything
+    (``read1``, which would otherwise receive 8 KiB through ``_pyio`` first), then
     straight from the socket (its ``raw.readinto``). Its ``read(n)`` goes through
     ``_pyio``, which zero-fills an ``n``-byte buffer per ``recv``, copies each piece
     out of it, joins the pieces and slices the result: four to five passes over
@@ -169,11 +170,13 @@ def read_block(stream: Any, size: int) -> bytes | bytearray:
     if n <= 0:
         return b""
     reader = stream.rfile
-    first = reader.read1(n)  # what it holds, or one read if it holds nothing
-    got = len(first)
     block = bytearray(n)
-    block[:got] = first
-    if 0 < got < n:  # its buffer is empty now: the rest comes from the socket
+    got = 0
+    if reader.has_data():  # what it holds first (its read1 would recv 8 KiB when it holds nothing)
+        first = reader.read1(n)
+        got = len(first)
+        block[:got] = first
+    if got < n:  # its buffer is empty now: the rest comes from the socket
         with memoryview(block) as view:
             while got < n:
                 more = reader.raw.readinto(view[got:])
