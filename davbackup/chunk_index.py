@@ -100,25 +100,24 @@ def repoint(conn: sqlite3.Connection, old_pack_id: int, new_name: str, moved: Se
 # -- chunks ------------------------------------------------------------------------
 
 
-def lookup_for_dedup(conn: sqlite3.Connection, chunk_id: bytes) -> bool | None:
-    """None: not indexed; True: indexed but found damaged; False: indexed and usable."""
-    row = conn.execute(
-        "SELECT d.id IS NOT NULL FROM chunks c LEFT JOIN damaged_chunks d ON d.id = c.id WHERE c.id=?",
-        (chunk_id,),
-    ).fetchone()
-    return None if row is None else bool(row[0])
+#: chunk IDs asked about in one statement of :func:`lookup_dedup`
+LOOKUP_BATCH = 256
 
 
-def lookup_many_for_dedup(conn: sqlite3.Connection, chunk_ids: Sequence[bytes]) -> dict[bytes, bool]:
-    """``lookup_for_dedup`` of many chunks in one statement: the indexed ones by ID,
-    True if found damaged (a chunk not in the answer is not indexed)."""
-    marks = ",".join("?" * len(chunk_ids))
-    rows = conn.execute(
-        "SELECT c.id, d.id IS NOT NULL FROM chunks c LEFT JOIN damaged_chunks d ON d.id = c.id"
-        f" WHERE c.id IN ({marks})",
-        tuple(chunk_ids),
-    )
-    return {bytes(r[0]): bool(r[1]) for r in rows.fetchall()}
+def lookup_dedup(conn: sqlite3.Connection, chunk_ids: Sequence[bytes]) -> dict[bytes, bool]:
+    """What a write needs to know of its chunks, one statement per :data:`LOOKUP_BATCH`:
+    the indexed ones by ID, True if found damaged (a chunk not in the answer is not
+    indexed; one indexed and not damaged is deduplicated)."""
+    found: dict[bytes, bool] = {}
+    for i in range(0, len(chunk_ids), LOOKUP_BATCH):
+        part = chunk_ids[i : i + LOOKUP_BATCH]
+        rows = conn.execute(
+            "SELECT c.id, d.id IS NOT NULL FROM chunks c LEFT JOIN damaged_chunks d ON d.id = c.id"
+            f" WHERE c.id IN ({','.join('?' * len(part))})",
+            tuple(part),
+        )
+        found.update((bytes(r[0]), bool(r[1])) for r in rows.fetchall())
+    return found
 
 
 def locate_many(conn: sqlite3.Connection, chunk_ids: Sequence[bytes]) -> dict[bytes, tuple[int, int, int]]:

@@ -31,8 +31,6 @@ ChunkId = bytes
 
 #: chunk places kept by ChunkStore.read (about 200 bytes each)
 MAX_PLACES = 8192
-#: chunk IDs asked about in one statement of :meth:`ChunkStore.put_many`
-LOOKUP_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -133,30 +131,19 @@ class ChunkStore:
 
     def put(self, data: bytes | memoryview, batch: ChunkBatch) -> ChunkRef:
         """Store one chunk (or find it stored) and note it in ``batch``."""
-        return self._put(data, self.codec.chunk_id(data), batch, None)
+        return self.put_many([data], batch)[0]
 
     def put_many(self, chunks: Sequence[bytes | memoryview], batch: ChunkBatch) -> list[ChunkRef]:
-        """:meth:`put` of consecutive chunks, in order, with the chunk index asked about
-        all of them in one statement per :data:`LOOKUP_BATCH` instead of one each (an
-        upload of stored data asked it 2,000 times per GiB). An answer a moment older
-        than its chunk's turn is as good as the statement it replaces: a stored chunk
-        that is gone by the commit fails there (``record`` checks deduplicated chunks
-        exist), a chunk stored meanwhile by another upload is found pending or stored
-        twice (the second copy is dead bytes, as in any race of two uploads)."""
+        """:meth:`put` of consecutive chunks, the index asked about all at once (safe though
+        older than a chunk's turn: the commit checks that deduplicated chunks exist, and a
+        chunk stored meanwhile by another upload is found pending or stored twice)."""
         ids = [self.codec.chunk_id(data) for data in chunks]
-        if len(ids) < 2:
-            return [self._put(data, cid, batch, None) for data, cid in zip(chunks, ids, strict=True)]
         asked = [cid for cid in dict.fromkeys(ids) if cid not in batch.new and cid not in batch.existing]
-        indexed: dict[bytes, bool] = {}
-        conn = self.catalog.reader()
-        for i in range(0, len(asked), LOOKUP_BATCH):
-            indexed.update(chunk_index.lookup_many_for_dedup(conn, asked[i : i + LOOKUP_BATCH]))
+        indexed = chunk_index.lookup_dedup(self.catalog.reader(), asked)
         return [self._put(data, cid, batch, indexed) for data, cid in zip(chunks, ids, strict=True)]
 
     def _put(self, data: bytes | memoryview, chunk_id: ChunkId, batch: ChunkBatch,
-             indexed: dict[bytes, bool] | None) -> ChunkRef:
-        """``indexed``: the chunk index's answers (ID -> found damaged) for chunks that
-        include this one if it is indexed; None: ask it."""
+             indexed: dict[bytes, bool]) -> ChunkRef:
         ref = ChunkRef(chunk_id, len(data))
         if chunk_id in batch.new or chunk_id in batch.existing:
             return ref
@@ -166,9 +153,7 @@ class ChunkStore:
                 pending.holders += 1
                 batch.new[chunk_id] = (pending.location, pending.plain_len)
                 return ref
-        damaged = (chunk_index.lookup_for_dedup(self.catalog.reader(), chunk_id) if indexed is None
-                   else indexed.get(chunk_id))
-        if damaged is False:
+        if indexed.get(chunk_id) is False:  # indexed and not found damaged
             batch.existing.add(chunk_id)
             return ref
         # New, or stored but found damaged: store this copy (self-healing, §12.1).
