@@ -82,14 +82,8 @@ def storage_error(exc: OSError, what: str) -> DavBackupError:
 
 
 class ChunkStore:
-    def __init__(
-        self,
-        catalog: Catalog,
-        storage: PackStorage,
-        codec: BlobCodec,
-        pack_target_size: int,
-        writable: bool,
-    ) -> None:
+    def __init__(self, catalog: Catalog, storage: PackStorage, codec: BlobCodec, pack_target_size: int,
+                 writable: bool) -> None:
         self.catalog = catalog
         self.storage = storage
         self.codec = codec
@@ -109,7 +103,8 @@ class ChunkStore:
         self._places: dict[ChunkId, Location] = {}
         #: packs whose sync failed: bytes appended since their last good sync may be lost
         self._broken: dict[int, OSError] = {}
-        #: broken packs nothing is pending in any more, to be sealed by release()
+        #: broken packs nothing is pending in any more, and packs whose seal could not
+        #: be written, to be sealed by release()
         self._unsealed: set[int] = set()
         #: the catalog's lock-session generation the open packs were opened under, and
         #: the packs given up because that session was lost since (DESIGN.md §7.5)
@@ -124,7 +119,6 @@ class ChunkStore:
 
     def _recover(self) -> None:
         """Packs left open by a previous process are sealed: nothing is pending now."""
-
         self.catalog.write(chunk_index.seal_open_packs)
 
     # -- writing -----------------------------------------------------------------
@@ -364,8 +358,7 @@ class ChunkStore:
 
     def _seal(self, pack_id: int) -> None:
         """Close a pack nothing is pending in. Never raises: it runs after the writes
-        that used the pack were answered; a pack left ``open`` here is sealed at the
-        next start (and gc leaves it alone meanwhile)."""
+        that used the pack were answered."""
         appender = self._appenders.pop(pack_id, None)
         if appender is not None:
             try:
@@ -374,11 +367,17 @@ class ChunkStore:
                 # Every committed chunk of this pack was made durable before its commit;
                 # what a failed close loses was never referenced (aborted writes).
                 log.warning("closing pack %s failed: %s", appender.name, exc)
-
         try:
             self.catalog.write(lambda conn: chunk_index.seal_packs(conn, [pack_id]))
-        except DavBackupError as exc:
-            log.warning("pack %s could not be marked sealed (%s); the next start seals it", pack_id, exc)
+        except DavBackupError as exc:  # gc never touches an open pack: try again later
+            with self._lock:
+                self._unsealed.add(pack_id)
+            log.warning("pack %s could not be marked sealed (%s); tried again later", pack_id, exc)
+
+    def retry_seals(self) -> None:
+        """Seal the packs whose seal could not be written (a full disk: see _seal)."""
+        if self._unsealed:
+            self.release(ChunkBatch())
 
     # -- reading -----------------------------------------------------------------
 

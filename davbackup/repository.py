@@ -119,7 +119,7 @@ class Repository:
             tree_bulk.finish_leftovers(self.catalog, staged_before=staged_before, best_effort=True)
         #: disk space kept back for DELETE and gc on a full disk; the server sizes and takes it
         self.reserve = SpaceReserve(root)
-        self.space = SpaceGuard(self.reserve, self.storage)
+        self.space = SpaceGuard(self.reserve, self.storage, self.chunks.retry_seals if mode == "rw" else None)
 
     def _open_catalog(self, catalog_url: str | None, mode: str, catalog_path: Path | None = None) -> Catalog:
         if catalog_url is None:

@@ -37,7 +37,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from davbackup.errors import StorageFull
 
@@ -115,10 +115,13 @@ class SpaceGuard:
 
     SWEEP_EVERY = 5.0
 
-    def __init__(self, reserve: SpaceReserve, storage: Any) -> None:
+    def __init__(self, reserve: SpaceReserve, storage: Any, retry_seals: Callable[[], None] | None = None) -> None:
+        """``retry_seals``: writes the seals of packs a full disk kept ``open`` (gc can
+        reclaim nothing in an open pack); called once the reserve is released."""
         self.reserve = reserve
         self._storage = storage
         self._swept = 0.0
+        self._retry_seals = retry_seals
 
     def _sweep(self, now: bool = False) -> None:
         """Close read handles of packs gc deleted, so their space is given back."""
@@ -133,6 +136,8 @@ class SpaceGuard:
         if self.reserve.held():
             return
         self._sweep(now=True)
+        if self._retry_seals is not None:
+            self._retry_seals()
         if not self.reserve.ensure():
             raise StorageFull("the disk is full: only DELETE and gc run until space is freed "
                               "(delete files, shorten history retention, run `davbackup gc --grace 0`)")
@@ -141,3 +146,5 @@ class SpaceGuard:
         """Release the reserve if the disk is nearly full (rule 2)."""
         self._sweep()
         self.reserve.release_if_low()
+        if self._retry_seals is not None:
+            self._retry_seals()

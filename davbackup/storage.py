@@ -176,10 +176,12 @@ class LocalAppender:
                     except OSError:
                         pass
                     self._allocated = self._size
-                os.fsync(self._fd)
-                self._synced = self._size
-                os.close(self._fd)
-                self._fd = -1
+                try:  # the descriptor goes even if fsync fails: an open file keeps its space
+                    os.fsync(self._fd)
+                    self._synced = self._size
+                finally:
+                    os.close(self._fd)
+                    self._fd = -1
 
 
 class LocalPackStorage:

@@ -160,7 +160,7 @@ def test_full_disk(full_server: DavServer, tmpfs: Path) -> None:
     # gc deleted (an open file keeps its space), takes its reserve back, and stores
     body = os.urandom(2 * MiB)
     r = s.put(f"{url}/data/after.bin", data=body)
-    assert r.status_code == 201, (r.status_code, r.text)
+    assert r.status_code == 201, (r.status_code, r.text, result.stdout, f"{_free(tmpfs)} bytes free")
     stored["/data/after.bin"] = body
     assert (server.repo / "reserve").stat().st_size == RESERVE_MIB * MiB
     assert _free(tmpfs) > before + RESERVE_MIB * MiB, result.stdout
