@@ -69,7 +69,7 @@ from typing import Callable, Protocol, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_clients import PASSWORD, USER, curl_put, ranged_gets, small_puts  # noqa: E402
-from bench_measure import PySpy, cpu_seconds_all, log  # noqa: E402
+from bench_measure import PySpy, cpu_seconds_all, log, measured_rounds  # noqa: E402
 from bench_peers import ApacheDav  # noqa: E402
 from bench_server import Samples, fmt, make_data  # noqa: E402
 from bench_servers import PASSPHRASE, PYTHON, ROOT, WORK_ROOT, DavbackupServer, Server, WsgidavFsServer  # noqa: E402
@@ -333,8 +333,9 @@ def main() -> int:
     work = WORK_ROOT / f"floor-{os.getpid()}"
     work.mkdir()
     s = Samples()
-    extra = ""
-    try:
+    extra: list[str] = []
+
+    def rounds() -> None:
         big = work / "big.bin"
         if "range" in args.only or args.in_process:
             make_data(big, args.size_mib * MiB)
@@ -347,17 +348,12 @@ def main() -> int:
                     log(f"  {key}: {', '.join(f'{v:.2f}' for v in s.values[key])}")
         if args.in_process:
             log("in-process steps of a ranged GET")
-            extra = in_process(work, big, args.range_requests)
-    except KeyboardInterrupt:
-        log("interrupted: reporting what was measured")
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(s.values, indent=1))
+            extra.append(in_process(work, big, args.range_requests))
+
+    measured_rounds(rounds, work, keep=args.keep, json_path=args.json, values=s.values)
     print(report(s, args, settings))
     if extra:
-        print("\n" + extra)
+        print("\n" + extra[0])
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
 
@@ -123,3 +125,18 @@ def cpu_seconds_all(pids: list[int]) -> tuple[float, float]:
             continue
         user, system = user + u, system + s
     return user, system
+
+
+def measured_rounds(rounds: Callable[[], None], work: Path, *, keep: bool, json_path: str | None,
+                    values: dict[str, list[float]]) -> None:
+    """Run a benchmark's rounds: Ctrl-C keeps what was measured, the work directory is
+    removed (unless ``keep``), and the samples go to ``json_path`` if one is given."""
+    try:
+        rounds()
+    except KeyboardInterrupt:
+        log("interrupted: reporting what was measured")
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps(values, indent=1))

@@ -58,7 +58,7 @@ from bench_clients import (  # noqa: E402
     ranged_gets,
     small_puts,
 )
-from bench_measure import PySpy, RssWatch, cpu_seconds, cpu_seconds_all, log  # noqa: E402
+from bench_measure import PySpy, RssWatch, cpu_seconds, cpu_seconds_all, log, measured_rounds  # noqa: E402
 from bench_peers import ApacheDav  # noqa: E402
 from bench_servers import (  # noqa: E402  (re-exported for bench_tree, bench_cluster, bench_s3)
     PASSPHRASE,  # noqa: F401
@@ -378,7 +378,8 @@ def main() -> int:
     work = WORK_ROOT / f"run-{os.getpid()}"
     work.mkdir()
     s = Samples()
-    try:
+
+    def rounds() -> None:
         files = {"big": work / "big.bin", "mid": work / "mid-256.bin"}
         make_data(files["big"], args.size_mib * MiB)
         make_data(files["mid"], 256 * MiB)
@@ -388,13 +389,8 @@ def main() -> int:
             run_repeat(r, args, work, files, bodies, s, which)
             for key in sorted(s.values):
                 log(f"  {key}: {', '.join(f'{v:.1f}' for v in s.values[key][-8:])}")
-    except KeyboardInterrupt:
-        log("interrupted: reporting what was measured")
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(s.values, indent=1))
+
+    measured_rounds(rounds, work, keep=args.keep, json_path=args.json, values=s.values)
     print(table(s, args))
     return 0
 

@@ -72,3 +72,17 @@ def launch_faulty(workdir: Path) -> FaultyServer:
         mp.setenv(ENV, str(control))
         server = launch(workdir / "dav")
     return FaultyServer(server, control)
+
+
+@contextmanager
+def faulty_server(workdir: Path) -> Iterator[FaultyServer]:
+    """:func:`launch_faulty` for a ``with`` block: faults cleared and the server stopped after it."""
+    fs = launch_faulty(workdir)
+    try:
+        yield fs
+    finally:
+        fs.clear()
+        try:
+            fs.server.stop()
+        except Exception:
+            fs.server.kill()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from tests.fault_fixtures import FaultyServer, launch_faulty
+from tests.fault_fixtures import FaultyServer, faulty_server
 from tests.resume_fixtures import sha256_b64
 from tests.server_fixtures import davbackup
 
@@ -31,15 +31,8 @@ PROP_NS = "urn:davbackup-fault-test"
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyServer]:
-    fs = launch_faulty(tmp_path_factory.mktemp("faults"))
-    try:
+    with faulty_server(tmp_path_factory.mktemp("faults")) as fs:
         yield fs
-    finally:
-        fs.clear()
-        try:
-            fs.server.stop()
-        except Exception:
-            fs.server.kill()
 
 
 @dataclass

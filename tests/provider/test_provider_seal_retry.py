@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fault_fixtures import FaultyServer, launch_faulty
+from tests.fault_fixtures import FaultyServer, faulty_server
 from tests.server_fixtures import davbackup
 
 MiB = 1024 * 1024
@@ -27,15 +27,8 @@ MiB = 1024 * 1024
 
 @pytest.fixture
 def faulty(tmp_path: Path) -> Iterator[FaultyServer]:
-    fs = launch_faulty(tmp_path / "seal")
-    try:
+    with faulty_server(tmp_path / "seal") as fs:
         yield fs
-    finally:
-        fs.clear()
-        try:
-            fs.server.stop()
-        except Exception:
-            fs.server.kill()
 
 
 def _pack_states(repo: Path) -> dict[str, str]:
