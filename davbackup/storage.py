@@ -168,7 +168,9 @@ class LocalAppender:
         self.sync()
 
     def close(self) -> None:
-        with self._append_lock:
+        # the sync lock too: a sync in flight (a retired pack's background finish) ends
+        # before the descriptor goes, and one after it finds every byte synced here
+        with self._append_lock, self._sync_lock:
             if self._fd >= 0:
                 if self._allocated > self._size:
                     try:  # cut off the zeros written ahead
