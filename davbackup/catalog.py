@@ -84,13 +84,19 @@ def _as_catalog_error(exc: BaseException | None, what: str) -> DavBackupError:
 
 
 class _Job:
-    __slots__ = ("fn", "result", "error", "done")
+    """One caller's transaction. ``wake`` is held from the start and released once by
+    the thread that decides the job (its batch's leader), or to hand that caller the
+    leadership of the next batch: a waiting caller is woken only for its own job."""
+
+    __slots__ = ("fn", "result", "error", "done", "wake")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], object]) -> None:
         self.fn = fn
         self.result: object = None
         self.error: BaseException | None = None
         self.done = False
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class Catalog:
@@ -109,7 +115,7 @@ class Catalog:
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._synchronous = "FULL"  # NORMAL once a journal is the durable log (§20.7)
         self._writer.execute("PRAGMA synchronous=FULL")
-        self._cv = threading.Condition()
+        self._mutex = threading.Lock()  # guards _queue, _leader and _closed
         self._queue: list[_Job] = []
         self._leader = False
         self._closed = False
@@ -160,7 +166,7 @@ class Catalog:
         """From now on every group commit also writes its durable changes to ``journal``
         (its ``before_commit`` runs in the transaction, ``after_commit`` before the
         callers are answered)."""
-        with self._cv:
+        with self._mutex:
             journal.install(self._writer)
             if journal.durable_log:
                 self._synchronous = "NORMAL"
@@ -223,18 +229,18 @@ class Catalog:
         no caller ever returns as if committed unless the COMMIT succeeded.
         """
         job = _Job(fn)
-        with self._cv:
+        with self._mutex:
             if self._closed:
                 raise RepositoryError("the catalog is closed")
             self._queue.append(job)
-            while not job.done:
-                if not self._leader:
-                    self._leader = True
-                    batch, self._queue = self._queue, []
-                    break
-                self._cv.wait()
-            else:
+            lead = not self._leader
+            self._leader = True
+        if not lead:
+            job.wake.acquire()  # the job was decided, or this caller leads the next batch
+            if job.done:
                 return self._outcome(job)  # type: ignore[no-any-return]
+        with self._mutex:
+            batch, self._queue = self._queue, []
         try:
             self._run_batch(batch)
         except BaseException as exc:  # never leave a job of the batch undecided
@@ -243,9 +249,14 @@ class Catalog:
                     other.error = other.error or _as_catalog_error(exc, "catalog write failed")
                     other.done = True
         finally:
-            with self._cv:
-                self._leader = False
-                self._cv.notify_all()
+            with self._mutex:  # the leadership goes to the oldest waiting caller, if any
+                successor = self._queue[0] if self._queue else None
+                self._leader = successor is not None
+            if successor is not None:
+                successor.wake.release()
+            for other in batch:
+                if other is not job:
+                    other.wake.release()
         return self._outcome(job)  # type: ignore[no-any-return]
 
     @staticmethod
@@ -389,7 +400,7 @@ class Catalog:
             self.journal.install(self._writer)
 
     def close(self) -> None:
-        with self._cv:
+        with self._mutex:
             self._closed = True
         with self._readers_lock:
             for conn in self._readers:

@@ -76,13 +76,14 @@ def store(conn: sqlite3.Connection, version_id: int, chunks: Sequence[ChunkRow])
         start = segment[0][0]
         rows = [(off - start, length, cid) for off, length, cid in segment]
         digest = _digest(rows)
-        found = conn.execute("SELECT id FROM segments WHERE digest=?", (digest,)).fetchone()
-        if found is not None:
-            segment_id = int(found[0])
+        end = rows[-1][0] + rows[-1][1]
+        # a new segment in one statement; an existing one (same digest) is looked up
+        made = conn.execute("INSERT INTO segments(digest, length) VALUES (?, ?) ON CONFLICT(digest) DO NOTHING"
+                            " RETURNING id", (digest, end)).fetchall()
+        if not made:
+            segment_id = int(conn.execute("SELECT id FROM segments WHERE digest=?", (digest,)).fetchone()[0])
         else:
-            end = rows[-1][0] + rows[-1][1]
-            cur = conn.execute("INSERT INTO segments(digest, length) VALUES (?, ?)", (digest, end))
-            segment_id = int(cur.lastrowid)  # type: ignore[arg-type]
+            segment_id = int(made[0][0])
             conn.executemany(
                 "INSERT INTO segment_chunks(segment_id, rel, length, chunk_id) VALUES (?, ?, ?, ?)",
                 [(segment_id, rel, length, cid) for rel, length, cid in rows],

@@ -12,7 +12,7 @@ import builtins
 import sqlite3
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from davbackup import clock, listing, properties, tree_bulk
+from davbackup import clock, linking, listing, properties, tree_bulk
 from davbackup.entry import BodyReader, Entry
 from davbackup.entry import entry_of as _entry
 from davbackup.errors import (
@@ -29,7 +29,7 @@ from davbackup.errors import (
 from davbackup.file_store import FileStore
 from davbackup.reader import VersionReader
 from davbackup.tree import MAX_DEPTH, Node, join_path, record_moment, split_path
-from davbackup.users import charge, usage_of_root
+from davbackup.users import charge, charge_and_usage, usage_of_root
 from davbackup.versions import chunk_rows, verify_version
 from davbackup.writer import FileWriter
 
@@ -70,12 +70,14 @@ class PendingFile:
         """``verify`` runs before the commit; ``checksums`` (if given, after it) returns
         the checksum text to keep with the version."""
         tree = self._ns._tree
+        text: list[str | None] = [None]
 
         def sealed() -> bytes | None:
-            return tree.seal_checksums(checksums()) if checksums is not None else None
+            text[0] = checksums() if checksums is not None else None
+            return tree.seal_checksums(text[0])
 
-        return self.writer.commit(self._ns._linker(self._parts), expected_size=expected_size, verify=verify,
-                                  checksums=sealed)
+        return self.writer.commit(self._ns._linker(self._parts, lambda: text[0]), expected_size=expected_size,
+                                  verify=verify, checksums=sealed)
 
     def abort(self) -> None:
         self.writer.abort()
@@ -100,14 +102,14 @@ class Namespace:
         the trash is emptied, right after), not held against the quota.
         """
         record_moment(conn, self.root_id, now)
-        if delta:
+        if delta < 0:
             charge(conn, self.root_id, delta)
-            if delta > 0:
-                used, quota = usage_of_root(conn, self.root_id) or (0, None)
-                if quota is not None and used - pending > quota:
-                    raise StorageFull(
-                        f"quota of user {self.user!r} exceeded: {used} of {quota} bytes; nothing was changed"
-                    )
+        elif delta > 0:
+            used, quota = charge_and_usage(conn, self.root_id, delta) or (0, None)
+            if quota is not None and used - pending > quota:
+                raise StorageFull(
+                    f"quota of user {self.user!r} exceeded: {used} of {quota} bytes; nothing was changed"
+                )
 
     def room(self) -> int | None:
         """Bytes the user may still add (None: no quota)."""
@@ -259,25 +261,13 @@ class Namespace:
             raise PermissionDenied(f"{path}: the root cannot be replaced")
         return PendingFile(self, parts, self.store.new_writer(chunks))
 
-    def _linker(self, parts: Parts) -> Callable[[sqlite3.Connection, int, int, str, float], Entry]:
-        path = join_path(parts)
-
+    def _linker(self, parts: Parts, checksums: Callable[[], object] | None = None,
+                ) -> Callable[[sqlite3.Connection, int, int, str, float], Entry]:
+        """``checksums``: gives the version's checksum text once it is committed (the
+        entry is then made without reading the row back, davbackup/linking.py)."""
         def link(conn: sqlite3.Connection, vid: int, size: int, etag: str, now: float) -> Entry:
-            parent = self._parent(conn, parts, path)
-            existing = self._tree.child(conn, parent.id, parts[-1])
-            if existing is not None:
-                if existing.is_dir:
-                    raise Conflict(f"{path}: a folder stands there")
-                self._tree.set_version(conn, self.root_id, existing, vid, now)
-                self._changed(conn, now, size - existing.size)
-                nid = existing.id
-            else:
-                nid = self._tree.insert(conn, parent.id, parts[-1], False, vid, now)
-                self._tree.touch(conn, parent.id, now)
-                self._changed(conn, now, size)
-            node = self._tree.get(conn, nid)
-            assert node is not None
-            return _entry(parts, node)
+            known = linking.UNKNOWN if checksums is None else checksums()
+            return linking.link(self, conn, parts, vid, size, etag, now, known)
 
         return link
 

@@ -54,7 +54,8 @@ def split_path(path: str) -> list[str]:
     for part in parts:
         if part in (".", ".."):
             raise InvalidPath(f"{path!r}: '.' and '..' are not allowed in paths")
-        if any(unicodedata.category(ch) == "Cc" or _is_noncharacter(ch) for ch in part):
+        if not (part.isascii() and part.isprintable()) and any(  # printable ASCII has neither
+                unicodedata.category(ch) == "Cc" or _is_noncharacter(ch) for ch in part):
             raise InvalidPath(f"{path!r}: control characters or noncharacters in name")
         if "\\" in part and any(seg in (".", "..") for seg in part.split("\\")):
             raise InvalidPath(f"{path!r}: '.' and '..' are not allowed between backslashes")

@@ -202,6 +202,13 @@ def charge(conn: sqlite3.Connection, root_id: int, delta: int) -> None:
     conn.execute("UPDATE users SET used = used + ? WHERE root_id=?", (delta, root_id))
 
 
+def charge_and_usage(conn: sqlite3.Connection, root_id: int, delta: int) -> tuple[int, int | None] | None:
+    """:func:`charge`, then :func:`usage_of_root`, in one statement."""
+    rows = conn.execute("UPDATE users SET used = used + ? WHERE root_id=? RETURNING used, quota",
+                        (delta, root_id)).fetchall()  # stepped to the end: the statement is done
+    return None if not rows else (int(rows[0][0]), None if rows[0][1] is None else int(rows[0][1]))
+
+
 def usage_of_root(conn: sqlite3.Connection, root_id: int) -> tuple[int, int | None] | None:
     """(live bytes, quota or None) of the user whose root is ``root_id``; None if no user has it."""
     row = conn.execute("SELECT used, quota FROM users WHERE root_id=?", (root_id,)).fetchone()

@@ -230,3 +230,48 @@ def test_failed_commit_fails_every_job_of_the_batch(tiny_fs: Path) -> None:
         assert {r[0] for r in reopened.reader().execute("SELECT k FROM blobs")} == acknowledged | {101}
     finally:
         reopened.close()
+
+
+def test_the_next_batch_is_led_by_a_waiting_caller(catalog: Catalog) -> None:
+    """A caller that queued while a batch ran leads the next batch (nobody else would
+    start it): even when the batch before failed as a whole, every queued caller gets
+    its own outcome and nobody hangs."""
+    gate, entered = threading.Event(), threading.Event()
+    outcome: dict[int, object] = {}
+
+    def first(conn: sqlite3.Connection) -> None:
+        entered.set()
+        assert gate.wait(10)
+        conn.execute("ROLLBACK")  # the whole batch dies (as on a full disk)
+        raise OSError("disk full")
+
+    def insert(i: int):  # type: ignore[no-untyped-def]
+        def fn(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO t VALUES (?)", (i,))
+            return i
+
+        return fn
+
+    def call(key: int, fn) -> None:  # type: ignore[no-untyped-def]
+        try:
+            outcome[key] = catalog.write(fn)
+        except BaseException as exc:  # noqa: BLE001
+            outcome[key] = exc
+
+    threads = [threading.Thread(target=call, args=(0, first))]
+    threads[0].start()
+    assert entered.wait(10)
+    threads += [threading.Thread(target=call, args=(i, insert(i))) for i in range(1, 9)]
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(catalog._queue) < 8 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    gate.set()
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive(), "a caller hangs"
+    assert isinstance(outcome[0], OSError)
+    assert {i: outcome[i] for i in range(1, 9)} == {i: i for i in range(1, 9)}
+    assert rows(catalog) == list(range(1, 9))
+    assert catalog._leader is False and catalog._queue == []

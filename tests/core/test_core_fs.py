@@ -485,3 +485,34 @@ def test_read1_stops_at_chunk_boundaries_and_reassembles(small_repo: Repository)
         assert len(piece) <= 1 << 20
         pieces.append(piece)
     assert b"".join(pieces) == data[1000:]
+
+
+def test_a_commit_answers_what_a_lookup_then_finds(small_ns: Namespace) -> None:
+    """The entry a write returns is made from what the commit wrote (davbackup/linking.py),
+    not read back: it must equal what a lookup finds afterwards, for a new file and an
+    overwrite, at the root and in a folder, with and without checksum text."""
+    ns = small_ns
+    ns.mkdir("/f")
+    ns.mkdir("/f/g")
+    for path in ("/top.bin", "/f/g/deep.bin"):
+        for round_, text in enumerate((None, "SHA1:" + "ab" * 20, None)):
+            pending = ns.open_write(path)
+            pending.write(bytes([round_]) * (1000 + round_))
+            made = pending.commit(checksums=None if text is None else (lambda t=text: t))
+            assert made == ns.lookup(path), (path, round_)
+            assert made.checksums == text and made.size == 1000 + round_ and made.version_id is not None
+        assert ns.stat(path).created <= ns.stat(path).modified
+
+
+def test_a_commit_into_a_removed_folder_conflicts(small_ns: Namespace) -> None:
+    """The commit walks the path again in its transaction: a folder removed while the
+    body arrived makes it fail (409), and nothing is linked."""
+    ns = small_ns
+    ns.mkdir("/gone")
+    ns.mkdir("/gone/sub")
+    pending = ns.open_write("/gone/sub/late.txt")
+    pending.write(b"late")
+    ns.delete("/gone")
+    with pytest.raises(Conflict):
+        pending.commit()
+    assert ns.lookup("/gone") is None and names(ns) == []
