@@ -17,31 +17,16 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 from davbackup import chunk_index
 from davbackup.catalog import Catalog
-from davbackup.errors import DavBackupError, IntegrityError, RepositoryError, StorageFull, StorageUnavailable
-from davbackup.pack import HEADER_SIZE, BlobCodec, BlobError
-from davbackup.storage import ZEROS_AHEAD, PackAppender, PackMissing, PackStorage
+from davbackup.chunk_reads import ChunkId, ChunkReads, Location, storage_error
+from davbackup.errors import DavBackupError, IntegrityError, StorageUnavailable
+from davbackup.pack import HEADER_SIZE, BlobCodec, BlobHeader
+from davbackup.storage import ZEROS_AHEAD, PackAppender, PackStorage
 
 log = logging.getLogger(__name__)
-
-ChunkId = bytes
-
-#: chunk places kept by ChunkStore.read (about 200 bytes each)
-MAX_PLACES = 8192
-
-
-@dataclass(frozen=True)
-class Location:
-    pack_id: int
-    offset: int
-    stored_len: int
-
-    @property
-    def end(self) -> int:
-        return self.offset + HEADER_SIZE + self.stored_len
 
 
 @dataclass(frozen=True)
@@ -74,14 +59,7 @@ def _never(_upto: int) -> bool:
     return False
 
 
-def storage_error(exc: OSError, what: str) -> DavBackupError:
-    """A pack storage failure as davbackup's error: no space is 507, anything else 500."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFull(f"{what}: no space left ({exc.strerror or exc})")
-    return RepositoryError(f"{what}: {exc}")
-
-
-class ChunkStore:
+class ChunkStore(ChunkReads):
     def __init__(self, catalog: Catalog, storage: PackStorage, codec: BlobCodec, pack_target_size: int,
                  writable: bool) -> None:
         self.catalog = catalog
@@ -89,7 +67,6 @@ class ChunkStore:
         self.codec = codec
         self.pack_target_size = pack_target_size
         self.writable = writable
-        #: recompute chunk IDs on every read (check --read-data always does)
         self.rehash_on_read = False
         self._lock = threading.Lock()
         self._pending: dict[ChunkId, _Pending] = {}
@@ -97,10 +74,8 @@ class ChunkStore:
         self._appenders: dict[int, PackAppender] = {}
         self._inflight: dict[int, int] = {}  # pack id -> pending chunks in it
         self._pack_names: dict[int, str] = {}
-        #: where chunks were last read from (bounded): a ranged GET reads one chunk and
-        #: its index lookup was a statement per request; a place gc has since moved the
-        #: chunk from fails in read() exactly as a stale place a caller passes does
         self._places: dict[ChunkId, Location] = {}
+        self._headers: dict[ChunkId, tuple[Location, BlobHeader]] = {}
         #: packs whose sync failed: bytes appended since their last good sync may be lost
         self._broken: dict[int, OSError] = {}
         #: broken packs nothing is pending in any more, and packs whose seal could not
@@ -378,111 +353,6 @@ class ChunkStore:
         """Seal the packs whose seal could not be written (a full disk: see _seal)."""
         if self._unsealed:
             self.release(ChunkBatch())
-
-    # -- reading -----------------------------------------------------------------
-
-    def pack_name(self, pack_id: int) -> str:
-        name = self._pack_names.get(pack_id)
-        if name is None:
-            name = chunk_index.pack_name(self.catalog.reader(), pack_id)
-            if name is None:
-                raise IntegrityError(f"pack {pack_id} is not in the catalog")
-            self._pack_names[pack_id] = name
-        return name
-
-    def learn_places(self, chunk_ids: list[ChunkId]) -> None:
-        """Look up where these chunks lie in one statement and remember it for read()
-        (instead of a statement per chunk; with a shared catalog each is a round trip)."""
-        missing = [cid for cid in chunk_ids if cid not in self._places]
-        if not missing:
-            return
-        found = chunk_index.locate_many(self.catalog.reader(), missing)
-        if len(self._places) + len(found) > MAX_PLACES:
-            self._places = {}
-        for cid, row in found.items():
-            self._places[cid] = Location(*row)
-
-    def known_place(self, chunk_id: ChunkId) -> Location | None:
-        """Where this chunk was last read from or looked up, if that is remembered."""
-        return self._places.get(chunk_id)
-
-    def locate(self, chunk_id: ChunkId) -> Location | None:
-        row = chunk_index.locate(self.catalog.reader(), chunk_id)
-        return Location(*row) if row else None
-
-    def read(self, chunk_id: ChunkId, location: Location | None, context: str,
-             via: Callable[[str, int, int], bytes | memoryview | None] | None = None) -> bytes:
-        """The verified plaintext of a chunk; :class:`IntegrityError` names what failed.
-
-        ``via(pack name, offset, length)``: the blob's bytes as already fetched (a
-        reader's prefetch, :mod:`davbackup.prefetch`), or None to read them here; used
-        for the first attempt only, and verified like bytes read here."""
-        if location is None:
-            location = self._places.get(chunk_id)
-        for attempt in range(2):
-            if location is None or attempt == 1:
-                location = self.locate(chunk_id)
-                if location is None:
-                    raise IntegrityError(f"{context}: chunk {chunk_id.hex()[:16]} is missing from the index")
-                if attempt == 1:
-                    self._pack_names.pop(location.pack_id, None)  # its name as the catalog has it now
-            try:
-                name = self.pack_name(location.pack_id)
-            except IntegrityError:
-                if attempt == 0:  # a place gc has emptied since: the pack is gone
-                    self._forget(chunk_id, location)
-                    continue
-                raise
-            try:
-                blob = via(name, location.offset, HEADER_SIZE + location.stored_len) if via and not attempt else None
-                prefetched = blob is not None
-                if blob is None:
-                    blob = self.storage.read(name, location.offset, HEADER_SIZE + location.stored_len)
-            except (PackMissing, EOFError) as exc:
-                if attempt == 0:
-                    self._forget(chunk_id, location)
-                    continue  # gc may have moved the chunk (and given a new pack its pack's ID)
-                self.mark_damaged(chunk_id, f"pack {name} is missing or short")
-                raise IntegrityError(
-                    f"{context}: chunk {chunk_id.hex()[:16]}: pack {name} is missing or short ({exc})"
-                ) from exc
-            except OSError as exc:
-                raise storage_error(exc, f"{context}: cannot read pack {name}") from exc
-            try:
-                plain = self.codec.open(blob, expected_id=chunk_id, rehash=self.rehash_on_read)
-            except BlobError as exc:
-                if attempt == 0:
-                    self._forget(chunk_id, location)
-                    if prefetched:
-                        continue  # judged on bytes read here, at the place the catalog has now
-                    fresh = self.locate(chunk_id)
-                    if fresh is not None and (fresh != location or self.pack_name(fresh.pack_id) != name):
-                        continue
-                self.mark_damaged(chunk_id, f"failed verification in pack {name} at offset {location.offset}")
-                raise IntegrityError(
-                    f"{context}: chunk {chunk_id.hex()[:16]} in pack {name} at offset {location.offset}"
-                    f" failed verification: {exc}"
-                ) from exc
-            if len(self._places) >= MAX_PLACES:
-                self._places = {}
-            self._places[chunk_id] = location
-            return plain
-        raise AssertionError("unreachable")
-
-    def _forget(self, chunk_id: ChunkId, location: Location) -> None:
-        """Drop what a failed read relied on: the chunk's remembered place and the name
-        of its pack (after gc a new pack may have the ID of a deleted one)."""
-        self._places.pop(chunk_id, None)
-        self._pack_names.pop(location.pack_id, None)
-
-    def mark_damaged(self, chunk_id: ChunkId, reason: str) -> None:
-        """Remember a chunk that failed to read, so the next upload of the same
-        content stores a fresh copy (best effort: the read already failed)."""
-        try:
-            found = time.time()
-            self.catalog.write(lambda conn: chunk_index.mark_damaged(conn, chunk_id, found, reason))
-        except DavBackupError:
-            log.warning("could not record damaged chunk %s", chunk_id.hex()[:16], exc_info=True)
 
     def close(self) -> None:
         """Close own packs; a clean shutdown leaves none of them ``open``."""

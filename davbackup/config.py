@@ -15,7 +15,12 @@ from pathlib import Path
 from davbackup.errors import RepositoryError, UnsupportedFormat
 
 FORMAT_NAME = "davbackup"
-FORMAT_VERSION = 1
+#: 2: data chunks may be sealed in segments (blob version 2, DESIGN.md §5.1); repositories
+#: of format 1 are read as they are and keep getting version 1 blobs only, which older
+#: davbackup reads too (a format-2 repository it refuses)
+FORMAT_VERSION = 2
+#: the first format whose writers seal large uncompressed chunks in segments
+SEGMENTED_FROM = 2
 
 CHUNKER_NAME = "fastcdc-2020-seeded"
 CHUNK_ID_NAME = "blake3-keyed-256"

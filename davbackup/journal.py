@@ -106,7 +106,7 @@ def seal_blob(key: bytes, blob_type: int, blob_id: bytes, payload: bytes) -> byt
     flags = FLAG_ZSTD if len(packed) < len(payload) else 0
     body = packed if flags else payload
     nonce = crypto.random_bytes(crypto.NONCE_SIZE)
-    header = HEADER.pack(b"DBLB", BLOB_VERSION, blob_type, flags, len(payload), len(body) + crypto.TAG_SIZE,
+    header = HEADER.pack(b"DBLB", BLOB_VERSION, blob_type, flags, 0, len(payload), len(body) + crypto.TAG_SIZE,
                          blob_id, nonce)
     _, ciphertext = crypto.seal(crypto.keyed_hash(key, blob_id), body, header, nonce)
     return header + ciphertext
@@ -115,6 +115,8 @@ def seal_blob(key: bytes, blob_type: int, blob_id: bytes, payload: bytes) -> byt
 def open_blob(key: bytes, blob: bytes, blob_type: int) -> tuple[BlobHeader, bytes]:
     """Verify and decrypt a metadata blob of ``blob_type``; :class:`BlobError` otherwise."""
     header = BlobHeader.parse(bytes(blob[:HEADER_SIZE]))
+    if header.segmented:
+        raise BlobError("a metadata blob is never sealed in segments")
     if header.blob_type != blob_type:
         raise BlobError(f"blob type {header.blob_type}, expected {blob_type}")
     body = memoryview(blob)[HEADER_SIZE:]

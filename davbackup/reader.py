@@ -20,7 +20,8 @@ import io
 from typing import TYPE_CHECKING
 
 from davbackup.catalog import Catalog
-from davbackup.chunkstore import ChunkStore, Location
+from davbackup.chunk_reads import ChunkPart, Location
+from davbackup.chunkstore import ChunkStore
 from davbackup.errors import IntegrityError
 from davbackup.prefetch import Prefetch
 from davbackup.versions import ChunkList, chunk_at, located_chunks
@@ -128,8 +129,21 @@ class VersionReader(io.RawIOBase):
                 self._place_batch = min(BATCH, 2 * self._place_batch)
         else:
             off, length, cid, location = self._batch_row(pos)
-        data = self._store.read(cid, location, f"{self.path} (bytes {off}-{off + length - 1})")
+        context = f"{self.path} (bytes {off}-{off + length - 1})"
+        end = min(self._end, off + length)
+        if pos > off or end < off + length:
+            return self._keep_part(self._store.read_part(cid, location, pos - off, max(end, pos + 1) - off, context),
+                                   off, length, cid)
+        data = self._store.read(cid, location, context)
         return self._keep(data, off, length, cid)
+
+    def _keep_part(self, part: ChunkPart, off: int, length: int, cid: bytes) -> tuple[bytes, int]:
+        """Only the part of the chunk the caller will read (a ranged GET): of a
+        segmented blob the segments holding it, verified; else the whole chunk."""
+        if part.chunk_len != length or part.start + len(part.data) > length:
+            raise IntegrityError(f"{self.path}: chunk {cid.hex()[:16]} has length {part.chunk_len}, expected {length}")
+        self._cur_data, self._cur_start = part.data, off + part.start
+        return part.data, off + part.start
 
     def _keep(self, data: bytes, off: int, length: int, cid: bytes) -> tuple[bytes, int]:
         if len(data) != length:

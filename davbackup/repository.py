@@ -39,7 +39,7 @@ from davbackup.catalog import SCHEMA_VERSION, Catalog, read_meta
 from davbackup.checkpoint import has_checkpoint, write_checkpoint
 from davbackup.chunker import Chunker
 from davbackup.chunkstore import ChunkStore
-from davbackup.config import RepoConfig
+from davbackup.config import SEGMENTED_FROM, RepoConfig
 from davbackup.errors import Locked, RepositoryError, UsageError
 from davbackup.file_store import FileStore
 from davbackup.fs import Namespace
@@ -50,7 +50,7 @@ from davbackup.keys import MASTER_SIZE, KeyRing, MasterKeys
 from davbackup.location import PackLocation, record_catalog_url, recorded_catalog_url, resolve_packs_url
 from davbackup.locks import LockTable
 from davbackup.offload import Offloader
-from davbackup.pack import BlobCodec
+from davbackup.pack import SEGMENT_SHIFT, BlobCodec
 from davbackup.reserve import SpaceGuard, SpaceReserve
 from davbackup.tree import Tree, authenticate_rows
 from davbackup.upload_settings import settings_at_open
@@ -90,7 +90,8 @@ class Repository:
             if fault_plan is not None:
                 self.storage = faults.FaultyPackStorage(self.storage, fault_plan)
                 self.catalog.fault_hook = fault_plan.commit_hook
-            self.codec = BlobCodec(keys.chunk_subkey_base(), keys.chunk_id_key(), config.compression_level)
+            shift = SEGMENT_SHIFT if config.version >= SEGMENTED_FROM else 0
+            self.codec = BlobCodec(keys.chunk_subkey_base(), keys.chunk_id_key(), config.compression_level, shift)
             self.chunker = Chunker(config.chunker, keys.chunker_seed())
             if mode != "read" and catalog_url is None:
                 # commits a power cut took from the catalog, back from the journal before

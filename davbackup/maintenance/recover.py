@@ -39,7 +39,7 @@ from davbackup.errors import UsageError
 from davbackup.journal import TYPE_CHECKPOINT, TYPE_JOURNAL, open_blob, parse_record_id
 from davbackup.journal_replay import FoundPart, FoundRecord
 from davbackup.keys import MasterKeys
-from davbackup.pack import TYPE_DATA, BlobError, BlobHeader, scan_pack
+from davbackup.pack import TYPE_DATA, BlobError, BlobHeader, open_body, scan_pack
 from davbackup.storage import PackMissing, PackStorage
 
 if TYPE_CHECKING:
@@ -165,8 +165,8 @@ class _ChunkVerifier:
 
     def ok(self, header: BlobHeader, body: bytes) -> bool:
         try:
-            crypto.open_sealed(crypto.keyed_hash(self._subkey_base, header.chunk_id), header.nonce, body, header.raw)
-        except crypto.DecryptionFailed:
+            open_body(crypto.keyed_hash(self._subkey_base, header.chunk_id), header, body)
+        except BlobError:
             return False
         return True
 

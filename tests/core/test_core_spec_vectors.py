@@ -77,7 +77,7 @@ def master() -> MasterKeys:
 
 
 def test_design_has_every_vector():
-    assert set(VECTORS) == {"keys", "chunker", "chunker-legacy", "blob", "blob-zstd", "name", "etag", "key-slot", "password"}
+    assert set(VECTORS) == {"keys", "chunker", "chunker-legacy", "blob", "blob-segmented", "blob-zstd", "name", "etag", "key-slot", "password"}
 
 
 def test_key_derivation():
@@ -149,6 +149,50 @@ def test_blob_vector_built_from_the_specification():
     assert len(header) == 64
     subkey = blake3.blake3(chunk_id, key=keys.chunk_subkey_base()).digest()
     assert header + AESGCM(subkey).encrypt(nonce, plaintext, header) == v.hex("blob")
+
+
+def test_segmented_blob_vector_built_from_the_specification():
+    v, keys = vector("blob-segmented"), master()
+    plaintext, chunk_id, nonce = v.text("plaintext").encode("ascii"), v.hex("chunk-id"), v.hex("nonce")
+    shift = v.int("segment-shift")
+    size, count = 1 << shift, -(-len(plaintext) // (1 << shift))
+    assert blake3.blake3(plaintext, key=keys.chunk_id_key()).digest() == chunk_id
+    # §5.1: version 2, type 1, flags 0, the segment shift; stored length = P + 16 per segment
+    header = (b"DBLB" + bytes([2, 1, 0, shift]) + struct.pack(">II", len(plaintext), len(plaintext) + 16 * count)
+              + chunk_id + nonce + bytes(4))
+    subkey = blake3.blake3(chunk_id, key=keys.chunk_subkey_base()).digest()
+    body = b""
+    for i in range(count):
+        x = struct.pack(">I", i) + bytes([i == count - 1])
+        segment_nonce = nonce[:7] + bytes(a ^ b for a, b in zip(nonce[7:], x, strict=True))
+        body += AESGCM(subkey).encrypt(segment_nonce, plaintext[i * size:(i + 1) * size], header + x)
+    assert header + body == v.hex("blob")
+
+
+def test_segmented_blob_vector_opens_whole_and_by_range_with_the_code():
+    codec, v = _codec(), vector("blob-segmented")
+    plaintext, chunk_id, blob = v.text("plaintext").encode("ascii"), v.hex("chunk-id"), v.hex("blob")
+    assert codec.open(blob, chunk_id) == plaintext
+    header = BlobHeader.parse(blob[:64])
+    assert header.segmented and header.shift == v.int("segment-shift")
+    for start, end in [(0, 1), (3, 20), (16, 32), (31, 33), (39, 40), (0, 40)]:
+        first, stop = header.segment_span(start, end)
+        at, length = header.segment_bytes(first, stop)
+        part = codec.open_range(header, chunk_id, first, stop, blob[64 + at:64 + at + length])
+        assert part == plaintext[first * 16:stop * 16] and first * 16 <= start and end <= first * 16 + len(part)
+    # the same ciphertext under a version 1 header, or as another chunk's, or cut short: refused
+    tampered = bytearray(blob)
+    tampered[64 + 32 + 16 + 2] ^= 1  # in segment 1: segments 0 and 2 still open on their own
+    with pytest.raises(Exception):
+        codec.open(bytes(tampered), chunk_id)
+    t_header = BlobHeader.parse(bytes(tampered[:64]))
+    assert codec.open_range(t_header, chunk_id, 0, 1, bytes(tampered[64:96])) == plaintext[:16]
+    with pytest.raises(Exception):
+        codec.open_range(t_header, chunk_id, 1, 2, bytes(tampered[96:128]))
+    with pytest.raises(Exception):  # segment 0's bytes offered as segment 1
+        codec.open_range(header, chunk_id, 1, 2, blob[64:96])
+    with pytest.raises(Exception):  # the last segment without its last flag cannot be made
+        codec.open_range(header, chunk_id, 2, 3, blob[128:152] + bytes(8))
 
 
 def test_blob_vectors_open_with_the_code():
