@@ -75,6 +75,10 @@ class ChunkReads:
     #: its index lookup was a statement per request; a place gc has since moved the
     #: chunk from fails in read() exactly as a stale place a caller passes does
     _places: dict[ChunkId, Location]
+    #: headers of segmented blobs at their places, read and checked by read_part before:
+    #: a header is the associated data of every segment's tag, so the tags verified
+    #: in each read authenticate it again (and a stale one fails, then is read again)
+    _headers: dict[ChunkId, tuple[Location, BlobHeader]]
 
     def pack_name(self, pack_id: int) -> str:
         name = self._pack_names.get(pack_id)
@@ -129,20 +133,33 @@ class ChunkReads:
                   context: str) -> ChunkPart:
         """Verified plaintext of the chunk covering at least its bytes ``start..end-1``:
         of a segmented blob only the segments holding them are read and verified (one
-        ``pread`` of the header, one of the segments), of any other blob all of it."""
+        ``pread`` of the segments, and one of the header unless it was read at this
+        place before), of any other blob all of it."""
 
-        def part(name: str, location: Location, _first: bool) -> ChunkPart:
+        def part(name: str, location: Location, first_attempt: bool) -> ChunkPart:
             if self.rehash_on_read:
                 plain = self._open_whole(name, location, chunk_id)
                 return ChunkPart(plain, 0, len(plain))
-            header = BlobHeader.parse(bytes(self.storage.read(name, location.offset, HEADER_SIZE)))
+            known = self._headers.get(chunk_id) if first_attempt else None
+            header = known[1] if known is not None and known[0] == location else None
+            if header is None:
+                header = BlobHeader.parse(bytes(self.storage.read(name, location.offset, HEADER_SIZE)))
             if not header.segmented or header.stored_len != location.stored_len:
                 plain = self._open_whole(name, location, chunk_id)
                 return ChunkPart(plain, 0, len(plain))
             first, stop = header.segment_span(start, end)
             at, length = header.segment_bytes(first, stop)
             sealed = self.storage.read(name, location.offset + HEADER_SIZE + at, length)
-            data = self.codec.open_range(header, chunk_id, first, stop, sealed)
+            try:
+                data = self.codec.open_range(header, chunk_id, first, stop, sealed)
+            except BlobError as exc:
+                if known is not None:
+                    raise _PrefetchedBad(str(exc)) from exc  # judged again with the header read now
+                raise
+            if known is None:
+                if len(self._headers) >= MAX_PLACES:
+                    self._headers = {}
+                self._headers[chunk_id] = (location, header)
             return ChunkPart(data, first << header.shift, header.plain_len)
 
         return self._verified(chunk_id, location, context, part)
@@ -207,6 +224,7 @@ class ChunkReads:
         """Drop what a failed read relied on: the chunk's remembered place and the name
         of its pack (after gc a new pack may have the ID of a deleted one)."""
         self._places.pop(chunk_id, None)
+        self._headers.pop(chunk_id, None)
         self._pack_names.pop(location.pack_id, None)
 
     def mark_damaged(self, chunk_id: ChunkId, reason: str) -> None:

@@ -16,6 +16,7 @@ from davbackup.lookup_cache import LookupCache
 if TYPE_CHECKING:
     from davbackup.catalog import Catalog
     from davbackup.chunkstore import ChunkStore
+    from davbackup.entry import Entry
     from davbackup.tree import Tree
     from davbackup.versions import VerifiedChunkLists
     from davbackup.writer import FileWriter
@@ -34,4 +35,4 @@ class FileStore:
     chunk_lists: VerifiedChunkLists
     etag_key: bytes
     new_writer: Callable[[list[tuple[int, int, bytes]] | None], FileWriter]
-    lookups: LookupCache = field(default_factory=LookupCache)
+    lookups: LookupCache[tuple[int, str], Entry | None] = field(default_factory=LookupCache)

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from typing import TYPE_CHECKING, Callable
-
-from davbackup.entry import Entry
+from typing import TYPE_CHECKING, Callable, Generic, Hashable, TypeVar
 
 if TYPE_CHECKING:
     from davbackup.catalog import Catalog
@@ -30,14 +28,18 @@ if TYPE_CHECKING:
 #: answers kept per thread; all are dropped when full (or when the catalog changes)
 MAX_ENTRIES = 256
 
-Key = tuple[int, str]
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
-class LookupCache:
+class LookupCache(Generic[K, V]):
+    """Answers of one kind (path lookups; the users' rows of :mod:`davbackup.users`),
+    each immutable, kept per thread until the catalog changes."""
+
     def __init__(self) -> None:
         self._local = threading.local()
 
-    def lookup(self, catalog: Catalog, key: Key, resolve: Callable[[sqlite3.Connection], Entry | None]) -> Entry | None:
+    def lookup(self, catalog: Catalog, key: K, resolve: Callable[[sqlite3.Connection], V]) -> V:
         """``resolve(conn)`` on this thread's read connection of ``catalog``, or what it
         returned before there if the catalog has not changed since."""
         conn = catalog.reader()
@@ -45,7 +47,7 @@ class LookupCache:
             return resolve(conn)
         version = conn.execute("PRAGMA data_version").fetchone()[0]  # before the lookup it may keep
         local = self._local
-        entries: dict[Key, Entry | None] | None = getattr(local, "entries", None)
+        entries: dict[K, V] | None = getattr(local, "entries", None)
         if entries is None or local.conn is not conn or local.version != version:
             entries = local.entries = {}
             local.conn, local.version = conn, version

@@ -22,6 +22,7 @@ from davbackup import clock, crypto
 from davbackup.catalog import Catalog
 from davbackup.errors import AlreadyExists, NotFound, UsageError
 from davbackup.locks import delete_user_locks
+from davbackup.lookup_cache import LookupCache
 from davbackup.tree import Tree
 from davbackup.upload_sessions import remove_user_sessions
 
@@ -77,6 +78,8 @@ class UserDirectory:
         self._cache: dict[tuple[str, str, bytes], float] = {}
         self._cache_lock = threading.Lock()
         self._cache_key = crypto.random_bytes(32)
+        #: the row verify() checks a password against, per thread until the catalog changes
+        self._rows: LookupCache[str, tuple[str, str, float, str, int] | None] = LookupCache()
 
     def get(self, name: str) -> User | None:
         row = self._catalog.reader().execute(
@@ -171,9 +174,7 @@ class UserDirectory:
 
     def verify(self, name: str, password: str) -> User | None:
         """The user if the password is right, else None (never says which part was wrong)."""
-        row = self._catalog.reader().execute(
-            "SELECT name, role, created, pw_hash, root_id FROM users WHERE name=?", (name,)
-        ).fetchone()
+        row = self._rows.lookup(self._catalog, name, lambda conn: _verify_row(conn, name))
         if row is None:
             check_password(password, _DUMMY_HASH)  # same cost whether or not the user exists
             return None
@@ -191,6 +192,15 @@ class UserDirectory:
                 self._cache = {k: v for k, v in self._cache.items() if v > now}
             self._cache[key] = now + CACHE_SECONDS
         return user
+
+
+def _verify_row(conn: sqlite3.Connection, name: str) -> tuple[str, str, float, str, int] | None:
+    """What :meth:`UserDirectory.verify` needs of the user's row. Every request asks:
+    with SQLite it is remembered per thread until any commit (``PRAGMA data_version``,
+    :mod:`davbackup.lookup_cache`), so a removed user, a changed password or role counts
+    from the next request on, from this process or another; a shared catalog is asked."""
+    row = conn.execute("SELECT name, role, created, pw_hash, root_id FROM users WHERE name=?", (name,)).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]), row[2], str(row[3]), int(row[4]))
 
 
 # -- the users table for the file system, history and maintenance ---------------------

@@ -75,3 +75,40 @@ def test_users_do_not_share_answers(small_repo: Repository, small_ns: Namespace)
     assert small_ns.lookup("/mine.txt") is not None
     assert bob.lookup("/mine.txt") is None
     assert small_ns.lookup("/mine.txt") is not None
+
+
+def test_the_users_row_of_a_password_check_is_never_older_than_the_catalog(small_repo: Repository,
+                                                                          tmp_path: Path) -> None:
+    """UserDirectory.verify keeps the user's row like a lookup: a changed password, a
+    changed role and a removed user count at the very next check, from another thread
+    or another connection (a CLI command in another process)."""
+    users = small_repo.users
+    users.add("bob", "bob-password-1")
+    assert users.verify("bob", "bob-password-1") is not None
+    seen = _statements(small_repo)
+    assert users.verify("bob", "bob-password-1") is not None
+    assert seen == ["PRAGMA data_version"]  # no query of the users table
+    small_repo.catalog.reader().set_trace_callback(None)
+
+    done: list[bool] = []
+
+    def elsewhere() -> None:
+        users.set_password("bob", "bob-password-2")
+        done.append(True)
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join()
+    assert done and users.verify("bob", "bob-password-1") is None
+    user = users.verify("bob", "bob-password-2")
+    assert user is not None and user.role == "rw"
+
+    conn = sqlite3.connect(tmp_path / "repo" / "catalog.sqlite", isolation_level=None)
+    try:
+        conn.execute("UPDATE users SET role = 'ro' WHERE name = 'bob'")
+        changed = users.verify("bob", "bob-password-2")
+        assert changed is not None and changed.role == "ro"
+        conn.execute("DELETE FROM users WHERE name = 'bob'")
+    finally:
+        conn.close()
+    assert users.verify("bob", "bob-password-2") is None
