@@ -255,12 +255,12 @@ class BlobCodec:
         blob[:HEADER_SIZE] = header
         out = memoryview(blob)
         plain = memoryview(data)
-        cipher = AESGCM(self._subkey(chunk_id))
+        key = self._subkey(chunk_id)
         at = HEADER_SIZE
         for index in range(count):
             piece = plain[index * size : (index + 1) * size]
             seg_nonce, ad = segment_nonce_and_ad(header, nonce, index, index == count - 1)
-            cipher.encrypt_into(seg_nonce, piece, ad, out[at : at + len(piece) + crypto.TAG_SIZE])
+            crypto.seal_into(key, piece, ad, seg_nonce, out[at : at + len(piece) + crypto.TAG_SIZE])
             at += len(piece) + crypto.TAG_SIZE
         return blob
 
@@ -294,8 +294,8 @@ class BlobCodec:
     def open_range(self, header: BlobHeader, expected_id: bytes, first: int, stop: int,
                    sealed: bytes | memoryview) -> bytes:
         """The verified plaintext of segments ``first..stop-1`` of a version 2 blob with
-        this header (parsed from the pack just now), from their sealed bytes. Each
-        segment's tag covers the header (so its ID and lengths) as well."""
+        this header (as read from the pack at this place), from their sealed bytes.
+        Each segment's tag covers the header (so its ID and lengths) as well."""
         if header.chunk_id != expected_id:
             raise BlobError("blob carries another chunk ID")
         if not header.segmented:
