@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from davbackup.config import ChunkerParams, RepoConfig
 from davbackup.errors import IntegrityError
 from davbackup.maintenance.check import check_repository
 from davbackup.pack import HEADER_SIZE, SEGMENT_SHIFT, BlobHeader, scan_pack
 from davbackup.repository import Repository
-from tests.core_fixtures import flip_byte, init_repo, read_file, write_file
+from tests.core_fixtures import PASSPHRASE, USER, USER_PASSWORD, flip_byte, init_repo, read_file, write_file
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 SEGMENT = 1 << SEGMENT_SHIFT
@@ -28,6 +30,14 @@ def blob_headers(repo: Repository) -> list[BlobHeader]:
         with repo.storage.open_stream(name) as stream:
             headers += [b.header for b in scan_pack(stream) if b.header.blob_type == 1]
     return headers
+
+
+def one_chunk_repo(path: Path) -> Repository:
+    """A repository whose chunks are at least 256 KiB: a smaller file is one chunk."""
+    config = RepoConfig(repo_id=secrets.token_hex(16), chunker=ChunkerParams(min_size=256 * 1024))
+    repo = Repository.init(path, PASSPHRASE, config=config)
+    repo.users.add(USER, USER_PASSWORD)
+    return repo
 
 
 def ranged(repo: Repository, path: str, start: int, length: int) -> bytes:
@@ -54,8 +64,10 @@ def test_new_repositories_seal_large_uncompressed_chunks_in_segments(tmp_path: P
         headers = blob_headers(repo)
         segmented = [h for h in headers if h.segmented]
         assert segmented and all(h.shift == SEGMENT_SHIFT and not h.flags for h in segmented)
-        assert sum(h.plain_len for h in segmented) == len(data)
+        # every chunk of the random file but perhaps its last (at most 64 KiB) is segmented
+        assert len(data) - SEGMENT <= sum(h.plain_len for h in segmented) <= len(data)
         assert all(not h.segmented for h in headers if h.flags or h.plain_len <= SEGMENT)
+        assert all(h.segmented for h in headers if not h.flags and h.plain_len > SEGMENT)
         assert len(headers) > len(segmented)
         assert read_file(ns, "/random.bin") == data
         rng = random.Random(6)
@@ -69,9 +81,9 @@ def test_new_repositories_seal_large_uncompressed_chunks_in_segments(tmp_path: P
 def test_a_ranged_read_verifies_the_segments_it_returns(tmp_path: Path) -> None:
     """A flipped byte in one segment: ranges inside it fail (and the chunk is recorded
     as damaged), other segments of the same chunk still read; a whole read fails."""
-    with init_repo(tmp_path / "repo") as repo:
+    with one_chunk_repo(tmp_path / "repo") as repo:
         ns = repo.namespace("alice")
-        data = random.Random(7).randbytes(200_000)  # one chunk (the minimum chunk is 128 KiB)
+        data = random.Random(7).randbytes(200_000)  # one chunk, four segments
         write_file(ns, "/f", data)
         (cid,) = [bytes(r[0]) for r in repo.catalog.reader().execute("SELECT id FROM chunks")]
         loc = repo.chunks.locate(cid)
@@ -91,7 +103,7 @@ def test_a_ranged_read_verifies_the_segments_it_returns(tmp_path: Path) -> None:
 
 
 def test_a_segmented_blob_cut_short_or_moved_fails(tmp_path: Path) -> None:
-    with init_repo(tmp_path / "repo") as repo:
+    with one_chunk_repo(tmp_path / "repo") as repo:
         ns = repo.namespace("alice")
         data = random.Random(8).randbytes(150_000)
         write_file(ns, "/f", data)
@@ -133,7 +145,7 @@ def test_a_repository_of_format_1_is_read_and_written_as_before(tmp_path: Path) 
 
 
 def test_blob_headers_of_version_2_are_checked() -> None:
-    from davbackup.pack import HEADER, BLOB_MAGIC, BlobError
+    from davbackup.pack import BLOB_MAGIC, HEADER, BlobError
 
     def header(**kw: int) -> bytes:
         f = {"version": 2, "type": 1, "flags": 0, "shift": 16, "plain": 100_000, "stored": 100_000 + 32}
