@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 Piece = bytes | bytearray | memoryview  # a piece of a body, handed over: never changed after submit
-QUEUE_PIECES = 4  # pieces (of up to a block, 1 MiB) in flight per writer
+QUEUE_PIECES = 4  # pieces (of up to a block, 1 MiB, or a segment) in flight per writer
 
 
 class Helper:
@@ -23,7 +23,7 @@ class Helper:
 
     def __init__(self, pool: "Offloader", name: str) -> None:
         self._pool = pool
-        self._queue: queue.Queue[tuple[Callable[[Piece], None], Piece] | None] = queue.Queue(QUEUE_PIECES)
+        self._queue: queue.Queue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.Queue(QUEUE_PIECES)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -33,13 +33,14 @@ class Helper:
             try:
                 if item is None:
                     return
-                fn, data = item
-                fn(data)
+                fn, args = item
+                fn(*args)
             finally:
                 self._queue.task_done()
 
-    def submit(self, fn: Callable[[Piece], None], data: Piece) -> None:
-        self._queue.put((fn, data))
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the helper thread, after what was submitted before."""
+        self._queue.put((fn, args))
 
     def drain(self) -> None:
         """Wait until everything submitted has been processed."""

@@ -16,6 +16,7 @@ from davbackup.chunker import Chunker, StreamChunker
 from davbackup.chunkstore import ChunkBatch, ChunkStore
 from davbackup.errors import IncompleteBody
 from davbackup.offload import Helper, Offloader
+from davbackup.segments import SegmentPool
 from davbackup.versions import insert_version, version_etag
 
 T = TypeVar("T")
@@ -44,7 +45,8 @@ class FileWriter:
     ) -> None:
         self._store = store
         self._etag_key = etag_key
-        self._stream = StreamChunker(chunker)
+        self._stream = StreamChunker(chunker, recycle=self._recycle)
+        self._segments: SegmentPool | None = None  # made by the first fill()
         self._batch = ChunkBatch()
         self.chunks: list[tuple[int, int, bytes]] = list(chunks or [])
         self._chunked = sum(length for _, length, _ in self.chunks)
@@ -80,6 +82,54 @@ class FileWriter:
             self._helper.submit(self._process, data if owned or isinstance(data, bytes) else bytes(data))
         else:
             self._process(data)
+
+    def fill(self, read_into: Callable[[memoryview], int]) -> int:
+        """Take the next bytes of the file by reading them straight into a segment the
+        chunker then cuts in place (:mod:`davbackup.segments`): ``read_into(view)``
+        fills ``view`` as far as the body goes and returns the count, less than its
+        length only at the body's end. Returns that count (0: nothing was left)."""
+        if self._closed:
+            raise ValueError("write to a closed FileWriter")
+        if self._error is not None:
+            raise self._error
+        pool = self._segments
+        if pool is None:
+            pool = self._segments = SegmentPool(self._stream.max_chunk)
+        segment = pool.take()
+        try:
+            with memoryview(segment) as whole:
+                got = read_into(whole[pool.front :])
+        except BaseException:
+            pool.give(segment, reusable=False)
+            raise
+        if not got:
+            pool.give(segment)
+            return 0
+        self._accepted += got
+        if self._helper is None and self._offloader is not None and self._accepted > OFFLOAD_AFTER:
+            self._helper = self._offloader.acquire()
+        if self._helper is not None:
+            self._helper.submit(self._process_segment, segment, got)
+        else:
+            self._process_segment(segment, got)
+        return got
+
+    def _recycle(self, segment: bytearray, reusable: bool) -> None:
+        if self._segments is not None:
+            self._segments.give(segment, reusable)
+
+    def _process_segment(self, segment: bytearray, got: int) -> None:
+        pool = self._segments
+        assert pool is not None
+        if self._error is not None:
+            pool.give(segment)  # an earlier piece failed: the write will be refused
+            return
+        try:
+            self._add_all(list(self._stream.feed_segment(segment, pool.front, pool.front + got)))
+        except BaseException as exc:  # handed to the request thread by _drain()
+            self._error = exc
+            if not self._stream.holds(segment):
+                pool.give(segment, reusable=False)
 
     def _process(self, data: bytes | bytearray | memoryview) -> None:
         if self._error is not None:
@@ -209,6 +259,11 @@ class FileWriter:
         finally:
             self._closed = True
             self._store.release(self._batch)
+            self._drop_segments()
+
+    def _drop_segments(self) -> None:
+        if self._segments is not None:
+            self._segments.clear()
 
     def abort(self) -> None:
         if not self._closed:
@@ -218,4 +273,5 @@ class FileWriter:
             except BaseException:  # noqa: BLE001 - aborting anyway
                 pass
             self._store.release(self._batch)
+            self._drop_segments()
 

@@ -154,9 +154,7 @@ def read_block(stream: Any, size: int) -> bytes | bytearray:
 
     A wrapper of davbackup's that defines ``read_block`` itself is asked for it (so it
     keeps its bookkeeping). cheroot's ``KnownLengthRFile`` over its socket reader is
-    read into the new buffer: first what the reader holds buffered, if anything
-    (``read1``, which would otherwise receive 8 KiB through ``_pyio`` first), then
-    straight from the socket (its ``raw.readinto``). Its ``read(n)`` goes through
+    read into the new buffer (:func:`read_into`). Its ``read(n)`` goes through
     ``_pyio``, which zero-fills an ``n``-byte buffer per ``recv``, copies each piece
     out of it, joins the pieces and slices the result: four to five passes over
     every byte of a 1 MiB block. Anything else is read as it is.
@@ -164,30 +162,69 @@ def read_block(stream: Any, size: int) -> bytes | bytearray:
     own = getattr(type(stream), "read_block", None)
     if own is not None:
         return own(stream, size)
-    if type(stream) is not KnownLengthRFile or not isinstance(stream.rfile, StreamReader):
+    if not _known_length(stream):
         return stream.read(size)
     n = min(size, stream.remaining)
     if n <= 0:
         return b""
-    reader = stream.rfile
     block = bytearray(n)
+    with memoryview(block) as view:
+        got = _read_known(stream, view)
+    if got < n:
+        del block[got:]
+    return block
+
+
+def read_into(stream: Any, view: memoryview) -> int:
+    """Fill ``view`` with the next bytes of a request body; returns how many, fewer
+    than ``len(view)`` only at the body's end (0: nothing was left).
+
+    Like :func:`read_block`, but into the caller's buffer (a large PUT reads straight
+    into the chunker's segments, :meth:`davbackup.writer.FileWriter.fill`). cheroot's
+    ``KnownLengthRFile`` over its socket reader gives first what the reader holds
+    buffered, if anything (``read1``, which would otherwise receive 8 KiB through
+    ``_pyio`` first), then the socket's ``readinto``; anything else is read with
+    ``read`` and copied in.
+    """
+    own = getattr(type(stream), "read_into", None)
+    if own is not None:
+        return int(own(stream, view))
+    if _known_length(stream):
+        return _read_known(stream, view)
+    got, n = 0, len(view)
+    while got < n:
+        data = stream.read(n - got)
+        if not data:
+            break
+        view[got : got + len(data)] = data
+        got += len(data)
+    return got
+
+
+def _known_length(stream: Any) -> bool:
+    return type(stream) is KnownLengthRFile and isinstance(stream.rfile, StreamReader)
+
+
+def _read_known(stream: KnownLengthRFile, view: memoryview) -> int:
+    """:func:`read_into` of cheroot's ``KnownLengthRFile`` over its socket reader."""
+    n = min(len(view), stream.remaining)
+    if n <= 0:
+        return 0
+    reader = stream.rfile
+    assert isinstance(reader, StreamReader)
     got = 0
     if reader.has_data():  # what it holds first (its read1 would recv 8 KiB when it holds nothing)
         first = reader.read1(n)
         got = len(first)
-        block[:got] = first
-    if got < n:  # its buffer is empty now: the rest comes from the socket
-        with memoryview(block) as view:
-            while got < n:
-                more = reader.raw.readinto(view[got:])
-                if not more:
-                    break  # the end of the stream (cheroot's sockets block, with a timeout)
-                got += more
+        view[:got] = first
+    while got < n:  # its buffer is empty now: the rest comes from the socket
+        more = reader.raw.readinto(view[got:n])
+        if not more:
+            break  # the end of the stream (cheroot's sockets block, with a timeout)
+        got += more
     stream.remaining -= got
     reader.bytes_read += got  # as its read() counts
-    if got < n:
-        del block[got:]
-    return block
+    return got
 
 
 #: attributes that lead from ``wsgi.input`` to the socket: davbackup's wrappers

@@ -40,6 +40,7 @@ from wsgidav.mw.base_mw import BaseMiddleware
 
 from davbackup.errors import DavBackupError
 from davbackup.fs import Entry, Namespace
+from davbackup.segments import SEGMENT_BYTES
 from provider import history, internals, resumable
 from provider.client_compat import OS_METADATA_KEY, OsMetadataPolicy, is_os_metadata
 from provider.dav_provider import DavBackupProvider
@@ -202,12 +203,16 @@ class DirectPut(BaseMiddleware):
         ... ``end_write``)."""
         block_size = self.block_size
         try:
-            while True:
-                data = stream.read_block(block_size)
-                if not data:
-                    break
-                environ["wsgidav.some_input_read"] = 1
-                writer.write(data, owned=True)
+            if expected is not None and expected > SEGMENT_BYTES:  # large: into the chunker's segments
+                while writer.fill(stream):
+                    environ["wsgidav.some_input_read"] = 1
+            else:
+                while True:
+                    data = stream.read_block(block_size)
+                    if not data:
+                        break
+                    environ["wsgidav.some_input_read"] = 1
+                    writer.write(data, owned=True)
             environ["wsgidav.all_input_read"] = 1
         except Exception as exc:
             writer.abort()

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
-from provider.internals import read_block
+from provider.internals import read_block, read_into
 from provider.request_checks import has_encoded_slash
 
 _log = logging.getLogger("davbackup.access")
@@ -116,12 +116,15 @@ class _TrackedInput:
         return tracked
 
     def _seen(self, data: bytes, size: int | None) -> bytes:
-        self._read += len(data)
-        if not data or (size is not None and 0 <= size and len(data) < size):
+        self._count(len(data), size)
+        return data
+
+    def _count(self, got: int, size: int | None) -> None:
+        self._read += got
+        if not got or (size is not None and 0 <= size and got < size):
             self.exhausted = True
         if self._length is not None and self._read >= self._length:
             self.exhausted = True
-        return data
 
     def read(self, size: int | None = None) -> bytes:
         if size == 0:
@@ -135,6 +138,13 @@ class _TrackedInput:
     def read_block(self, size: int) -> bytes | bytearray:
         """``read(size)``, possibly as a new bytearray the caller owns (``internals.read_block``)."""
         return self._seen(read_block(self._stream, size), size)  # type: ignore[arg-type]
+
+    def read_into(self, view: memoryview) -> int:
+        """The next bytes into ``view`` (``internals.read_into``)."""
+        got = read_into(self._stream, view)
+        if len(view):
+            self._count(got, len(view))
+        return got
 
     def readline(self, size: int | None = None) -> bytes:
         line = self._stream.readline() if size is None else self._stream.readline(size)

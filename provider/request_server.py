@@ -66,7 +66,7 @@ from provider.auth import READ_METHODS, is_read_only
 from provider.client_compat import OS_METADATA_KEY, OsMetadataPolicy
 from provider.dav_provider import DavBackupProvider
 from provider.errors import to_dav_error
-from provider.internals import dav_provider, read_block
+from provider.internals import dav_provider, read_block, read_into
 from provider.locks import check_write_locks
 from provider.paths import ref_url_to_client_href
 from provider.request_checks import check_destination, check_mtime_header
@@ -391,6 +391,15 @@ class _GuardedInput:
         """``read(size)``, possibly as a new bytearray the caller owns (``internals.read_block``)."""
         try:
             return read_block(self._stream, size)
+        except DAVError:
+            raise
+        except Exception as exc:
+            raise _read_error(exc) from exc
+
+    def read_into(self, view: memoryview) -> int:
+        """The next bytes into ``view`` (``internals.read_into``)."""
+        try:
+            return read_into(self._stream, view)
         except DAVError:
             raise
         except Exception as exc:

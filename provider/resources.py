@@ -37,6 +37,7 @@ from wsgidav.xml_tools import etree
 from davbackup.digests import Digests, verify_digests
 from provider.digests import parse_digests
 from provider.errors import dav_errors
+from provider.internals import read_into
 from provider.locks import check_write_locks
 from provider.paths import normalize_path, ref_url
 from provider.request_checks import mtime_in_range
@@ -380,6 +381,14 @@ class BodyWriter:
         with dav_errors():
             self._writer.write(data, owned=owned)
         self.received += len(data)
+
+    def fill(self, stream: Any) -> int:
+        """Read the next bytes of the body from ``stream`` straight into the store's
+        chunker (``FileWriter.fill``); 0 at the body's end."""
+        with dav_errors():
+            got = int(self._writer.writer.fill(lambda view: read_into(stream, view)))
+        self.received += got
+        return got
 
     def close(self) -> None:
         pass

@@ -86,8 +86,9 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 class PySpy:
     """``py-spy record`` of one process while a measurement runs (or a no-op)."""
 
-    def __init__(self, pid: int | None, out: Path | None, rate: int = 1000, gil: bool = False) -> None:
-        self.pid, self.out, self.rate, self.gil = pid, out, rate, gil
+    def __init__(self, pid: int | None, out: Path | None, rate: int = 1000, gil: bool = False,
+                 native: bool = False) -> None:
+        self.pid, self.out, self.rate, self.gil, self.native = pid, out, rate, gil, native
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> "PySpy":
@@ -98,9 +99,12 @@ class PySpy:
             log("py-spy not found: `.venv/bin/pip install py-spy`; not profiling")
             return self
         cmd = [exe, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--format", "raw",
-               "-o", str(self.out), "--nonblocking"]
+               "-o", str(self.out)]
         if self.gil:
             cmd.append("--gil")
+        # --native: C frames too (FastCDC, BLAKE3, AES-GCM, memmove); it pauses the process
+        # for each sample (py-spy refuses --native with --nonblocking)
+        cmd.append("--native" if self.native else "--nonblocking")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)  # let it attach
         return self

@@ -147,7 +147,7 @@ def run_repeat(r: int, args: argparse.Namespace, work: Path, files: dict[str, Pa
                     s.profiled.add(name)
                 pids = srv.pids() if isinstance(srv, ApacheDav) else [srv.pid]
                 cpu0 = cpu_seconds_all(pids)
-                with PySpy(srv.pid if prof else None, prof, gil=args.py_spy_gil):
+                with PySpy(srv.pid if prof else None, prof, gil=args.py_spy_gil, native=args.py_spy_native):
                     fn(srv)
                 cpu1 = cpu_seconds_all(pids)
                 s.add(f"cpu_{name}/{srv.key}", cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1])
@@ -343,6 +343,7 @@ def main() -> int:
     parser.add_argument("--py-spy", default="", help="comma list of measurements to record davbackup under py-spy")
     parser.add_argument("--py-spy-dir", default=str(WORK_ROOT / "profiles"), help="where py-spy output goes")
     parser.add_argument("--py-spy-gil", action="store_true", help="record only threads holding the GIL")
+    parser.add_argument("--py-spy-native", action="store_true", help="record C frames too (py-spy --native)")
     parser.add_argument("--serve-wrapper", help="run davbackup serve through this Python file "
                         "(e.g. scripts/bench_traced_serve.py); its stderr is kept with --keep")
     parser.add_argument("--baseline-build", help="also measure davbackup from this checkout (e.g. a git worktree"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import random
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -227,3 +228,77 @@ def test_stream_buffer_is_reused_not_reallocated():
     out.extend(bytes(c) for c in stream.finish())
     assert b"".join(out) == data
     assert len(addresses) == 1
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)  # seeded: same examples every run
+@given(
+    data=st.binary(min_size=0, max_size=150_000),
+    pieces=st.lists(st.tuples(st.booleans(), st.integers(min_value=1, max_value=40_000)), min_size=0, max_size=30),
+    seed=st.integers(min_value=1, max_value=2**63 - 1),
+)
+def test_segments_equal_buffer_property(data: bytes, pieces: list[tuple[bool, int]], seed: int) -> None:
+    """Bytes given as segments (read into a buffer behind free room), mixed with fed
+    pieces, are cut as the whole buffer is; every segment comes back once."""
+    chunker = Chunker(SMALL_CHUNKER, seed)
+    recycled: list[tuple[bytearray, bool]] = []
+    stream = StreamChunker(chunker, recycle=lambda buf, reusable: recycled.append((buf, reusable)))
+    front = SMALL_CHUNKER.max_size
+    given: list[bytearray] = []
+    out: list[bytes] = []
+    pos = 0
+    for as_segment, n in [*pieces, (True, len(data))]:
+        piece = data[pos : pos + n]
+        pos += len(piece)
+        if as_segment:
+            segment = bytearray(front + len(piece) + 7)
+            segment[front : front + len(piece)] = piece
+            given.append(segment)
+            out.extend(bytes(c) for c in stream.feed_segment(segment, front, front + len(piece)))
+            assert stream.buffered < SMALL_CHUNKER.max_size  # cut right away
+        else:
+            out.extend(bytes(c) for c in stream.feed(piece))
+    out.extend(bytes(c) for c in stream.finish())
+    assert [len(c) for c in out] == chunker.lengths(data)
+    assert b"".join(out) == data
+    assert sorted(map(id, given)) == sorted(id(buf) for buf, _ in recycled)
+    # no view was kept (but by finish's caller, who holds the last chunks as it ends)
+    assert all(reusable for _, reusable in recycled[:-1])
+
+
+def test_a_segment_whose_chunk_is_still_viewed_is_not_reused() -> None:
+    chunker = Chunker(SMALL_CHUNKER, 5)
+    data = random.Random(5).randbytes(6 * SMALL_CHUNKER.max_size)
+    recycled: list[tuple[bytearray, bool]] = []
+    stream = StreamChunker(chunker, recycle=lambda buf, reusable: recycled.append((buf, reusable)))
+    front = SMALL_CHUNKER.max_size
+    half = len(data) // 2
+    first = bytearray(front + half)
+    first[front:] = data[:half]
+    kept = list(stream.feed_segment(first, front, front + half))
+    assert kept and stream.holds(first)
+    second = bytearray(front + half)
+    second[front:] = data[half:]
+    rest = [bytes(c) for c in stream.feed_segment(second, front, front + half)]
+    assert recycled == [(first, False)]  # a view of it is held: never handed out again
+    rest += [bytes(c) for c in stream.finish()]
+    assert b"".join([bytes(c) for c in kept] + rest) == data
+    assert [buf for buf, _ in recycled] == [first, second]
+
+
+def test_segment_pool_reuses_and_limits() -> None:
+    from davbackup.segments import SegmentPool
+
+    pool = SegmentPool(front=10, payload=20, limit=2)
+    a, b = pool.take(), pool.take()
+    assert len(a) == len(b) == 30 and a is not b
+    pool.give(a)
+    assert pool.take() is a  # reused, not made again
+    pool.give(b, reusable=False)
+    c = pool.take()
+    assert c is not b and len(c) == 30
+    waiter = threading.Thread(target=lambda: got.append(pool.take()))
+    got: list[bytearray] = []
+    waiter.start()  # both are out: it waits for one to come back
+    pool.give(a)
+    waiter.join()
+    assert got == [a]

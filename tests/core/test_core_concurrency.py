@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
 import threading
@@ -155,5 +156,18 @@ def test_offloaded_writes_match_inline_writes(tmp_path) -> None:
                 writer_module.OFFLOAD_AFTER = old
         assert ns.stat("/offloaded").etag == ns.stat("/inline").etag
         assert ns.open_read("/offloaded").read() == data
+        for name, threshold in (("/filled", writer_module.OFFLOAD_AFTER), ("/filled-inline", 1 << 62)):
+            old, writer_module.OFFLOAD_AFTER = writer_module.OFFLOAD_AFTER, threshold
+            try:  # read straight into the chunker's segments (a large direct PUT)
+                pending = ns.open_write(name)
+                source = io.BytesIO(data)
+                while pending.writer.fill(source.readinto):
+                    pass
+                assert pending.received == len(data)
+                pending.commit(expected_size=len(data))
+            finally:
+                writer_module.OFFLOAD_AFTER = old
+            assert ns.stat(name).etag == ns.stat("/inline").etag
+        assert ns.open_read("/filled").read() == data
     finally:
         repo.close()

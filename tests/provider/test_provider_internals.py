@@ -7,6 +7,7 @@ member's name, and so does the server at start (``internals.verify()``).
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import re
 import socket
 import threading
@@ -120,6 +121,37 @@ def test_read_block_reads_a_known_length_body_exactly():
         assert raw.remaining == 0 and tracked.exhausted
         assert reader.bytes_read >= len(body)
         assert reader.read(4) == b"NEXT"
+
+
+def test_read_into_fills_views_from_a_known_length_body():
+    """As read_block, into the caller's buffers: full views until the body ends."""
+    from provider.request_log import _TrackedInput
+    from provider.request_server import guarded_input
+
+    body = bytes(range(256)) * (12 * 1024 + 7)  # 3 MiB and a bit
+    left, right = socket.socketpair()
+    with left, right:
+        sender = threading.Thread(target=left.sendall, args=(b"PUT / HTTP/1.1\r\n\r\n" + body + b"NEXT",))
+        sender.start()
+        reader = StreamReader(right)
+        assert reader.readline() == b"PUT / HTTP/1.1\r\n" and reader.readline() == b"\r\n"
+        raw = KnownLengthRFile(reader, len(body))
+        tracked = _TrackedInput(raw, len(body))
+        stream = guarded_input(tracked)
+        buf = bytearray(1 << 20 | 5)
+        pieces = []
+        with memoryview(buf) as view:
+            while got := internals.read_into(stream, view[5:]):
+                pieces.append(bytes(buf[5 : 5 + got]))
+        sender.join()
+        assert b"".join(pieces) == body and [len(p) for p in pieces[:3]] == [1 << 20] * 3
+        assert raw.remaining == 0 and tracked.exhausted
+        assert reader.read(4) == b"NEXT"
+    other = io.BytesIO(b"abcdefg")  # any other stream: read and copied in
+    buf = bytearray(4)
+    assert internals.read_into(other, memoryview(buf)) == 4 and buf == b"abcd"
+    assert internals.read_into(other, memoryview(buf)) == 3 and buf[:3] == b"efg"
+    assert internals.read_into(other, memoryview(buf)) == 0
 
 
 def test_read_block_of_a_body_cut_short():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import random
 import re
 import socket
 import time
@@ -81,6 +82,9 @@ def _session(s: requests.Session, base: str) -> None:
 
 SHA1 = hashlib.sha1(BODY).hexdigest()
 SHA256 = base64.b64encode(hashlib.sha256(BODY).digest()).decode()
+#: over davbackup.segments.SEGMENT_BYTES: read straight into the chunker's segments
+LARGE = random.Random(12).randbytes(9 * 1024 * 1024 + 123)
+LARGE_SHA1 = hashlib.sha1(LARGE).hexdigest()
 
 VARIANTS = [
     Variant("new file", "/new.bin"),
@@ -93,6 +97,11 @@ VARIANTS = [
     Variant("chunked, expected length not met", "/finder-short.bin", chunked=True,
             headers={"X-Expected-Entity-Length": str(len(BODY) + 1)}),
     Variant("body shorter than Content-Length", "/short.bin", truncate=1000),
+    Variant("large body", "/large.bin", body=LARGE),
+    Variant("large body shorter than Content-Length", "/large-short.bin", body=LARGE, truncate=5 * 1024 * 1024 + 17),
+    Variant("large body, OC-Checksum", "/large-sum.bin", body=LARGE, headers={"OC-Checksum": f"SHA1:{LARGE_SHA1}"}),
+    Variant("large body, chunked, expected length", "/large-finder.bin", body=LARGE, chunked=True,
+            headers={"X-Expected-Entity-Length": str(len(LARGE))}),
     Variant("X-OC-Mtime", "/mtime.bin", headers={"X-OC-Mtime": "1000000000"}),
     Variant("X-OC-Mtime replacing", "/old.bin", headers={"X-OC-Mtime": "1234567890"}, setup=_existing),
     Variant("X-OC-Mtime not a number", "/bad-mtime.bin", headers={"X-OC-Mtime": "soon"}, path=None),
