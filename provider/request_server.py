@@ -38,7 +38,7 @@ from __future__ import annotations
 import io
 import socket
 from collections.abc import Iterable, Iterator
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from lxml import etree
 from wsgidav import util
@@ -74,6 +74,7 @@ from provider.resources import CREATED_KEY
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
+R = TypeVar("R")
 
 #: Methods whose request body WsgiDAV parses as XML.
 XML_METHODS = frozenset({"PROPFIND", "PROPPATCH", "LOCK"})
@@ -380,33 +381,28 @@ class _GuardedInput:
         self._stream = stream
 
     def read(self, size: int = -1) -> bytes:
-        try:
-            return self._stream.read(size)
-        except DAVError:
-            raise
-        except Exception as exc:
-            raise _read_error(exc) from exc
+        return _guarded(self._stream.read, size)
 
     def read_block(self, size: int) -> bytes | bytearray:
         """``read(size)``, possibly as a new bytearray the caller owns (``internals.read_block``)."""
-        try:
-            return read_block(self._stream, size)
-        except DAVError:
-            raise
-        except Exception as exc:
-            raise _read_error(exc) from exc
+        return _guarded(read_block, self._stream, size)
 
     def read_into(self, view: memoryview) -> int:
         """The next bytes into ``view`` (``internals.read_into``)."""
-        try:
-            return read_into(self._stream, view)
-        except DAVError:
-            raise
-        except Exception as exc:
-            raise _read_error(exc) from exc
+        return _guarded(read_into, self._stream, view)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def _guarded(read: Callable[..., R], *args: Any) -> R:
+    """``read(*args)``, its errors (but a DAVError) as 400/408."""
+    try:
+        return read(*args)
+    except DAVError:
+        raise
+    except Exception as exc:
+        raise _read_error(exc) from exc
 
 
 def _read_error(exc: BaseException) -> DAVError:

@@ -12,7 +12,10 @@ import re
 import socket
 import threading
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cheroot.makefile import StreamReader
@@ -96,13 +99,14 @@ def test_read_one_chunk_on_a_real_chunked_body():
         assert internals.connection_socket(body) is right
 
 
-def test_read_block_reads_a_known_length_body_exactly():
-    """What the reader buffered with the header first, then the socket; the bytes after
-    the body (a pipelined request) stay for the next request; the counts are kept."""
+@contextmanager
+def known_length_body(body: bytes) -> Iterator[tuple[Any, KnownLengthRFile, Any, StreamReader]]:
+    """A PUT's body as the direct path reads it: guarded(tracked(cheroot's rfile)), with
+    the request head already read and a pipelined ``NEXT`` after the body; yields
+    (stream, rfile, tracker, reader) and joins the sender at the end."""
     from provider.request_log import _TrackedInput
     from provider.request_server import guarded_input
 
-    body = bytes(range(256)) * (12 * 1024 + 7)  # 3 MiB and a bit
     left, right = socket.socketpair()
     with left, right:
         sender = threading.Thread(target=left.sendall, args=(b"PUT / HTTP/1.1\r\n\r\n" + body + b"NEXT",))
@@ -111,40 +115,38 @@ def test_read_block_reads_a_known_length_body_exactly():
         assert reader.readline() == b"PUT / HTTP/1.1\r\n" and reader.readline() == b"\r\n"
         raw = KnownLengthRFile(reader, len(body))
         tracked = _TrackedInput(raw, len(body))
-        stream = guarded_input(tracked)
+        try:
+            yield guarded_input(tracked), raw, tracked, reader
+        finally:
+            sender.join()
+
+
+BODY = bytes(range(256)) * (12 * 1024 + 7)  # 3 MiB and a bit
+
+
+def test_read_block_reads_a_known_length_body_exactly():
+    """What the reader buffered with the header first, then the socket; the bytes after
+    the body (a pipelined request) stay for the next request; the counts are kept."""
+    with known_length_body(BODY) as (stream, raw, tracked, reader):
         blocks = []
         while block := stream.read_block(1 << 20):
             assert isinstance(block, bytearray)  # handed over: the caller owns it
             blocks.append(block)
-        sender.join()
-        assert b"".join(blocks) == body and [len(b) for b in blocks[:3]] == [1 << 20] * 3
+        assert b"".join(blocks) == BODY and [len(b) for b in blocks[:3]] == [1 << 20] * 3
         assert raw.remaining == 0 and tracked.exhausted
-        assert reader.bytes_read >= len(body)
+        assert reader.bytes_read >= len(BODY)
         assert reader.read(4) == b"NEXT"
 
 
 def test_read_into_fills_views_from_a_known_length_body():
     """As read_block, into the caller's buffers: full views until the body ends."""
-    from provider.request_log import _TrackedInput
-    from provider.request_server import guarded_input
-
-    body = bytes(range(256)) * (12 * 1024 + 7)  # 3 MiB and a bit
-    left, right = socket.socketpair()
-    with left, right:
-        sender = threading.Thread(target=left.sendall, args=(b"PUT / HTTP/1.1\r\n\r\n" + body + b"NEXT",))
-        sender.start()
-        reader = StreamReader(right)
-        assert reader.readline() == b"PUT / HTTP/1.1\r\n" and reader.readline() == b"\r\n"
-        raw = KnownLengthRFile(reader, len(body))
-        tracked = _TrackedInput(raw, len(body))
-        stream = guarded_input(tracked)
+    with known_length_body(BODY) as (stream, raw, tracked, reader):
         buf = bytearray(1 << 20 | 5)
         pieces = []
         with memoryview(buf) as view:
             while got := internals.read_into(stream, view[5:]):
                 pieces.append(bytes(buf[5 : 5 + got]))
-        sender.join()
-        assert b"".join(pieces) == body and [len(p) for p in pieces[:3]] == [1 << 20] * 3
+        assert b"".join(pieces) == BODY and [len(p) for p in pieces[:3]] == [1 << 20] * 3
         assert raw.remaining == 0 and tracked.exhausted
         assert reader.read(4) == b"NEXT"
     other = io.BytesIO(b"abcdefg")  # any other stream: read and copied in
