@@ -12,11 +12,11 @@ import sqlite3
 from typing import Callable, Iterator, TypeVar
 
 from davbackup import clock
+from davbackup.body_segments import SegmentPool
 from davbackup.chunker import Chunker, StreamChunker
 from davbackup.chunkstore import ChunkBatch, ChunkStore
 from davbackup.errors import IncompleteBody
 from davbackup.offload import Helper, Offloader
-from davbackup.segments import SegmentPool
 from davbackup.versions import insert_version, version_etag
 
 T = TypeVar("T")
@@ -85,7 +85,7 @@ class FileWriter:
 
     def fill(self, read_into: Callable[[memoryview], int]) -> int:
         """Take the next bytes of the file by reading them straight into a segment the
-        chunker then cuts in place (:mod:`davbackup.segments`): ``read_into(view)``
+        chunker then cuts in place (:mod:`davbackup.body_segments`): ``read_into(view)``
         fills ``view`` as far as the body goes and returns the count, less than its
         length only at the body's end. Returns that count (0: nothing was left)."""
         if self._closed:

@@ -38,9 +38,9 @@ from wsgidav import util
 from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_CREATED, HTTP_INTERNAL_ERROR, HTTP_NO_CONTENT, DAVError
 from wsgidav.mw.base_mw import BaseMiddleware
 
+from davbackup.body_segments import SEGMENT_BYTES
 from davbackup.errors import DavBackupError
 from davbackup.fs import Entry, Namespace
-from davbackup.segments import SEGMENT_BYTES
 from provider import history, internals, resumable
 from provider.client_compat import OS_METADATA_KEY, OsMetadataPolicy, is_os_metadata
 from provider.dav_provider import DavBackupProvider

@@ -286,7 +286,7 @@ def test_a_segment_whose_chunk_is_still_viewed_is_not_reused() -> None:
 
 
 def test_segment_pool_reuses_and_limits() -> None:
-    from davbackup.segments import SegmentPool
+    from davbackup.body_segments import SegmentPool
 
     pool = SegmentPool(front=10, payload=20, limit=2)
     a, b = pool.take(), pool.take()

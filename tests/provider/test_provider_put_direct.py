@@ -82,7 +82,7 @@ def _session(s: requests.Session, base: str) -> None:
 
 SHA1 = hashlib.sha1(BODY).hexdigest()
 SHA256 = base64.b64encode(hashlib.sha256(BODY).digest()).decode()
-#: over davbackup.segments.SEGMENT_BYTES: read straight into the chunker's segments
+#: over davbackup.body_segments.SEGMENT_BYTES: read straight into the chunker's segments
 LARGE = random.Random(12).randbytes(9 * 1024 * 1024 + 123)
 LARGE_SHA1 = hashlib.sha1(LARGE).hexdigest()
 
