@@ -32,6 +32,7 @@ COMMANDS = (
     "rebuild_index",
     "migrate",
     "recover",
+    "upgrade",
     "serve",
     "upload",
     "download",

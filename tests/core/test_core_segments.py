@@ -8,17 +8,20 @@ import json
 import random
 import secrets
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from davbackup.config import ChunkerParams, RepoConfig
-from davbackup.errors import IntegrityError
+from davbackup.errors import IntegrityError, WrongPassphrase
 from davbackup.maintenance.check import check_repository
 from davbackup.pack import HEADER_SIZE, SEGMENT_SHIFT, BlobHeader, scan_pack
 from davbackup.repository import Repository
 from tests.core_fixtures import PASSPHRASE, USER, USER_PASSWORD, flip_byte, init_repo, read_file, write_file
+from tests.server_fixtures import _env, davbackup
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 SEGMENT = 1 << SEGMENT_SHIFT
@@ -158,3 +161,44 @@ def test_blob_headers_of_version_2_are_checked() -> None:
                 {"stored": 100_000 + 16}, {"stored": 100_000 + 48}, {"version": 3}):
         with pytest.raises(BlobError):
             BlobHeader.parse(header(**bad))
+
+
+def test_upgrade_moves_a_repository_of_format_1_to_format_2(tmp_path: Path) -> None:
+    """``davbackup upgrade``: only with the passphrase, only config.json changes, once;
+    afterwards old blobs read as before and new large chunks are sealed in segments."""
+    with tarfile.open(FIXTURES / "repo_format1.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "repo"
+    env = _env(tmp_path)
+    packs_before = sorted(p.name for p in (root / "packs").rglob("*") if p.is_file())
+    catalog_before = (root / "catalog.sqlite").read_bytes()
+
+    env["DAVBACKUP_PASSPHRASE"] = "not the passphrase"
+    wrong = subprocess.run([sys.executable, "-m", "davbackup", "upgrade", "--repo", str(root)],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert wrong.returncode == WrongPassphrase.exit_code, wrong.stdout + wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    assert json.loads((root / "config.json").read_text())["version"] == 1
+
+    env["DAVBACKUP_PASSPHRASE"] = "fixture passphrase f1"
+    first = davbackup(["upgrade", "--repo", str(root)], env)
+    assert "format 1 -> 2" in first.stdout and "Restart running servers" in first.stdout
+    config = json.loads((root / "config.json").read_text())
+    assert config["version"] == 2 and oct((root / "config.json").stat().st_mode & 0o777) == "0o644"
+    assert "already of format 2" in davbackup(["upgrade", "--repo", str(root)], env).stdout
+    assert sorted(p.name for p in (root / "packs").rglob("*") if p.is_file()) == packs_before
+    assert (root / "catalog.sqlite").read_bytes() == catalog_before
+
+    data = random.Random(2026).randbytes(200_000)
+    with Repository.open(root, "fixture passphrase f1") as repo:
+        assert repo.config.version == 2
+        ns = repo.namespace("alice")
+        assert read_file(ns, "/random.bin") == data
+        for start in (0, SEGMENT + 5, 199_000):
+            assert ranged(repo, "/random.bin", start, 1000) == data[start:start + 1000]
+        new = random.Random(10).randbytes(3 * 1024 * 1024)
+        write_file(ns, "/new.bin", new)
+        headers = blob_headers(repo)
+        assert any(h.segmented for h in headers) and any(not h.segmented for h in headers)
+        assert ranged(repo, "/new.bin", 2 * SEGMENT - 10, 4096) == new[2 * SEGMENT - 10: 2 * SEGMENT + 4086]
+        assert check_repository(repo, read_data=True).ok
