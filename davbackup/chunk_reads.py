@@ -75,9 +75,10 @@ class ChunkReads:
     #: its index lookup was a statement per request; a place gc has since moved the
     #: chunk from fails in read() exactly as a stale place a caller passes does
     _places: dict[ChunkId, Location]
-    #: headers of segmented blobs at their places, read and checked by read_part before:
-    #: a header is the associated data of every segment's tag, so the tags verified
-    #: in each read authenticate it again (and a stale one fails, then is read again)
+    #: blob headers at their places, read and checked by read_part before: a segmented
+    #: blob's header is the associated data of every segment's tag, so the tags verified
+    #: in each read authenticate it again (and a stale one fails, then is read again);
+    #: any other blob is read whole, its header with it, so a stale one costs nothing
     _headers: dict[ChunkId, tuple[Location, BlobHeader]]
 
     def pack_name(self, pack_id: int) -> str:
@@ -146,6 +147,8 @@ class ChunkReads:
                 header = BlobHeader.parse(bytes(self.storage.read(name, location.offset, HEADER_SIZE)))
             if not header.segmented or header.stored_len != location.stored_len:
                 plain = self._open_whole(name, location, chunk_id)
+                if known is None:  # verified with the whole blob: next time no header read
+                    self._remember(chunk_id, location, header)
                 return ChunkPart(plain, 0, len(plain))
             first, stop = header.segment_span(start, end)
             at, length = header.segment_bytes(first, stop)
@@ -157,12 +160,15 @@ class ChunkReads:
                     raise _PrefetchedBad(str(exc)) from exc  # judged again with the header read now
                 raise
             if known is None:
-                if len(self._headers) >= MAX_PLACES:
-                    self._headers = {}
-                self._headers[chunk_id] = (location, header)
+                self._remember(chunk_id, location, header)
             return ChunkPart(data, first << header.shift, header.plain_len)
 
         return self._verified(chunk_id, location, context, part)
+
+    def _remember(self, chunk_id: ChunkId, location: Location, header: BlobHeader) -> None:
+        if len(self._headers) >= MAX_PLACES:
+            self._headers = {}
+        self._headers[chunk_id] = (location, header)
 
     def _open_whole(self, name: str, location: Location, chunk_id: ChunkId) -> bytes:
         blob = self.storage.read(name, location.offset, HEADER_SIZE + location.stored_len)

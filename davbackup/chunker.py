@@ -173,14 +173,19 @@ class StreamChunker:
             # All but the last cut are final. The last is final only if it hit max_size.
             if lengths[-1] < self._max:
                 lengths = lengths[:-1]
-            base = self._start
-            start = 0
-            for n in lengths:
-                yield view[start : start + n]
-                start += n
-                self._start = base + start
+            yield from self._hand_out(view, lengths)
         finally:
             view.release()  # the chunks' own views stay valid
+
+    def _hand_out(self, view: memoryview, lengths: list[int]) -> Iterator[memoryview]:
+        """The chunks of these lengths from the front of ``view`` (the buffered bytes),
+        each counted as handed out once the caller has taken it."""
+        base = self._start
+        start = 0
+        for n in lengths:
+            yield view[start : start + n]
+            start += n
+            self._start = base + start
 
     def take(self) -> bytes:
         """Remove and return the buffered, not yet cut bytes."""
@@ -198,12 +203,7 @@ class StreamChunker:
         if self.buffered:
             view = self._view()
             try:
-                base = self._start
-                start = 0
-                for n in self._chunker.lengths(view):
-                    yield view[start : start + n]
-                    start += n
-                    self._start = base + start
+                yield from self._hand_out(view, self._chunker.lengths(view))
             finally:
                 view.release()
         self._clear()

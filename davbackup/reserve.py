@@ -117,7 +117,8 @@ class SpaceGuard:
 
     def __init__(self, reserve: SpaceReserve, storage: Any, retry_seals: Callable[[], None] | None = None) -> None:
         """``retry_seals``: writes the seals of packs a full disk kept ``open`` (gc can
-        reclaim nothing in an open pack); called once the reserve is released."""
+        reclaim nothing in an open pack); called before every deletion and before the
+        disk is judged full."""
         self.reserve = reserve
         self._storage = storage
         self._swept = 0.0

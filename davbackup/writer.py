@@ -71,27 +71,33 @@ class FileWriter:
         """Take the next bytes of the file. ``owned``: the caller hands ``data`` over
         and never changes it again, so a helper thread may use it as it is (else any
         mutable buffer is copied first)."""
+        self._check_open()
+        helper = self._offload(len(data))
+        if helper is not None:
+            helper.submit(self._process, data if owned or isinstance(data, bytes) else bytes(data))
+        else:
+            self._process(data)
+
+    def _check_open(self) -> None:
         if self._closed:
             raise ValueError("write to a closed FileWriter")
         if self._error is not None:
             raise self._error
-        self._accepted += len(data)
+
+    def _offload(self, accepted: int) -> Helper | None:
+        """Count ``accepted`` more bytes; the helper thread they go to (taken once the
+        file has grown past OFFLOAD_AFTER), or None: they are chunked here."""
+        self._accepted += accepted
         if self._helper is None and self._offloader is not None and self._accepted > OFFLOAD_AFTER:
             self._helper = self._offloader.acquire()
-        if self._helper is not None:
-            self._helper.submit(self._process, data if owned or isinstance(data, bytes) else bytes(data))
-        else:
-            self._process(data)
+        return self._helper
 
     def fill(self, read_into: Callable[[memoryview], int]) -> int:
         """Take the next bytes of the file by reading them straight into a segment the
         chunker then cuts in place (:mod:`davbackup.body_segments`): ``read_into(view)``
         fills ``view`` as far as the body goes and returns the count, less than its
         length only at the body's end. Returns that count (0: nothing was left)."""
-        if self._closed:
-            raise ValueError("write to a closed FileWriter")
-        if self._error is not None:
-            raise self._error
+        self._check_open()
         pool = self._segments
         if pool is None:
             pool = self._segments = SegmentPool(self._stream.max_chunk)
@@ -105,11 +111,9 @@ class FileWriter:
         if not got:
             pool.give(segment)
             return 0
-        self._accepted += got
-        if self._helper is None and self._offloader is not None and self._accepted > OFFLOAD_AFTER:
-            self._helper = self._offloader.acquire()
-        if self._helper is not None:
-            self._helper.submit(self._process_segment, segment, got)
+        helper = self._offload(got)
+        if helper is not None:
+            helper.submit(self._process_segment, segment, got)
         else:
             self._process_segment(segment, got)
         return got
